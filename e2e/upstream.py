@@ -1,0 +1,49 @@
+"""A tiny upstream service for the demo and the end-to-end tests.
+
+GET/POST/... any path: 200 with a small JSON body.
+/status/<code>: answers with that status.
+Run: python3 upstream.py [port]   (binds 127.0.0.1; UPSTREAM_HOST overrides)
+"""
+
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        status = 200
+        parts = self.path.split("?")[0].split("/")
+        if len(parts) >= 3 and parts[1] == "status" and parts[2].isdigit():
+            status = int(parts[2])
+        body = json.dumps({"service": "upstream", "method": self.command, "path": self.path}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8081
+    host = os.environ.get("UPSTREAM_HOST", "127.0.0.1")
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    print(f"upstream listening on {host}:{port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

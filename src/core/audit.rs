@@ -1,0 +1,260 @@
+//! The per-request flow: capture what the rules need while the request passes,
+//! decide at the end of the stream (`on_log`, which also runs for local
+//! replies), and assemble the record only for requests that will be recorded.
+//!
+//! Host calls on the routine path (a request that will not be recorded):
+//! `:path` (plus the method, host and headers that rules match on) when the
+//! request headers pass, `:status` at the end, and for `sample` decisions the
+//! request header map, read once, for the trace id. Everything else is read
+//! only for requests that produce a record.
+
+use super::decide::{classify, first_matching_rule, is_security_status, verdict, MatchInput};
+use super::headers::HeaderMap;
+use super::host::{decode_i64, Host};
+use super::path::{canonicalize, split_query};
+use super::record::{AccessRecord, Why};
+use super::redact::{is_sensitive_header, mask};
+use super::sample::{self, b3_trace_id, traceparent_span_id, traceparent_trace_id, Rng, SampleKey};
+use super::settings::{Action, Level, Settings};
+
+/// What the request headers callback read: only what the rules match on.
+#[derive(Debug, Default, Clone)]
+pub struct RequestCapture {
+    pub path: Option<Vec<u8>>,
+    pub method: Option<Vec<u8>>,
+    pub authority: Option<Vec<u8>>,
+    /// Values of `Settings::match_headers`, in that order.
+    pub match_headers: Vec<Option<Vec<u8>>>,
+}
+
+impl RequestCapture {
+    /// Reads the headers the rules need, one host call each.
+    pub fn read(settings: &Settings, host: &impl Host) -> Self {
+        Self {
+            path: host.request_header(":path"),
+            method: settings
+                .match_needs_method
+                .then(|| host.request_header(":method"))
+                .flatten(),
+            authority: settings
+                .match_needs_authority
+                .then(|| host.request_header(":authority"))
+                .flatten(),
+            match_headers: settings
+                .match_headers
+                .iter()
+                .map(|name| host.request_header(name))
+                .collect(),
+        }
+    }
+
+    /// The same facts taken from a header map already read.
+    fn from_map(settings: &Settings, map: &HeaderMap) -> Self {
+        let get = |name: &str| map.get(name).map(<[u8]>::to_vec);
+        Self {
+            path: get(":path"),
+            method: get(":method"),
+            authority: get(":authority"),
+            match_headers: settings
+                .match_headers
+                .iter()
+                .map(|name| get(name))
+                .collect(),
+        }
+    }
+}
+
+/// Per-worker state (one Wasm VM per Envoy worker thread).
+#[derive(Debug)]
+pub struct Worker {
+    pub instance: String,
+    rng: Rng,
+}
+
+impl Worker {
+    pub fn new(instance: String, seed: u64) -> Self {
+        Self {
+            instance,
+            rng: Rng::new(seed),
+        }
+    }
+}
+
+fn read_map(host: &impl Host) -> HeaderMap {
+    HeaderMap::from_serialized(host.request_header_map().unwrap_or_default())
+}
+
+fn parse_status(bytes: &[u8]) -> Option<u16> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Decides at the end of a stream, and returns the record's JSON when one is due.
+/// `capture` is `None` when the request headers never reached the plugin: a
+/// filter before it answered with a local reply (RBAC, jwt_authn, ext_authz…).
+pub fn on_log(
+    settings: &Settings,
+    worker: &mut Worker,
+    capture: Option<RequestCapture>,
+    host: &impl Host,
+) -> Option<String> {
+    let replied_before_plugin = capture.is_none();
+    let mut map: Option<HeaderMap> = None;
+    let capture = match capture {
+        Some(capture) => capture,
+        None => {
+            let read = read_map(host);
+            let capture = RequestCapture::from_map(settings, &read);
+            map = Some(read);
+            capture
+        }
+    };
+    let status = host
+        .response_header(":status")
+        .as_deref()
+        .and_then(parse_status);
+    // The details name the filter that answered; only worth a read for a likely security outcome.
+    let details_read_early = replied_before_plugin || status.is_some_and(is_security_status);
+    let early_details = details_read_early
+        .then(|| host.property(&["response", "code_details"]))
+        .flatten();
+    let kind = classify(status.unwrap_or(0), early_details.as_deref());
+
+    let (path, query_removed) = split_query(capture.path.as_deref().unwrap_or_default());
+    let canonical = canonicalize(path, settings.canonical);
+    let rule = first_matching_rule(
+        settings,
+        &MatchInput {
+            canonical_path: &canonical,
+            method: capture.method.as_deref(),
+            authority: capture.authority.as_deref(),
+            match_headers: &capture.match_headers,
+            status: status.unwrap_or(0),
+        },
+    );
+    let verdict = verdict(settings, kind, rule);
+    let (action, sample_rate, sampled_by) = match verdict.action {
+        Action::Drop => return None,
+        Action::Audit => ("audit", 1.0, None),
+        Action::Sample(rate) if rate >= 1.0 => ("sample", rate, None),
+        Action::Sample(rate) if rate <= 0.0 => return None,
+        Action::Sample(rate) => {
+            let headers = map.get_or_insert_with(|| read_map(host));
+            let (key, draw) = sampling_draw(headers, &mut worker.rng);
+            if !sample::keep(rate, draw) {
+                return None;
+            }
+            ("sample", rate, Some(key))
+        }
+    };
+
+    // From here on the request is recorded: read what the record carries.
+    let map = map.get_or_insert_with(|| read_map(host));
+    let rule = verdict.rule.and_then(|i| settings.rules.get(i));
+    let code_details = if details_read_early {
+        early_details
+    } else {
+        host.property(&["response", "code_details"])
+    };
+    let response_flags = host
+        .property(&["response", "flags"])
+        .as_deref()
+        .and_then(decode_i64);
+    let duration = host
+        .property(&["request", "duration"])
+        .as_deref()
+        .and_then(decode_i64);
+    let source_address = host.property(&["source", "address"]);
+    let route_name = host.property(&["xds", "route_name"]);
+    let cluster_name = host.property(&["xds", "cluster_name"]);
+    let traceparent = map.get("traceparent");
+    let b3 = map
+        .get("x-b3-traceid")
+        .or_else(|| map.get("b3"))
+        .and_then(b3_trace_id);
+
+    let headers = match (verdict.level, rule) {
+        (Level::Request, Some(rule)) => recorded_headers(map, &rule.request_headers),
+        _ => Vec::new(),
+    };
+    let record = AccessRecord {
+        ts_unix_nanos: host.now_unix_nanos(),
+        kind: Some(kind),
+        instance: &worker.instance,
+        why: Some(Why {
+            reason: verdict.reason,
+            rule: rule.map(|r| r.name.as_str()),
+            action,
+            sample_rate,
+            sampled_by,
+        }),
+        request_id: map.get("x-request-id"),
+        method: capture.method.as_deref().or_else(|| map.get(":method")),
+        authority: capture
+            .authority
+            .as_deref()
+            .or_else(|| map.get(":authority")),
+        path: Some(path),
+        query_removed,
+        canonical_path: Some(&canonical),
+        headers,
+        status,
+        code_details: code_details.as_deref(),
+        response_flags: response_flags.and_then(|f| u64::try_from(f).ok()),
+        replied_before_plugin,
+        trace_id: traceparent.and_then(traceparent_trace_id),
+        span_id: traceparent.and_then(traceparent_span_id),
+        b3_trace_id: b3,
+        source_address: source_address.as_deref(),
+        route_name: route_name.as_deref(),
+        cluster_name: cluster_name.as_deref(),
+        duration_nanos: duration,
+    };
+    Some(record.encode(settings.max_field_bytes, settings.max_record_bytes))
+}
+
+/// The sampling draw: from the trace id when the request has one, so every hop agrees.
+fn sampling_draw(map: &HeaderMap, rng: &mut Rng) -> (SampleKey, u64) {
+    if let Some(id) = map.get("traceparent").and_then(traceparent_trace_id) {
+        return (SampleKey::TraceId, sample::hash_id(id));
+    }
+    if let Some(id) = map
+        .get("x-b3-traceid")
+        .or_else(|| map.get("b3"))
+        .and_then(b3_trace_id)
+    {
+        return (SampleKey::B3TraceId, sample::hash_id(id));
+    }
+    match map.get("x-request-id").filter(|id| !id.is_empty()) {
+        Some(id) => (SampleKey::RequestId, sample::hash_id(id)),
+        None => (SampleKey::Random, rng.next_u64()),
+    }
+}
+
+/// The rule's allow-listed headers; repeated headers joined by `, `; credentials masked.
+fn recorded_headers<'a>(map: &HeaderMap, names: &'a [String]) -> Vec<(&'a str, Vec<u8>)> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut joined: Option<Vec<u8>> = None;
+        for value in map.get_all(name) {
+            match &mut joined {
+                Some(all) => {
+                    all.extend_from_slice(b", ");
+                    all.extend_from_slice(value);
+                }
+                None => joined = Some(value.to_vec()),
+            }
+        }
+        if let Some(value) = joined {
+            let value = if is_sensitive_header(name) {
+                mask(&value)
+            } else {
+                value
+            };
+            out.push((name.as_str(), value));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

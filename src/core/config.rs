@@ -1,0 +1,218 @@
+//! The plugin configuration as written by the operator (JSON), field by field.
+//!
+//! These types only describe the JSON; `settings` validates them into the
+//! immutable form the filter runs with. Every struct denies unknown fields so
+//! a typo is an error, not a silently ignored setting. The README's
+//! "Configuration reference" documents the same fields.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// The whole plugin configuration (Envoy `configuration` / Istio `pluginConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Schema version of this configuration. Only `1` exists. Default: `1`.
+    pub version: Option<WholeNumber>,
+    /// Names this proxy in every record. Default: the Envoy node id (`xds.node.id`; Istio: `sidecar~<ip>~<pod>.<ns>~…`), else `unknown`.
+    pub instance_id: Option<String>,
+    /// Envoy log level the records are written at: `trace`, `debug`, `info`,
+    /// `warn`, `error` or `critical`. Default: `warn` (Istio hides Wasm `info` logs by default).
+    pub log_level: Option<String>,
+    /// Audit every security outcome (401, 403, a local reply from RBAC, jwt_authn
+    /// or ext_authz) whatever the rules say. Default: `true`. With `false`, rules decide alone.
+    pub always_audit_security_outcomes: Option<bool>,
+    /// Fraction (0 to 1) of requests that match no rule which is recorded. Default: `0.01`.
+    pub default_sample_rate: Option<f64>,
+    /// How the canonical path that rules match on is derived.
+    pub path_normalization: Option<RawPathNormalization>,
+    /// Byte caps on what a record may carry.
+    pub limits: Option<RawLimits>,
+    /// Ordered rules; the first whose `match` fits the request decides.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathNormalization {
+    /// Decode `%2F` and `%5C` to `/` before matching. Default: `true`.
+    pub decode_escaped_slashes: Option<bool>,
+    /// Treat `\` as `/` before matching. Default: `true`.
+    pub backslash_is_slash: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Cap on each string field, in bytes (64 to 65536). Default: `1024`.
+    pub max_field_bytes: Option<WholeNumber>,
+    /// Cap on a whole record, in bytes (4096 to 1048576). Default: `16384`.
+    pub max_record_bytes: Option<WholeNumber>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Unique name, recorded as the reason a record was written: `[a-z0-9_.-]`, 1 to 64 bytes.
+    pub name: String,
+    /// What the request must look like; every given condition must hold. Absent: every request.
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    /// `audit` (always record), `sample` (record a fraction `sample_rate`) or `drop` (never).
+    pub action: RawAction,
+    /// With `sample`: the fraction recorded, 0 to 1. Required with `sample`, refused otherwise.
+    pub sample_rate: Option<f64>,
+    /// `metadata` (default): no headers. `request`: also the headers in `request_headers`.
+    pub level: Option<RawLevel>,
+    /// With level `request`: the request headers to record (lowercase names).
+    #[serde(default)]
+    pub request_headers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Any of these path conditions, on the canonical path.
+    #[serde(default)]
+    pub paths: Vec<RawPathMatch>,
+    /// Any of these methods (`GET`, `POST`…), compared without regard to case.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Any of these hosts (`:authority` without port): `api.example.com` or `*.example.com`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// All of these request header conditions.
+    #[serde(default)]
+    pub headers: Vec<RawHeaderMatch>,
+    /// Any of these response statuses: a code (`404`) or a class (`"5xx"`).
+    #[serde(default)]
+    pub status: Vec<RawStatus>,
+    /// Match paths without regard to ASCII case. Default: `false`.
+    pub case_insensitive: Option<bool>,
+}
+
+/// One path condition: exactly one of `exact`, `prefix` or `glob`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawPathMatch {
+    /// The canonical path equals this.
+    Exact(String),
+    /// The canonical path starts with this (plain string prefix, as in Envoy routes).
+    Prefix(String),
+    /// `*` within a segment, `?` one character, `**` as a whole segment: any segments.
+    Glob(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    /// Lowercase header name.
+    pub name: String,
+    /// `true`: the header is present; `false`: it is absent.
+    pub present: Option<bool>,
+    /// The header's value equals this exactly.
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAction {
+    Audit,
+    Sample,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLevel {
+    Metadata,
+    Request,
+}
+
+/// A response status condition: a code like `404` or a class like `"4xx"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawStatus {
+    Code(u64),
+    Class(String),
+}
+
+/// A non-negative integer that also accepts whole doubles: Istio passes
+/// `pluginConfig` as a protobuf Struct, so `100` arrives as `100.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub u64);
+
+struct WholeNumberVisitor;
+
+/// Largest double below which every whole number is exact.
+const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0;
+
+impl Visitor<'_> for WholeNumberVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a whole non-negative number")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(format!("expected a whole non-negative number, got {v}")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < MAX_EXACT_DOUBLE {
+            // Checked just above: whole, non-negative and exactly representable.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(v as u64)
+        } else {
+            Err(E::custom(format!(
+                "expected a whole non-negative number, got {v}"
+            )))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(WholeNumberVisitor)
+            .map(WholeNumber)
+    }
+}
+
+struct StatusVisitor;
+
+impl Visitor<'_> for StatusVisitor {
+    type Value = RawStatus;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a status code such as 404 or a class such as \"5xx\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
+        Ok(RawStatus::Code(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
+        WholeNumberVisitor.visit_i64(v).map(RawStatus::Code)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawStatus, E> {
+        WholeNumberVisitor.visit_f64(v).map(RawStatus::Code)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
+        Ok(RawStatus::Class(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}

@@ -1,0 +1,338 @@
+//! Which rule applies to a request, what kind of event it is, and whether it is recorded.
+
+use super::settings::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
+
+/// The kind of event a record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A request recorded because a rule or sampling asked for it.
+    Access,
+    /// Authorization refused it: Envoy RBAC, ext_authz, or a 403.
+    Denied,
+    /// Authentication failed: jwt_authn, or a 401.
+    AuthFailure,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Access => "access",
+            Kind::Denied => "denied",
+            Kind::AuthFailure => "auth_failure",
+        }
+    }
+
+    pub fn is_security_outcome(self) -> bool {
+        matches!(self, Kind::Denied | Kind::AuthFailure)
+    }
+}
+
+/// Classifies the outcome from the status and Envoy's `response.code_details`.
+/// The details come first: they say which filter answered, not just how.
+pub fn classify(status: u16, code_details: Option<&[u8]>) -> Kind {
+    const DENIED: [&[u8]; 3] = [
+        b"rbac_access_denied",
+        b"ext_authz_denied",
+        b"ext_authz_error",
+    ];
+    const AUTH_FAILED: [&[u8]; 1] = [b"jwt_authn_access_denied"];
+    if let Some(details) = code_details {
+        if DENIED.iter().any(|p| details.starts_with(p)) {
+            return Kind::Denied;
+        }
+        if AUTH_FAILED.iter().any(|p| details.starts_with(p)) {
+            return Kind::AuthFailure;
+        }
+    }
+    match status {
+        401 => Kind::AuthFailure,
+        403 => Kind::Denied,
+        _ => Kind::Access,
+    }
+}
+
+/// Whether a status alone makes the request a security outcome candidate,
+/// worth reading `response.code_details` for.
+pub fn is_security_status(status: u16) -> bool {
+    matches!(status, 401 | 403)
+}
+
+/// The request facts rules match on.
+pub struct MatchInput<'a> {
+    pub canonical_path: &'a [u8],
+    pub method: Option<&'a [u8]>,
+    pub authority: Option<&'a [u8]>,
+    /// Values of `Settings::match_headers`, in that order.
+    pub match_headers: &'a [Option<Vec<u8>>],
+    /// 0 when no response was sent.
+    pub status: u16,
+}
+
+/// Index of the first rule that matches, as in the Kubernetes audit policy.
+pub fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -> Option<usize> {
+    let mut lowercase_path: Option<Vec<u8>> = None;
+    settings.rules.iter().position(|rule| {
+        let m = &rule.matcher;
+        let path = if m.case_insensitive && !m.paths.is_empty() {
+            lowercase_path.get_or_insert_with(|| input.canonical_path.to_ascii_lowercase())
+        } else {
+            input.canonical_path
+        };
+        matches(m, path, input)
+    })
+}
+
+fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
+    (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path)))
+        && (m.methods.is_empty()
+            || input.method.is_some_and(|method| {
+                m.methods
+                    .iter()
+                    .any(|x| x.as_bytes().eq_ignore_ascii_case(method))
+            }))
+        && (m.hosts.is_empty() || input.authority.is_some_and(|a| host_matches(&m.hosts, a)))
+        && m.headers.iter().all(|h| {
+            let value = input.match_headers.get(h.header).and_then(Option::as_deref);
+            match (&h.condition, value) {
+                (HeaderCondition::Present, v) => v.is_some(),
+                (HeaderCondition::Absent, v) => v.is_none(),
+                (HeaderCondition::Equals(expected), Some(v)) => v == expected.as_slice(),
+                (HeaderCondition::Equals(_), None) => false,
+            }
+        })
+        && (m.status.is_empty() || m.status.iter().any(|s| s.matches(input.status)))
+}
+
+/// `:authority` without its port, compared without regard to case.
+fn host_matches(hosts: &[HostMatcher], authority: &[u8]) -> bool {
+    let host = strip_port(authority);
+    hosts.iter().any(|h| match h {
+        HostMatcher::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
+        HostMatcher::Suffix(suffix) => {
+            host.len() > suffix.len()
+                && host
+                    .get(host.len() - suffix.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix.as_bytes()))
+        }
+    })
+}
+
+fn strip_port(authority: &[u8]) -> &[u8] {
+    // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon)
+            if authority
+                .get(colon + 1..)
+                .is_some_and(|p| p.iter().all(u8::is_ascii_digit))
+                && !authority
+                    .get(..colon)
+                    .is_some_and(|h| h.contains(&b':') && !h.ends_with(b"]")) =>
+        {
+            authority.get(..colon).unwrap_or(authority)
+        }
+        _ => authority,
+    }
+}
+
+/// Why a record was (or would have been) written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule's action decided.
+    Rule,
+    /// A security outcome, audited whatever the rules say.
+    SecurityOutcome,
+    /// No rule matched: the default sample rate applied.
+    Default,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rule => "rule",
+            Reason::SecurityOutcome => "security_outcome",
+            Reason::Default => "default_sample",
+        }
+    }
+}
+
+/// The verdict before sampling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    pub reason: Reason,
+    /// The first matching rule, also when a security outcome overrode its action.
+    pub rule: Option<usize>,
+    pub action: Action,
+    pub level: Level,
+}
+
+pub fn verdict(settings: &Settings, kind: Kind, rule: Option<usize>) -> Verdict {
+    let matched = rule.and_then(|i| settings.rules.get(i));
+    let level = matched.map_or(Level::Metadata, |r| r.level);
+    match matched {
+        _ if kind.is_security_outcome()
+            && settings.always_audit_security_outcomes
+            && matched.is_none_or(|r| r.action != Action::Audit) =>
+        {
+            Verdict {
+                reason: Reason::SecurityOutcome,
+                rule,
+                action: Action::Audit,
+                level,
+            }
+        }
+        Some(r) => Verdict {
+            reason: Reason::Rule,
+            rule,
+            action: r.action,
+            level,
+        },
+        None => Verdict {
+            reason: Reason::Default,
+            rule: None,
+            action: Action::Sample(settings.default_sample_rate),
+            level,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn settings(json: &str) -> Settings {
+        Settings::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn input<'a>(
+        path: &'a str,
+        method: &'a str,
+        status: u16,
+        headers: &'a [Option<Vec<u8>>],
+    ) -> MatchInput<'a> {
+        MatchInput {
+            canonical_path: path.as_bytes(),
+            method: Some(method.as_bytes()),
+            authority: Some(b"API.example.com:8443"),
+            match_headers: headers,
+            status,
+        }
+    }
+
+    const RULES: &str = r#"{"rules": [
+        {"name": "health", "match": {"paths": [{"exact": "/healthz"}]}, "action": "drop"},
+        {"name": "admin", "match": {"paths": [{"prefix": "/admin"}], "case_insensitive": true}, "action": "audit"},
+        {"name": "roles", "match": {"paths": [{"glob": "/api/v1/users/*/roles"}], "methods": ["put", "DELETE"]}, "action": "audit", "level": "request", "request_headers": ["user-agent"]},
+        {"name": "debug", "match": {"headers": [{"name": "x-debug", "equals": "1"}], "hosts": ["*.example.com"]}, "action": "sample", "sample_rate": 0.5},
+        {"name": "errors", "match": {"status": ["5xx", 404]}, "action": "audit"}
+    ]}"#;
+
+    #[test]
+    fn first_match_wins_in_order() {
+        let s = settings(RULES);
+        let none = [None];
+        let rule = |path: &str, method: &str, status: u16| {
+            first_matching_rule(&s, &input(path, method, status, &none))
+                .map(|i| s.rules[i].name.as_str())
+        };
+        assert_eq!(rule("/healthz", "GET", 500), Some("health"));
+        assert_eq!(rule("/admin/users", "GET", 200), Some("admin"));
+        assert_eq!(rule("/ADMIN", "GET", 200), Some("admin"));
+        assert_eq!(rule("/api/v1/users/7/roles", "PUT", 200), Some("roles"));
+        assert_eq!(rule("/api/v1/users/7/roles", "GET", 200), None);
+        assert_eq!(rule("/other", "GET", 503), Some("errors"));
+        assert_eq!(rule("/other", "GET", 404), Some("errors"));
+        assert_eq!(rule("/other", "GET", 200), None);
+        let debug = [Some(b"1".to_vec())];
+        assert_eq!(
+            first_matching_rule(&s, &input("/x", "GET", 200, &debug))
+                .map(|i| s.rules[i].name.as_str()),
+            Some("debug")
+        );
+    }
+
+    #[test]
+    fn hosts_ignore_port_and_case() {
+        let s = settings(
+            r#"{"rules": [{"name": "h", "match": {"hosts": ["api.example.com"]}, "action": "audit"}]}"#,
+        );
+        for (authority, expected) in [
+            (&b"API.example.com:8443"[..], true),
+            (b"api.example.com", true),
+            (b"api.example.com.evil", false),
+            (b"[::1]:80", false),
+        ] {
+            let i = MatchInput {
+                authority: Some(authority),
+                ..input("/", "GET", 200, &[])
+            };
+            assert_eq!(
+                first_matching_rule(&s, &i).is_some(),
+                expected,
+                "{authority:?}"
+            );
+        }
+        let s = settings(
+            r#"{"rules": [{"name": "h", "match": {"hosts": ["*.example.com"]}, "action": "audit"}]}"#,
+        );
+        let i = MatchInput {
+            authority: Some(b"example.com"),
+            ..input("/", "GET", 200, &[])
+        };
+        assert_eq!(
+            first_matching_rule(&s, &i),
+            None,
+            "the wildcard needs a label before the suffix"
+        );
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"::1"), b"::1");
+    }
+
+    #[test]
+    fn classification_prefers_code_details() {
+        assert_eq!(
+            classify(403, Some(b"rbac_access_denied_matched_policy[x]")),
+            Kind::Denied
+        );
+        assert_eq!(
+            classify(401, Some(b"jwt_authn_access_denied{Jwt_is_missing}")),
+            Kind::AuthFailure
+        );
+        assert_eq!(classify(403, Some(b"ext_authz_denied")), Kind::Denied);
+        assert_eq!(classify(403, None), Kind::Denied);
+        assert_eq!(classify(401, None), Kind::AuthFailure);
+        assert_eq!(classify(200, Some(b"via_upstream")), Kind::Access);
+        assert_eq!(classify(500, None), Kind::Access);
+    }
+
+    #[test]
+    fn security_outcomes_override_drop_unless_disabled() {
+        let s = settings(RULES);
+        let v = verdict(&s, Kind::Denied, Some(0));
+        assert_eq!(v.reason, Reason::SecurityOutcome);
+        assert_eq!(v.action, Action::Audit);
+        assert_eq!(v.rule, Some(0));
+        let v = verdict(&s, Kind::Access, Some(0));
+        assert_eq!((v.reason, v.action), (Reason::Rule, Action::Drop));
+        let v = verdict(&s, Kind::Denied, Some(1));
+        assert_eq!(
+            v.reason,
+            Reason::Rule,
+            "an audit rule that matched keeps the credit"
+        );
+        let v = verdict(&s, Kind::Access, None);
+        assert_eq!(
+            (v.reason, v.action),
+            (Reason::Default, Action::Sample(0.01))
+        );
+        let v = verdict(&s, Kind::Access, Some(2));
+        assert_eq!(v.level, Level::Request);
+
+        let off = settings(
+            r#"{"always_audit_security_outcomes": false, "rules": [{"name": "all", "action": "drop"}]}"#,
+        );
+        let v = verdict(&off, Kind::AuthFailure, Some(0));
+        assert_eq!((v.reason, v.action), (Reason::Rule, Action::Drop));
+    }
+}

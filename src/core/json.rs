@@ -1,0 +1,274 @@
+//! A small JSON line writer for audit records.
+//!
+//! Not serde_json: its string escaping leaves DEL, C1 controls, U+2028/U+2029
+//! and bidi overrides as they are, which line-based shippers and log viewers
+//! misread. Here every value is escaped so that one record is always one
+//! line of valid JSON, and every string can be capped in bytes.
+
+use std::fmt::Write as _;
+
+/// Text appended to a capped string: the original length lets a reader see how much was cut.
+const TRUNCATION_MARKER: &str = "...[truncated, ";
+
+pub struct JsonWriter {
+    out: String,
+    /// Whether the next value in the current object or array needs a comma before it.
+    needs_comma: bool,
+}
+
+impl Default for JsonWriter {
+    fn default() -> Self {
+        Self::with_capacity(512)
+    }
+}
+
+impl JsonWriter {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            out: String::with_capacity(capacity),
+            needs_comma: false,
+        }
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    fn separate(&mut self) {
+        if self.needs_comma {
+            self.out.push(',');
+        }
+        self.needs_comma = true;
+    }
+
+    pub fn begin_object(&mut self) {
+        self.separate();
+        self.out.push('{');
+        self.needs_comma = false;
+    }
+
+    pub fn end_object(&mut self) {
+        self.out.push('}');
+        self.needs_comma = true;
+    }
+
+    pub fn begin_array(&mut self) {
+        self.separate();
+        self.out.push('[');
+        self.needs_comma = false;
+    }
+
+    pub fn end_array(&mut self) {
+        self.out.push(']');
+        self.needs_comma = true;
+    }
+
+    /// Writes an object key; keys are our own constants or already-validated names.
+    pub fn key(&mut self, key: &str) {
+        self.separate();
+        escape_into(&mut self.out, key.as_bytes(), usize::MAX);
+        self.out.push(':');
+        self.needs_comma = false;
+    }
+
+    pub fn object_field(&mut self, key: &str) {
+        self.key(key);
+        self.begin_object();
+    }
+
+    pub fn array_field(&mut self, key: &str) {
+        self.key(key);
+        self.begin_array();
+    }
+
+    /// A string value from arbitrary bytes, escaped and capped at `cap` input bytes.
+    pub fn bytes_value(&mut self, value: &[u8], cap: usize) {
+        self.separate();
+        escape_into(&mut self.out, value, cap);
+    }
+
+    pub fn str_value(&mut self, value: &str) {
+        self.bytes_value(value.as_bytes(), usize::MAX);
+    }
+
+    pub fn bytes_field(&mut self, key: &str, value: &[u8], cap: usize) {
+        self.key(key);
+        self.bytes_value(value, cap);
+    }
+
+    pub fn str_field(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.str_value(value);
+    }
+
+    pub fn opt_bytes_field(&mut self, key: &str, value: Option<&[u8]>, cap: usize) {
+        if let Some(value) = value {
+            self.bytes_field(key, value, cap);
+        }
+    }
+
+    pub fn opt_str_field(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str_field(key, value);
+        }
+    }
+
+    pub fn u64_field(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.separate();
+        let _ = write!(self.out, "{value}");
+    }
+
+    pub fn bool_field(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.separate();
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    /// Finite numbers only; rates and ratios are always in range when they get here.
+    pub fn f64_field(&mut self, key: &str, value: f64) {
+        self.key(key);
+        self.separate();
+        if value.is_finite() {
+            let _ = write!(self.out, "{value}");
+        } else {
+            self.out.push_str("null");
+        }
+    }
+}
+
+/// Writes `value` as a quoted JSON string. Invalid UTF-8 bytes are written as
+/// the text `\xNN`, so a reader sees exactly which bytes were sent.
+fn escape_into(out: &mut String, value: &[u8], cap: usize) {
+    let (kept, truncated) = if value.len() > cap {
+        (floor_char_boundary(value, cap), true)
+    } else {
+        (value, false)
+    };
+    out.push('"');
+    for chunk in kept.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            escape_char(out, ch);
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\\\x{byte:02x}");
+        }
+    }
+    if truncated {
+        out.push_str(TRUNCATION_MARKER);
+        let _ = write!(out, "{} bytes]", value.len());
+    }
+    out.push('"');
+}
+
+/// Cuts at most `cap` bytes without splitting a UTF-8 sequence (invalid bytes count as one).
+fn floor_char_boundary(value: &[u8], cap: usize) -> &[u8] {
+    let mut end = cap.min(value.len());
+    // A UTF-8 continuation byte is 0b10xx_xxxx; step back over at most 3 of them.
+    let mut steps = 0;
+    while end > 0 && steps < 3 && value.get(end).is_some_and(|b| b & 0xC0 == 0x80) {
+        end -= 1;
+        steps += 1;
+    }
+    value.get(..end).unwrap_or_default()
+}
+
+fn escape_char(out: &mut String, ch: char) {
+    match ch {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if needs_unicode_escape(c) => {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+        c => out.push(c),
+    }
+}
+
+/// Characters that are valid JSON but break lines, terminals or the reading order in viewers.
+fn needs_unicode_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'          // C0 controls
+        | '\u{7f}'..='\u{9f}'       // DEL and C1 controls
+        | '\u{200e}' | '\u{200f}'   // left-to-right / right-to-left marks
+        | '\u{2028}' | '\u{2029}'   // line and paragraph separators
+        | '\u{202a}'..='\u{202e}'   // bidi embeddings and overrides
+        | '\u{2066}'..='\u{2069}'   // bidi isolates
+        | '\u{feff}'                // byte-order mark
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn encode(value: &[u8], cap: usize) -> String {
+        let mut w = JsonWriter::default();
+        w.bytes_value(value, cap);
+        w.finish()
+    }
+
+    #[test]
+    fn escapes_what_breaks_lines_and_viewers() {
+        let input = "a\"b\\c\nd\re\u{7f}f\u{85}g\u{2028}h\u{202e}i\u{0}".as_bytes();
+        let out = encode(input, usize::MAX);
+        assert_eq!(out, r#""a\"b\\c\nd\re\u007ff\u0085g\u2028h\u202ei\u0000""#);
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back.as_bytes(), input);
+    }
+
+    #[test]
+    fn invalid_utf8_is_shown_as_hex_text() {
+        let out = encode(b"ok\xff\xfe!", usize::MAX);
+        assert_eq!(out, r#""ok\\xff\\xfe!""#);
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "ok\\xff\\xfe!");
+    }
+
+    #[test]
+    fn caps_at_a_char_boundary_and_says_the_original_length() {
+        // "é" is two bytes: a cap of 2 must not split it.
+        let out = encode("aéb".as_bytes(), 2);
+        assert_eq!(out, r#""a...[truncated, 4 bytes]""#);
+        assert_eq!(encode(b"abc", 3), r#""abc""#);
+    }
+
+    #[test]
+    fn builds_nested_objects_with_commas() {
+        let mut w = JsonWriter::default();
+        w.begin_object();
+        w.u64_field("n", 7);
+        w.object_field("o");
+        w.str_field("s", "x");
+        w.bool_field("b", true);
+        w.end_object();
+        w.array_field("a");
+        w.str_value("p");
+        w.str_value("q");
+        w.end_array();
+        w.f64_field("r", 0.25);
+        w.f64_field("nan", f64::NAN);
+        w.end_object();
+        let line = w.finish();
+        assert_eq!(
+            line,
+            r#"{"n":7,"o":{"s":"x","b":true},"a":["p","q"],"r":0.25,"nan":null}"#
+        );
+        serde_json::from_str::<serde_json::Value>(&line).unwrap();
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure core: configuration, rules, sampling, redaction and the record.
+//! Nothing here imports the Proxy-Wasm SDK; `cargo test --no-default-features`
+//! builds it without the SDK to keep it that way.
+
+pub mod audit;
+pub mod config;
+pub mod decide;
+pub mod flags;
+pub mod headers;
+pub mod host;
+pub mod json;
+pub mod path;
+pub mod record;
+pub mod redact;
+pub mod sample;
+pub mod settings;
+pub mod time;

@@ -1,0 +1,197 @@
+//! Audit record v1: the schema and its encoding as one JSON line.
+//! The README's "Record reference" documents every field.
+
+use super::decide::{Kind, Reason};
+use super::flags;
+use super::json::JsonWriter;
+use super::sample::SampleKey;
+use super::time::rfc3339_millis;
+
+/// Record schema version, written as `"v"` in every record.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Every record line in Envoy's log starts with this, so collectors can pick
+/// audit lines out of the proxy's log stream; the JSON object follows it.
+pub const RECORD_PREFIX: &str = "meshaudit.record ";
+
+/// Field cap used when a record is still over its size cap after dropping headers.
+const MIN_FIELD_BYTES: usize = 64;
+
+/// Why a record was written.
+#[derive(Debug, Clone, Copy)]
+pub struct Why<'a> {
+    pub reason: Reason,
+    pub rule: Option<&'a str>,
+    /// `audit` or `sample`.
+    pub action: &'static str,
+    pub sample_rate: f64,
+    pub sampled_by: Option<SampleKey>,
+}
+
+/// One audited request. Byte fields are as Envoy gave them; encoding escapes and caps them.
+#[derive(Debug, Default)]
+pub struct AccessRecord<'a> {
+    pub ts_unix_nanos: u64,
+    pub kind: Option<Kind>,
+    pub instance: &'a str,
+    pub why: Option<Why<'a>>,
+    pub request_id: Option<&'a [u8]>,
+    pub method: Option<&'a [u8]>,
+    pub authority: Option<&'a [u8]>,
+    /// The path as sent, with the query string removed.
+    pub path: Option<&'a [u8]>,
+    pub query_removed: bool,
+    pub canonical_path: Option<&'a [u8]>,
+    /// Allow-listed request headers (level `request`), values already redacted.
+    pub headers: Vec<(&'a str, Vec<u8>)>,
+    pub status: Option<u16>,
+    pub code_details: Option<&'a [u8]>,
+    pub response_flags: Option<u64>,
+    pub replied_before_plugin: bool,
+    pub trace_id: Option<&'a [u8]>,
+    pub span_id: Option<&'a [u8]>,
+    pub b3_trace_id: Option<&'a [u8]>,
+    pub source_address: Option<&'a [u8]>,
+    pub route_name: Option<&'a [u8]>,
+    pub cluster_name: Option<&'a [u8]>,
+    pub duration_nanos: Option<i64>,
+}
+
+impl AccessRecord<'_> {
+    /// One JSON line of at most `max_record_bytes`: over it, headers go first, then fields shrink.
+    pub fn encode(&self, max_field_bytes: usize, max_record_bytes: usize) -> String {
+        let full = self.encode_with(max_field_bytes, true, false);
+        if full.len() <= max_record_bytes {
+            return full;
+        }
+        let without_headers = self.encode_with(max_field_bytes, false, true);
+        if without_headers.len() <= max_record_bytes {
+            return without_headers;
+        }
+        self.encode_with(MIN_FIELD_BYTES.min(max_field_bytes), false, true)
+    }
+
+    fn encode_with(&self, cap: usize, with_headers: bool, truncated: bool) -> String {
+        let mut w = JsonWriter::with_capacity(512);
+        w.begin_object();
+        w.u64_field("v", SCHEMA_VERSION);
+        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
+        w.str_field("kind", self.kind.unwrap_or(Kind::Access).as_str());
+        w.bytes_field("instance", self.instance.as_bytes(), cap);
+        if let Some(why) = &self.why {
+            w.object_field("why");
+            w.str_field("reason", why.reason.as_str());
+            w.opt_str_field("rule", why.rule);
+            w.str_field("action", why.action);
+            w.f64_field("sample_rate", why.sample_rate);
+            w.opt_str_field("sampled_by", why.sampled_by.map(SampleKey::as_str));
+            w.end_object();
+        }
+
+        w.object_field("request");
+        w.opt_bytes_field("id", self.request_id, cap);
+        w.opt_bytes_field("method", self.method, cap);
+        w.opt_bytes_field("authority", self.authority, cap);
+        w.opt_bytes_field("path", self.path, cap);
+        if self.query_removed {
+            w.bool_field("query_removed", true);
+        }
+        w.opt_bytes_field("canonical_path", self.canonical_path, cap);
+        if with_headers && !self.headers.is_empty() {
+            w.object_field("headers");
+            for (name, value) in &self.headers {
+                w.bytes_field(name, value, cap);
+            }
+            w.end_object();
+        }
+        w.end_object();
+
+        w.object_field("response");
+        if let Some(code) = self.status {
+            w.u64_field("code", u64::from(code));
+        }
+        w.opt_bytes_field("code_details", self.code_details, cap);
+        if let Some(bits) = self.response_flags.filter(|&b| b != 0) {
+            w.array_field("flags");
+            for name in flags::short_names(bits) {
+                w.str_value(&name);
+            }
+            w.end_array();
+        }
+        if self.replied_before_plugin {
+            w.bool_field("replied_before_plugin", true);
+        }
+        w.end_object();
+
+        if self.trace_id.is_some() || self.b3_trace_id.is_some() {
+            w.object_field("trace");
+            w.opt_bytes_field("trace_id", self.trace_id, cap);
+            w.opt_bytes_field("span_id", self.span_id, cap);
+            w.opt_bytes_field("b3_trace_id", self.b3_trace_id, cap);
+            w.end_object();
+        }
+        if let Some(address) = self.source_address {
+            w.object_field("source");
+            w.bytes_field("address", address, cap);
+            w.end_object();
+        }
+        if self.route_name.is_some() || self.cluster_name.is_some() {
+            w.object_field("route");
+            w.opt_bytes_field("name", self.route_name, cap);
+            w.opt_bytes_field("cluster", self.cluster_name, cap);
+            w.end_object();
+        }
+        if let Some(nanos) = self.duration_nanos.and_then(|n| u64::try_from(n).ok()) {
+            w.u64_field("duration_ms", nanos / 1_000_000);
+        }
+        if truncated {
+            w.bool_field("truncated", true);
+        }
+        w.end_object();
+        w.finish()
+    }
+}
+
+/// A configuration change of the plugin itself.
+#[derive(Debug)]
+pub struct ConfigRecord<'a> {
+    pub ts_unix_nanos: u64,
+    pub instance: &'a str,
+    pub digest: &'a str,
+    pub previous_digest: Option<&'a str>,
+    pub config_version: u64,
+    pub rules: Vec<&'a str>,
+    /// Set when the configuration was refused: why (kind `config_rejected`).
+    pub error: Option<&'a str>,
+}
+
+impl ConfigRecord<'_> {
+    pub fn encode(&self) -> String {
+        let mut w = JsonWriter::default();
+        w.begin_object();
+        w.u64_field("v", SCHEMA_VERSION);
+        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
+        w.str_field(
+            "kind",
+            if self.error.is_some() {
+                "config_rejected"
+            } else {
+                "config_applied"
+            },
+        );
+        w.str_field("instance", self.instance);
+        w.object_field("config");
+        w.str_field("digest", self.digest);
+        w.opt_str_field("previous_digest", self.previous_digest);
+        w.u64_field("version", self.config_version);
+        w.array_field("rules");
+        for rule in &self.rules {
+            w.str_value(rule);
+        }
+        w.end_array();
+        w.opt_str_field("error", self.error);
+        w.end_object();
+        w.end_object();
+        w.finish()
+    }
+}

@@ -1,0 +1,625 @@
+//! The validated, immutable settings the filter runs with, built from
+//! `config::RawConfig`. Every error names the JSON path it is about.
+
+use super::config::{
+    RawAction, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRule, RawStatus,
+    WholeNumber,
+};
+use super::path::{canonicalize, CanonicalOptions, Glob};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fmt;
+
+/// The only configuration schema version so far.
+pub const CONFIG_VERSION: u64 = 1;
+pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
+pub const DEFAULT_MAX_FIELD_BYTES: u64 = 1024;
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 * 1024;
+const MAX_RULES: usize = 256;
+const MAX_RULE_NAME_BYTES: usize = 64;
+const MAX_INSTANCE_ID_BYTES: usize = 256;
+const MAX_PATTERN_BYTES: usize = 1024;
+
+/// A configuration error: where in the JSON, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending value, such as `rules[2].sample_rate` (empty: the whole document).
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Envoy's log levels, in the order of the Proxy-Wasm ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    const NAMES: [(&'static str, LogLevel); 6] = [
+        ("trace", LogLevel::Trace),
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warn", LogLevel::Warn),
+        ("error", LogLevel::Error),
+        ("critical", LogLevel::Critical),
+    ];
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| *l)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    Audit,
+    /// Record this fraction (0 to 1).
+    Sample(f64),
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Metadata,
+    Request,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatcher {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    Glob(Glob),
+}
+
+impl PathMatcher {
+    pub fn matches(&self, canonical: &[u8]) -> bool {
+        match self {
+            PathMatcher::Exact(p) => canonical == p.as_slice(),
+            PathMatcher::Prefix(p) => canonical.starts_with(p),
+            PathMatcher::Glob(g) => g.matches(canonical),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatcher {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`: any host ending with it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCondition {
+    Present,
+    Absent,
+    Equals(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatcher {
+    /// Index into `Settings::match_headers`: each header is read from Envoy once per request.
+    pub header: usize,
+    pub condition: HeaderCondition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatcher {
+    Code(u16),
+    /// The hundreds digit: 4 for `4xx`.
+    Class(u16),
+}
+
+impl StatusMatcher {
+    pub fn matches(&self, status: u16) -> bool {
+        match *self {
+            StatusMatcher::Code(code) => status == code,
+            StatusMatcher::Class(class) => status / 100 == class,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub paths: Vec<PathMatcher>,
+    pub case_insensitive: bool,
+    /// Uppercase.
+    pub methods: Vec<String>,
+    pub hosts: Vec<HostMatcher>,
+    pub headers: Vec<HeaderMatcher>,
+    pub status: Vec<StatusMatcher>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Matcher,
+    pub action: Action,
+    pub level: Level,
+    pub request_headers: Vec<String>,
+}
+
+/// Validated plugin settings. Immutable once built.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sha256:<hex>` of the configuration bytes as Envoy delivered them.
+    pub digest: String,
+    pub version: u64,
+    pub instance_id: Option<String>,
+    pub log_level: LogLevel,
+    pub always_audit_security_outcomes: bool,
+    pub default_sample_rate: f64,
+    pub canonical: CanonicalOptions,
+    pub max_field_bytes: usize,
+    pub max_record_bytes: usize,
+    pub rules: Vec<Rule>,
+    /// Request headers any rule matches on; read from Envoy once per request, in this order.
+    pub match_headers: Vec<String>,
+    /// Whether any rule matches on the method / the host, so they are read for every request.
+    pub match_needs_method: bool,
+    pub match_needs_authority: bool,
+}
+
+impl Settings {
+    /// Parses and validates the plugin configuration. Empty input means all defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Settings, ConfigError> {
+        let digest = sha256_hex(bytes);
+        let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+            RawConfig::default()
+        } else {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
+                .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+            de.end().map_err(|e| error("", e.to_string()))?;
+            raw
+        };
+        Self::from_raw(raw, format!("sha256:{digest}"))
+    }
+
+    fn from_raw(raw: RawConfig, digest: String) -> Result<Settings, ConfigError> {
+        let version = raw.version.map_or(CONFIG_VERSION, |v| v.0);
+        if version != CONFIG_VERSION {
+            return Err(error(
+                "version",
+                format!("unsupported configuration version {version}; this plugin reads version {CONFIG_VERSION}"),
+            ));
+        }
+        if let Some(id) = &raw.instance_id {
+            check_printable("instance_id", id, MAX_INSTANCE_ID_BYTES)?;
+        }
+        let log_level = match raw.log_level.as_deref() {
+            None => LogLevel::Warn,
+            Some(name) => LogLevel::parse(name).ok_or_else(|| {
+                error(
+                    "log_level",
+                    format!("unknown log level \"{name}\"; expected one of trace, debug, info, warn, error, critical"),
+                )
+            })?,
+        };
+        let default_sample_rate = match raw.default_sample_rate {
+            None => DEFAULT_SAMPLE_RATE,
+            Some(rate) => check_rate("default_sample_rate", rate)?,
+        };
+        let normalization = raw.path_normalization.unwrap_or_default();
+        let defaults = CanonicalOptions::default();
+        let canonical = CanonicalOptions {
+            decode_escaped_slashes: normalization
+                .decode_escaped_slashes
+                .unwrap_or(defaults.decode_escaped_slashes),
+            backslash_is_slash: normalization
+                .backslash_is_slash
+                .unwrap_or(defaults.backslash_is_slash),
+        };
+        let limits = raw.limits.unwrap_or_default();
+        let max_field_bytes = check_range(
+            "limits.max_field_bytes",
+            limits.max_field_bytes,
+            DEFAULT_MAX_FIELD_BYTES,
+            64..=65_536,
+        )?;
+        let max_record_bytes = check_range(
+            "limits.max_record_bytes",
+            limits.max_record_bytes,
+            DEFAULT_MAX_RECORD_BYTES,
+            4096..=1_048_576,
+        )?;
+        if raw.rules.len() > MAX_RULES {
+            return Err(error(
+                "rules",
+                format!("at most {MAX_RULES} rules, got {}", raw.rules.len()),
+            ));
+        }
+
+        let mut settings = Settings {
+            digest,
+            version,
+            instance_id: raw.instance_id,
+            log_level,
+            always_audit_security_outcomes: raw.always_audit_security_outcomes.unwrap_or(true),
+            default_sample_rate,
+            canonical,
+            max_field_bytes,
+            max_record_bytes,
+            rules: Vec::with_capacity(raw.rules.len()),
+            match_headers: Vec::new(),
+            match_needs_method: false,
+            match_needs_authority: false,
+        };
+        let mut names = HashSet::new();
+        for (i, raw_rule) in raw.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if !names.insert(raw_rule.name.clone()) {
+                return Err(error(
+                    format!("{at}.name"),
+                    format!(
+                        "duplicate rule name \"{}\"; rule names must be unique",
+                        raw_rule.name
+                    ),
+                ));
+            }
+            let rule = settings.build_rule(&at, raw_rule)?;
+            settings.match_needs_method |= !rule.matcher.methods.is_empty();
+            settings.match_needs_authority |= !rule.matcher.hosts.is_empty();
+            settings.rules.push(rule);
+        }
+        Ok(settings)
+    }
+
+    fn build_rule(&mut self, at: &str, raw: RawRule) -> Result<Rule, ConfigError> {
+        check_rule_name(&format!("{at}.name"), &raw.name)?;
+        let action = match (raw.action, raw.sample_rate) {
+            (RawAction::Sample, Some(rate)) => {
+                Action::Sample(check_rate(&format!("{at}.sample_rate"), rate)?)
+            }
+            (RawAction::Sample, None) => {
+                return Err(error(
+                    format!("{at}.sample_rate"),
+                    "required with action \"sample\" (a fraction from 0 to 1, e.g. 0.05)",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(error(
+                    format!("{at}.sample_rate"),
+                    "only allowed with action \"sample\"",
+                ))
+            }
+            (RawAction::Audit, None) => Action::Audit,
+            (RawAction::Drop, None) => Action::Drop,
+        };
+        let level = match raw.level {
+            None | Some(RawLevel::Metadata) => Level::Metadata,
+            Some(RawLevel::Request) => Level::Request,
+        };
+        if level == Level::Metadata && !raw.request_headers.is_empty() {
+            return Err(error(
+                format!("{at}.request_headers"),
+                "headers are only recorded at level \"request\"; set \"level\": \"request\" or remove the list",
+            ));
+        }
+        if action == Action::Drop && level == Level::Request {
+            return Err(error(
+                format!("{at}.level"),
+                "a \"drop\" rule writes no record, so a level has no effect; remove it",
+            ));
+        }
+        let mut request_headers = Vec::with_capacity(raw.request_headers.len());
+        for (j, name) in raw.request_headers.iter().enumerate() {
+            check_header_name(&format!("{at}.request_headers[{j}]"), name)?;
+            if !request_headers.contains(name) {
+                request_headers.push(name.clone());
+            }
+        }
+        let matcher = self.build_matcher(&format!("{at}.match"), raw.matcher)?;
+        Ok(Rule {
+            name: raw.name,
+            matcher,
+            action,
+            level,
+            request_headers,
+        })
+    }
+
+    fn build_matcher(&mut self, at: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
+        let case_insensitive = raw.case_insensitive.unwrap_or(false);
+        let mut paths = Vec::with_capacity(raw.paths.len());
+        for (j, path) in raw.paths.into_iter().enumerate() {
+            paths.push(self.build_path_matcher(
+                &format!("{at}.paths[{j}]"),
+                path,
+                case_insensitive,
+            )?);
+        }
+        let mut methods = Vec::with_capacity(raw.methods.len());
+        for (j, method) in raw.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(is_token_byte) {
+                return Err(error(
+                    format!("{at}.methods[{j}]"),
+                    format!(
+                        "\"{}\" is not an HTTP method (a token such as GET or POST)",
+                        method.escape_debug()
+                    ),
+                ));
+            }
+            methods.push(method.to_ascii_uppercase());
+        }
+        let mut hosts = Vec::with_capacity(raw.hosts.len());
+        for (j, host) in raw.hosts.iter().enumerate() {
+            hosts.push(build_host_matcher(&format!("{at}.hosts[{j}]"), host)?);
+        }
+        let mut headers = Vec::with_capacity(raw.headers.len());
+        for (j, header) in raw.headers.into_iter().enumerate() {
+            headers.push(self.build_header_matcher(&format!("{at}.headers[{j}]"), header)?);
+        }
+        let mut status = Vec::with_capacity(raw.status.len());
+        for (j, s) in raw.status.into_iter().enumerate() {
+            status.push(build_status_matcher(&format!("{at}.status[{j}]"), s)?);
+        }
+        Ok(Matcher {
+            paths,
+            case_insensitive,
+            methods,
+            hosts,
+            headers,
+            status,
+        })
+    }
+
+    fn build_path_matcher(
+        &self,
+        at: &str,
+        raw: RawPathMatch,
+        case_insensitive: bool,
+    ) -> Result<PathMatcher, ConfigError> {
+        let (kind, pattern) = match &raw {
+            RawPathMatch::Exact(p) => ("exact", p),
+            RawPathMatch::Prefix(p) => ("prefix", p),
+            RawPathMatch::Glob(p) => ("glob", p),
+        };
+        let at = format!("{at}.{kind}");
+        if !pattern.starts_with('/') {
+            return Err(error(
+                at,
+                format!("must start with '/', got \"{}\"", pattern.escape_debug()),
+            ));
+        }
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(error(at, format!("at most {MAX_PATTERN_BYTES} bytes")));
+        }
+        if pattern.contains(['?', '#']) && kind != "glob" {
+            return Err(error(
+                at,
+                "rules match the path without its query string; remove '?' and what follows",
+            ));
+        }
+        let fold = |p: &str| {
+            if case_insensitive {
+                p.to_ascii_lowercase()
+            } else {
+                p.to_string()
+            }
+        };
+        Ok(match raw {
+            RawPathMatch::Exact(p) | RawPathMatch::Prefix(p) => {
+                // A pattern the canonical form can never equal would silently never match.
+                let canonical = canonicalize(p.as_bytes(), self.canonical);
+                if canonical != p.as_bytes() {
+                    return Err(error(
+                        at,
+                        format!(
+                            "\"{}\" is not in canonical form (rules match canonical paths); write \"{}\"",
+                            p.escape_debug(),
+                            String::from_utf8_lossy(&canonical).escape_debug()
+                        ),
+                    ));
+                }
+                let bytes = fold(&p).into_bytes();
+                if kind == "exact" {
+                    PathMatcher::Exact(bytes)
+                } else {
+                    PathMatcher::Prefix(bytes)
+                }
+            }
+            RawPathMatch::Glob(p) => {
+                PathMatcher::Glob(Glob::new(&fold(&p)).map_err(|reason| error(at, reason))?)
+            }
+        })
+    }
+
+    fn build_header_matcher(
+        &mut self,
+        at: &str,
+        raw: RawHeaderMatch,
+    ) -> Result<HeaderMatcher, ConfigError> {
+        check_header_name(&format!("{at}.name"), &raw.name)?;
+        let condition = match (raw.present, raw.equals) {
+            (Some(true), None) => HeaderCondition::Present,
+            (Some(false), None) => HeaderCondition::Absent,
+            (None, Some(value)) => HeaderCondition::Equals(value.into_bytes()),
+            _ => {
+                return Err(error(
+                    at,
+                    "give exactly one of \"present\" (true/false) or \"equals\" (a value)",
+                ))
+            }
+        };
+        let header = match self.match_headers.iter().position(|h| *h == raw.name) {
+            Some(index) => index,
+            None => {
+                self.match_headers.push(raw.name);
+                self.match_headers.len() - 1
+            }
+        };
+        Ok(HeaderMatcher { header, condition })
+    }
+}
+
+fn build_host_matcher(at: &str, host: &str) -> Result<HostMatcher, ConfigError> {
+    let lower = host.to_ascii_lowercase();
+    let (suffix, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(error(
+            at,
+            format!(
+                "\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)",
+                host.escape_debug()
+            ),
+        ));
+    }
+    Ok(if suffix {
+        HostMatcher::Suffix(format!(".{name}"))
+    } else {
+        HostMatcher::Exact(name.to_string())
+    })
+}
+
+fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, ConfigError> {
+    match raw {
+        RawStatus::Code(code @ 100..=599) => Ok(StatusMatcher::Code(code as u16)),
+        RawStatus::Code(code) => Err(error(at, format!("status code must be 100 to 599, got {code}"))),
+        RawStatus::Class(class) => match class.to_ascii_lowercase().as_str() {
+            "1xx" => Ok(StatusMatcher::Class(1)),
+            "2xx" => Ok(StatusMatcher::Class(2)),
+            "3xx" => Ok(StatusMatcher::Class(3)),
+            "4xx" => Ok(StatusMatcher::Class(4)),
+            "5xx" => Ok(StatusMatcher::Class(5)),
+            _ => Err(error(
+                at,
+                format!("\"{}\" is not a status class; expected \"1xx\" to \"5xx\" or a code such as 404", class.escape_debug()),
+            )),
+        },
+    }
+}
+
+fn check_rate(at: &str, rate: f64) -> Result<f64, ConfigError> {
+    if rate.is_finite() && (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(error(
+            at,
+            format!("must be a fraction from 0 to 1, got {rate}"),
+        ))
+    }
+}
+
+fn check_range(
+    at: &str,
+    value: Option<WholeNumber>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, ConfigError> {
+    let value = value.map_or(default, |v| v.0);
+    if !range.contains(&value) {
+        return Err(error(
+            at,
+            format!(
+                "must be from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    usize::try_from(value).map_err(|_| error(at, format!("{value} is too large for this platform")))
+}
+
+fn check_rule_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_RULE_NAME_BYTES
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            at,
+            format!(
+                "\"{}\" is not a valid rule name: use 1 to {MAX_RULE_NAME_BYTES} of a-z, 0-9, '-', '_', '.'",
+                name.escape_debug()
+            ),
+        ))
+    }
+}
+
+fn check_header_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(error(
+            at,
+            format!("\"{}\" is not an HTTP header name", name.escape_debug()),
+        ));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(error(
+            at,
+            format!(
+                "header names are matched in lowercase, as Envoy stores them; write \"{}\"",
+                name.to_ascii_lowercase()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_printable(at: &str, value: &str, max: usize) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(error(
+            at,
+            format!("must be 1 to {max} bytes of printable text"),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 7230 token characters: what method and header names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(hex_digit(byte >> 4));
+        out.push(hex_digit(byte & 0xF));
+    }
+    out
+}
+
+fn hex_digit(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
+}
+
+#[cfg(test)]
+mod tests;

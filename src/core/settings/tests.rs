@@ -1,0 +1,129 @@
+use super::*;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn err(json: &str) -> String {
+    Settings::from_json(json.as_bytes())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn empty_config_gives_documented_defaults() {
+    for input in ["", "  \n", "{}"] {
+        let s = Settings::from_json(input.as_bytes()).unwrap();
+        assert_eq!(s.version, 1);
+        assert_eq!(s.log_level, LogLevel::Warn);
+        assert!(s.always_audit_security_outcomes);
+        assert_eq!(s.default_sample_rate, DEFAULT_SAMPLE_RATE);
+        assert_eq!(s.max_field_bytes, 1024);
+        assert_eq!(s.max_record_bytes, 16384);
+        assert!(s.rules.is_empty());
+        assert!(s.canonical.decode_escaped_slashes && s.canonical.backslash_is_slash);
+    }
+}
+
+#[test]
+fn digest_is_sha256_of_the_bytes() {
+    let s = Settings::from_json(b"{}").unwrap();
+    assert_eq!(
+        s.digest,
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+}
+
+#[test]
+fn istio_whole_doubles_are_accepted_for_integers() {
+    let s = Settings::from_json(
+        br#"{"version": 1.0, "limits": {"max_field_bytes": 2048.0},
+             "rules": [{"name": "e", "match": {"status": [404.0, "5XX"]}, "action": "audit"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(s.max_field_bytes, 2048);
+    assert_eq!(
+        s.rules[0].matcher.status,
+        [StatusMatcher::Code(404), StatusMatcher::Class(5)]
+    );
+}
+
+#[test]
+fn a_full_rule_compiles() {
+    let s = Settings::from_json(
+        br#"{"rules": [{"name": "admin-api", "action": "audit", "level": "request",
+              "request_headers": ["user-agent", "user-agent"],
+              "match": {"paths": [{"prefix": "/Admin"}, {"glob": "/api/**/roles"}], "case_insensitive": true,
+                        "methods": ["post"], "hosts": ["*.Example.com"],
+                        "headers": [{"name": "x-a", "present": true}, {"name": "x-b", "equals": "1"}, {"name": "x-a", "present": false}]}}]}"#,
+    )
+    .unwrap();
+    let rule = &s.rules[0];
+    assert_eq!(rule.request_headers, ["user-agent"]);
+    assert_eq!(rule.matcher.methods, ["POST"]);
+    assert_eq!(
+        rule.matcher.hosts,
+        [HostMatcher::Suffix(".example.com".into())]
+    );
+    assert!(matches!(&rule.matcher.paths[0], PathMatcher::Prefix(p) if p == b"/admin"));
+    assert_eq!(s.match_headers, ["x-a", "x-b"]);
+    assert_eq!(
+        rule.matcher.headers[2],
+        HeaderMatcher {
+            header: 0,
+            condition: HeaderCondition::Absent
+        }
+    );
+    assert!(s.match_needs_method && s.match_needs_authority);
+}
+
+/// Each invalid configuration, and the exact line an operator reads.
+#[test]
+fn every_error_names_the_field_and_the_reason() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"rules": [{"name": "a", "action": "audt"}]}"#,
+         "rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"),
+        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `rules` at line 1 column 8"),
+        (r#"{"version": 2}"#, "version: unsupported configuration version 2; this plugin reads version 1"),
+        (r#"{"version": 1.5}"#, "version: expected a whole non-negative number, got 1.5 at line 1 column 15"),
+        (r#"{"log_level": "loud"}"#, "log_level: unknown log level \"loud\"; expected one of trace, debug, info, warn, error, critical"),
+        (r#"{"default_sample_rate": 1.5}"#, "default_sample_rate: must be a fraction from 0 to 1, got 1.5"),
+        (r#"{"limits": {"max_record_bytes": 10}}"#, "limits.max_record_bytes: must be from 4096 to 1048576, got 10"),
+        (r#"{"instance_id": ""}"#, "instance_id: must be 1 to 256 bytes of printable text"),
+        (r#"{"rules": [{"name": "a", "action": "sample"}]}"#, "rules[0].sample_rate: required with action \"sample\" (a fraction from 0 to 1, e.g. 0.05)"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "sample_rate": 0.5}]}"#, "rules[0].sample_rate: only allowed with action \"sample\""),
+        (r#"{"rules": [{"name": "a", "action": "sample", "sample_rate": -1}]}"#, "rules[0].sample_rate: must be a fraction from 0 to 1, got -1"),
+        (r#"{"rules": [{"name": "a", "action": "audit"}, {"name": "a", "action": "drop"}]}"#, "rules[1].name: duplicate rule name \"a\"; rule names must be unique"),
+        (r#"{"rules": [{"name": "Admin API", "action": "audit"}]}"#, "rules[0].name: \"Admin API\" is not a valid rule name: use 1 to 64 of a-z, 0-9, '-', '_', '.'"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "request_headers": ["x"]}]}"#, "rules[0].request_headers: headers are only recorded at level \"request\"; set \"level\": \"request\" or remove the list"),
+        (r#"{"rules": [{"name": "a", "action": "drop", "level": "request"}]}"#, "rules[0].level: a \"drop\" rule writes no record, so a level has no effect; remove it"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": ["User-Agent"]}]}"#, "rules[0].request_headers[0]: header names are matched in lowercase, as Envoy stores them; write \"user-agent\""),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"prefix": "admin"}]}}]}"#, "rules[0].match.paths[0].prefix: must start with '/', got \"admin\""),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"exact": "//admin/./x"}]}}]}"#, "rules[0].match.paths[0].exact: \"//admin/./x\" is not in canonical form (rules match canonical paths); write \"/admin/x\""),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"exact": "/a?b=1"}]}}]}"#, "rules[0].match.paths[0].exact: rules match the path without its query string; remove '?' and what follows"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"glob": "/a**"}]}}]}"#, "rules[0].match.paths[0].glob: '**' must be a whole path segment (as in '/a/**/b'), got segment 'a**'"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"regex": "/a"}]}}]}"#, "rules[0].match.paths[0]: unknown variant `regex`, expected one of `exact`, `prefix`, `glob` at line 1 column 72"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"methods": ["GET POST"]}}]}"#, "rules[0].match.methods[0]: \"GET POST\" is not an HTTP method (a token such as GET or POST)"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"hosts": ["https://x.com"]}}]}"#, "rules[0].match.hosts[0]: \"https://x.com\" is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"headers": [{"name": "x"}]}}]}"#, "rules[0].match.headers[0]: give exactly one of \"present\" (true/false) or \"equals\" (a value)"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": [600]}}]}"#, "rules[0].match.status[0]: status code must be 100 to 599, got 600"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": ["4xy"]}}]}"#, "rules[0].match.status[0]: \"4xy\" is not a status class; expected \"1xx\" to \"5xx\" or a code such as 404"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": [true]}}]}"#, "rules[0].match.status[0]: invalid type: boolean `true`, expected a status code such as 404 or a class such as \"5xx\" at line 1 column 69"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"pathz": []}}]}"#, "rules[0].match.pathz: unknown field `pathz`, expected one of `paths`, `methods`, `hosts`, `headers`, `status`, `case_insensitive` at line 1 column 61"),
+        (r#"{"rules": [{"name": "a"}]}"#, "rules[0]: missing field `action` at line 1 column 24"),
+        (r#"{"rules": {}}"#, "rules: invalid type: map, expected a sequence at line 1 column 10"),
+        (r#"{} x"#, "trailing characters at line 1 column 4"),
+        (r#"["#, "EOF while parsing a list at line 1 column 1"),
+        (r#"{"instance_id": "a\u0001"}"#, "instance_id: must be 1 to 256 bytes of printable text"),
+    ];
+    for (json, expected) in cases {
+        assert_eq!(&err(json), expected, "config: {json}");
+    }
+}
+
+#[test]
+fn non_utf8_config_is_an_error_not_a_panic() {
+    let e = Settings::from_json(b"{\"instance_id\": \"\xff\"}").unwrap_err();
+    assert!(
+        e.to_string().contains("invalid unicode") || e.to_string().contains("UTF-8"),
+        "{e}"
+    );
+}

@@ -1,0 +1,53 @@
+//! RFC 3339 timestamps without a date-time dependency.
+
+/// Formats Unix time in nanoseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn rfc3339_millis(unix_nanos: u64) -> String {
+    let millis = unix_nanos / 1_000_000;
+    let secs = millis / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        millis % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (leap day) 12:34:56.789
+        assert_eq!(
+            rfc3339_millis(951_827_696_789_000_000),
+            "2000-02-29T12:34:56.789Z"
+        );
+        // 2026-11-25T17:03:59.123Z
+        assert_eq!(
+            rfc3339_millis(1_795_626_239_123_456_789),
+            "2026-11-25T17:03:59.123Z"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! The Proxy-Wasm host functions the filter uses, declared here rather than
+//! called through `proxy_wasm::hostcalls`: the SDK's wrappers `panic!` on any
+//! status they do not expect and decode the status into an enum (undefined
+//! behaviour for a value outside it). Here every status is a plain `u32` and
+//! every call answers `Option`/`Result`, so no host answer can crash the VM.
+//!
+//! Buffers returned by the host are allocated through the SDK's exported
+//! `proxy_on_memory_allocate` (a `Vec` it forgot), so taking them back with
+//! `Vec::from_raw_parts` is how the SDK itself frees them.
+#![allow(unsafe_code, clashing_extern_declarations)]
+
+const OK: u32 = 0;
+const CAS_MISMATCH: u32 = 8;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MapType {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum BufferType {
+    PluginConfiguration = 7,
+}
+
+pub use crate::core::settings::LogLevel;
+
+fn log_level_code(level: LogLevel) -> u32 {
+    match level {
+        LogLevel::Trace => 0,
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+        LogLevel::Critical => 5,
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+}
+
+/// Takes ownership of a host-allocated buffer.
+///
+/// # Safety
+/// `data` must be null or a buffer of `size` bytes the host allocated through
+/// `proxy_on_memory_allocate` for this call.
+unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// Writes to Envoy's log; a failure to log has nowhere to be reported.
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe `message`, which outlives the call.
+    unsafe {
+        proxy_log(log_level_code(level), message.as_ptr(), message.len());
+    }
+}
+
+pub fn now_unix_nanos() -> Option<u64> {
+    let mut nanos = 0u64;
+    // SAFETY: the host writes one u64 through a valid pointer.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+    (status == OK).then_some(nanos)
+}
+
+pub fn buffer(buffer_type: BufferType, max_size: usize) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: out-pointers are valid; the returned buffer is taken back below.
+    unsafe {
+        if proxy_get_buffer_bytes(buffer_type as u32, 0, max_size, &mut data, &mut size) == OK {
+            Some(take_buffer(data, size))
+        } else {
+            None
+        }
+    }
+}
+
+pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: `name` outlives the call; out-pointers are valid.
+    unsafe {
+        if proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+            == OK
+        {
+            Some(take_buffer(data, size))
+        } else {
+            None
+        }
+    }
+}
+
+/// The whole map, serialised (see `core::headers::HeaderMap`).
+pub fn header_map(map: MapType) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: out-pointers are valid; the returned buffer is taken back below.
+    unsafe {
+        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) == OK {
+            Some(take_buffer(data, size))
+        } else {
+            None
+        }
+    }
+}
+
+/// An attribute by its path segments (joined with NUL, as the ABI expects).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let serialized = path.join("\0");
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: `serialized` outlives the call; out-pointers are valid.
+    unsafe {
+        if proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) == OK {
+            if data.is_null() {
+                None
+            } else {
+                Some(take_buffer(data, size))
+            }
+        } else {
+            None
+        }
+    }
+}
+
+/// A shared-data value and its CAS token (0: the key does not exist yet).
+pub fn shared_data(key: &str) -> (Option<Vec<u8>>, u32) {
+    let (mut data, mut size, mut cas) = (std::ptr::null_mut(), 0usize, 0u32);
+    // SAFETY: `key` outlives the call; out-pointers are valid.
+    unsafe {
+        if proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) == OK {
+            (Some(take_buffer(data, size)), cas)
+        } else {
+            (None, 0)
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetSharedError {
+    CasMismatch,
+    Other(u32),
+}
+
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), SetSharedError> {
+    // SAFETY: `key` and `value` outlive the call.
+    let status =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match status {
+        OK => Ok(()),
+        CAS_MISMATCH => Err(SetSharedError::CasMismatch),
+        other => Err(SetSharedError::Other(other)),
+    }
+}
