@@ -1,6 +1,8 @@
 """Plugin configuration as Envoy loads it: rejected with a clear line, or applied."""
 
+import hashlib
 import json
+import time
 
 import harness
 import pytest
@@ -65,4 +67,62 @@ def test_istio_encoded_numbers_load(workdir):
         finally:
             envoy.stop()
     finally:
+        upstream.stop()
+
+
+def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_path):
+    """Listener updates through file-based LDS, as a control plane would push them."""
+    upstream = harness.Upstream()
+    listen = harness.free_port()
+    static = harness.load_config(upstream.port, listen, harness.free_port())
+    listener = static["static_resources"].pop("listeners")[0]
+    listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    static["dynamic_resources"] = {
+        "lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(tmp_path / "lds.yaml"), "watched_directory": {"path": str(tmp_path)}},
+        }
+    }
+    import yaml
+
+    def push(plugin: str) -> None:
+        harness.set_plugin_config({"static_resources": {"listeners": [listener]}}, plugin)
+        staged = tmp_path / "lds.yaml.new"
+        staged.write_text(yaml.safe_dump({"resources": [listener]}))
+        staged.rename(tmp_path / "lds.yaml")  # atomic, as the watcher expects
+
+    first = '{"rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}]}'
+    second = '{"rules": [{"name": "b-only", "match": {"paths": [{"exact": "/b-only"}]}, "action": "audit"}]}'
+    push(first)
+    envoy = harness.Envoy(static, tmp_path)
+    stack = type("S", (), {"listen_port": listen})()
+    send = lambda path, rid: harness.Stack.request(stack, "GET", path, {"x-request-id": rid})  # noqa: E731
+    try:
+        envoy.wait_ready()
+        digest = lambda text: "sha256:" + hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+        applied = envoy.wait_records(lambda r: r["kind"] == "config_applied")
+        assert [a["config"]["digest"] for a in applied] == [digest(first)]
+
+        push(second)
+        update = envoy.wait_records(lambda r: r["kind"] == "config_applied" and r["config"]["digest"] == digest(second))
+        assert len(update) == 1
+        assert update[0]["config"]["previous_digest"] == digest(first)
+        assert update[0]["config"]["rules"] == ["b-only"]
+        wait_serving = time.monotonic() + 10
+        while send("/b-only", "probe")[0] != 200 and time.monotonic() < wait_serving:
+            time.sleep(0.1)
+        assert send("/b-only", "after-update")[0] == 200
+        assert envoy.wait_records(lambda r: r.get("request", {}).get("id") == "after-update")[0]["why"]["rule"] == "b-only"
+
+        push('{"rules": [{"name": "x", "action": "sometimes"}]}')
+        rejected = envoy.wait_records(lambda r: r["kind"] == "config_rejected")
+        assert rejected, envoy.log()[-3000:]
+        assert rejected[0]["config"]["error"].startswith("rules[0].action: unknown variant `sometimes`")
+        assert "meshaudit: invalid plugin configuration: rules[0].action" in envoy.log()
+        # The previous configuration stays in force.
+        assert send("/b-only", "after-bad-update")[0] == 200
+        assert envoy.wait_records(lambda r: r.get("request", {}).get("id") == "after-bad-update")[0]["why"]["rule"] == "b-only"
+        assert envoy.proc.poll() is None
+    finally:
+        envoy.stop()
         upstream.stop()

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, delayed ACKs add ~40 ms.
+    disable_nagle_algorithm = True
 
     def _answer(self):
         length = int(self.headers.get("content-length") or 0)

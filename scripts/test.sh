@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, the core's unit tests natively and
+# compiled to wasm (wasm-bindgen-test under Node), the plugin build, and the
+# end-to-end suite against a real Envoy 1.40 with the built .wasm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy (native, all targets) and clippy (wasm32-wasip1, the plugin)"
+cargo clippy --all-targets -- -D warnings
+cargo clippy --target wasm32-wasip1 -- -D warnings
+
+step "unit tests, native (with the adapter)"
+cargo test
+
+step "unit tests of the core alone (proves it builds without the Proxy-Wasm SDK)"
+cargo test --no-default-features
+
+step "unit tests of the core compiled to wasm32 (wasm-bindgen-test under Node)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --no-default-features --target wasm32-unknown-unknown
+
+step "build the plugin"
+cargo build --release --target wasm32-wasip1
+ls -l target/wasm32-wasip1/release/meshaudit.wasm
+
+step "end-to-end: real Envoy 1.40 with the built .wasm"
+python3 -m pytest -q e2e
