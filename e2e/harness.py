@@ -67,6 +67,25 @@ class Upstream:
         self.proc.wait(timeout=10)
 
 
+def http_connection_manager(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def add_direct_route(config: dict, prefix: str, name: str) -> None:
+    """A route answered by Envoy itself, ahead of the others: load without the Python upstream."""
+    routes = http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    routes.insert(0, {"name": name, "match": {"prefix": prefix},
+                      "direct_response": {"status": 200, "body": {"inline_string": "ok"}}})
+
+
+def stat(envoy: "Envoy", name: str) -> int | None:
+    for line in envoy.admin("/stats?filter=" + name).splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return None
+
+
 def wasm_filter(config: dict) -> dict:
     """The meshaudit entry of the first listener's HTTP filter chain."""
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -185,13 +204,16 @@ class Envoy:
 class Stack:
     """Upstream + Envoy, as the demo and most tests use them."""
 
-    def __init__(self, plugin: dict | str | None = None, workdir: Path | None = None) -> None:
+    def __init__(self, plugin: dict | str | None = None, workdir: Path | None = None, adjust=None) -> None:
+        """`adjust(config)` may change the Envoy config further (routes, limits) before start."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="meshaudit-e2e-"))
         self.upstream = Upstream()
         self.listen_port = free_port()
         config = load_config(self.upstream.port, self.listen_port, free_port())
         if plugin is not None:
             set_plugin_config(config, plugin)
+        if adjust is not None:
+            adjust(config)
         self.envoy = Envoy(config, self.workdir)
         try:
             self.envoy.wait_ready()

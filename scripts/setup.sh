@@ -22,12 +22,17 @@ fi
 
 [ "$what" = demo ] && exit 0
 
-# docker-compose (Debian's) validates e2e/docker-compose.yaml; no engine is needed for that.
-if ! command -v docker-compose >/dev/null; then
-  step "docker-compose (apt)"
+# Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
+# nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark.
+missing=()
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-compose >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock exactly.

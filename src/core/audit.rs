@@ -13,29 +13,42 @@ use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
 use super::path::{canonicalize, split_query};
 use super::record::{AccessRecord, Why};
-use super::redact::{is_sensitive_header, mask};
+use super::redact::Redaction;
 use super::sample::{self, b3_trace_id, traceparent_span_id, traceparent_trace_id, Rng, SampleKey};
-use super::settings::{Action, Level, Settings};
+use super::settings::{Action, Level, RecordedHeader, Settings};
+
+/// Headers clients use to tunnel a method through POST; rules match on them too.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// What the request headers callback read: only what the rules match on.
 #[derive(Debug, Default, Clone)]
 pub struct RequestCapture {
     pub path: Option<Vec<u8>>,
     pub method: Option<Vec<u8>>,
+    /// From a method-override header, read when some rule matches on methods.
+    pub method_override: Option<Vec<u8>>,
     pub authority: Option<Vec<u8>>,
     /// Values of `Settings::match_headers`, in that order.
     pub match_headers: Vec<Option<Vec<u8>>>,
 }
 
 impl RequestCapture {
-    /// Reads the headers the rules need, one host call each.
+    /// Reads the headers the rules need: one host call each, or one for the
+    /// whole map when that is fewer calls (method rules also need the override headers).
     pub fn read(settings: &Settings, host: &impl Host) -> Self {
+        let single_reads =
+            1 + usize::from(settings.match_needs_authority) + settings.match_headers.len();
+        if settings.match_needs_method || single_reads > 2 {
+            return Self::from_map(settings, &read_map(host));
+        }
         Self {
             path: host.request_header(":path"),
-            method: settings
-                .match_needs_method
-                .then(|| host.request_header(":method"))
-                .flatten(),
+            method: None,
+            method_override: None,
             authority: settings
                 .match_needs_authority
                 .then(|| host.request_header(":authority"))
@@ -54,6 +67,7 @@ impl RequestCapture {
         Self {
             path: get(":path"),
             method: get(":method"),
+            method_override: METHOD_OVERRIDE_HEADERS.iter().find_map(|name| get(name)),
             authority: get(":authority"),
             match_headers: settings
                 .match_headers
@@ -69,6 +83,8 @@ impl RequestCapture {
 pub struct Worker {
     pub instance: String,
     rng: Rng,
+    /// Requests this worker has decided on since it started.
+    pub requests_seen: u64,
 }
 
 impl Worker {
@@ -76,6 +92,7 @@ impl Worker {
         Self {
             instance,
             rng: Rng::new(seed),
+            requests_seen: 0,
         }
     }
 }
@@ -97,6 +114,7 @@ pub fn on_log(
     capture: Option<RequestCapture>,
     host: &impl Host,
 ) -> Option<String> {
+    worker.requests_seen += 1;
     let replied_before_plugin = capture.is_none();
     let mut map: Option<HeaderMap> = None;
     let capture = match capture {
@@ -119,13 +137,14 @@ pub fn on_log(
         .flatten();
     let kind = classify(status.unwrap_or(0), early_details.as_deref());
 
-    let (path, query_removed) = split_query(capture.path.as_deref().unwrap_or_default());
+    let (path, query) = split_query(capture.path.as_deref().unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
     let rule = first_matching_rule(
         settings,
         &MatchInput {
             canonical_path: &canonical,
             method: capture.method.as_deref(),
+            method_override: capture.method_override.as_deref(),
             authority: capture.authority.as_deref(),
             match_headers: &capture.match_headers,
             status: status.unwrap_or(0),
@@ -172,10 +191,14 @@ pub fn on_log(
         .or_else(|| map.get("b3"))
         .and_then(b3_trace_id);
 
-    let headers = match (verdict.level, rule) {
-        (Level::Request, Some(rule)) => recorded_headers(map, &rule.request_headers),
-        _ => Vec::new(),
+    let redaction = &settings.redaction;
+    let (headers, hashed) = match (verdict.level, rule) {
+        (Level::Request, Some(rule)) => recorded_headers(map, &rule.request_headers, redaction),
+        _ => (Vec::new(), false),
     };
+    let recorded_query = query.and_then(|q| redaction.query(q));
+    let recorded_path = redaction.path(path);
+    let recorded_canonical = redaction.path(&canonical);
     let record = AccessRecord {
         ts_unix_nanos: host.now_unix_nanos(),
         kind: Some(kind),
@@ -189,14 +212,23 @@ pub fn on_log(
         }),
         request_id: map.get("x-request-id"),
         method: capture.method.as_deref().or_else(|| map.get(":method")),
+        method_override: capture.method_override.as_deref().or_else(|| {
+            METHOD_OVERRIDE_HEADERS
+                .iter()
+                .find_map(|name| map.get(name))
+        }),
         authority: capture
             .authority
             .as_deref()
             .or_else(|| map.get(":authority")),
-        path: Some(path),
-        query_removed,
-        canonical_path: Some(&canonical),
+        path: Some(&recorded_path),
+        query: recorded_query.as_deref(),
+        query_removed: query.is_some() && recorded_query.is_none(),
+        canonical_path: Some(&recorded_canonical),
         headers,
+        pseudonym_key_id: hashed
+            .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
+            .flatten(),
         status,
         code_details: code_details.as_deref(),
         response_flags: response_flags.and_then(|f| u64::try_from(f).ok()),
@@ -230,10 +262,16 @@ fn sampling_draw(map: &HeaderMap, rng: &mut Rng) -> (SampleKey, u64) {
     }
 }
 
-/// The rule's allow-listed headers; repeated headers joined by `, `; credentials masked.
-fn recorded_headers<'a>(map: &HeaderMap, names: &'a [String]) -> Vec<(&'a str, Vec<u8>)> {
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
+/// The rule's allow-listed headers, repeated ones joined by `, `, each redacted as
+/// configured; and whether any value is a keyed pseudonym.
+fn recorded_headers<'a>(
+    map: &HeaderMap,
+    wanted: &'a [RecordedHeader],
+    redaction: &Redaction,
+) -> (Vec<(&'a str, Vec<u8>)>, bool) {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut hashed = false;
+    for RecordedHeader { name, redact } in wanted {
         let mut joined: Option<Vec<u8>> = None;
         for value in map.get_all(name) {
             match &mut joined {
@@ -244,16 +282,12 @@ fn recorded_headers<'a>(map: &HeaderMap, names: &'a [String]) -> Vec<(&'a str, V
                 None => joined = Some(value.to_vec()),
             }
         }
-        if let Some(value) = joined {
-            let value = if is_sensitive_header(name) {
-                mask(&value)
-            } else {
-                value
-            };
-            out.push((name.as_str(), value));
+        if let Some(redacted) = joined.and_then(|value| redaction.header(name, *redact, value)) {
+            hashed |= redacted.hashed;
+            out.push((name.as_str(), redacted.value));
         }
     }
-    out
+    (out, hashed)
 }
 
 #[cfg(test)]

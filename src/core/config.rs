@@ -29,6 +29,10 @@ pub struct RawConfig {
     pub path_normalization: Option<RawPathNormalization>,
     /// Byte caps on what a record may carry.
     pub limits: Option<RawLimits>,
+    /// What is kept out of records, or pseudonymised, beyond the built-in defaults.
+    pub redaction: Option<RawRedaction>,
+    /// How often each worker reports to Envoy's stats.
+    pub reporting: Option<RawReporting>,
     /// Ordered rules; the first whose `match` fits the request decides.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -52,6 +56,115 @@ pub struct RawLimits {
     pub max_record_bytes: Option<WholeNumber>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReporting {
+    /// Seconds between two reports of a worker (metrics pushed to Envoy), 1 to 3600. Default: `10`.
+    pub interval_seconds: Option<WholeNumber>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedaction {
+    /// More header names treated like `authorization`: never recorded in clear.
+    #[serde(default)]
+    pub sensitive_headers: Vec<String>,
+    /// What a sensitive header a rule allow-lists becomes: `omit`, `mask` (keeps an auth
+    /// scheme and the length) or `hash` (keyed pseudonym). Default: `mask`.
+    pub sensitive_header_action: Option<RawRedact>,
+    /// Name of the VM environment variable holding the HMAC-SHA-256 key for `hash`
+    /// (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`). Default: `MESHAUDIT_HMAC_KEY`.
+    pub hash_key_env: Option<String>,
+    /// Query parameters recorded, by name; every other parameter is dropped. Default: none.
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    /// More parameter names whose values are masked even when allow-listed.
+    #[serde(default)]
+    pub sensitive_query_params: Vec<String>,
+    /// Path segments that look like personal data, replaced by placeholders in recorded paths.
+    pub path_placeholders: Option<RawPathPlaceholders>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathPlaceholders {
+    /// Replace segments holding an e-mail address with `{email}`. Default: `true`.
+    pub email: Option<bool>,
+    /// Replace segments of at least this many digits (with `-`, `.`, `+`, `(`, `)` or
+    /// spaces between them: card, phone, account numbers) with `{digits}`. `0` disables. Default: `9`.
+    pub min_digits: Option<WholeNumber>,
+    /// More segment patterns, each a glob over one segment (`*`, `?`) and its placeholder name.
+    #[serde(default)]
+    pub segments: Vec<RawSegmentPlaceholder>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegmentPlaceholder {
+    /// Glob over one path segment, e.g. `user-*`.
+    pub glob: String,
+    /// Placeholder name, written as `{name}`: `[a-z0-9_]`, 1 to 32 bytes.
+    pub placeholder: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawRedact {
+    /// Not recorded at all.
+    Omit,
+    /// Recorded as an auth scheme (if any) and a length: `Bearer [masked, 245 bytes]`.
+    Mask,
+    /// Recorded as a keyed pseudonym: `hmac-sha256:<32 hex>`, with the key's id in the record.
+    Hash,
+}
+
+/// A header a rule records: a name, or `{"name": ..., "redact": ...}`.
+#[derive(Debug)]
+pub struct RawRecordedHeader {
+    pub name: String,
+    /// `omit`, `mask` or `hash`. Absent: clear for ordinary headers; the
+    /// `sensitive_header_action` for sensitive ones (never clear).
+    pub redact: Option<RawRedact>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedactedHeader {
+    name: String,
+    redact: RawRedact,
+}
+
+struct RecordedHeaderVisitor;
+
+impl<'de> Visitor<'de> for RecordedHeaderVisitor {
+    type Value = RawRecordedHeader;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\"}")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRecordedHeader, E> {
+        Ok(RawRecordedHeader {
+            name: v.to_string(),
+            redact: None,
+        })
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawRecordedHeader, A::Error> {
+        let h = RawRedactedHeader::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(RawRecordedHeader {
+            name: h.name,
+            redact: Some(h.redact),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRecordedHeader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RecordedHeaderVisitor)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
@@ -66,9 +179,10 @@ pub struct RawRule {
     pub sample_rate: Option<f64>,
     /// `metadata` (default): no headers. `request`: also the headers in `request_headers`.
     pub level: Option<RawLevel>,
-    /// With level `request`: the request headers to record (lowercase names).
+    /// With level `request`: the request headers to record: lowercase names, or
+    /// `{"name": ..., "redact": "omit" | "mask" | "hash"}`.
     #[serde(default)]
-    pub request_headers: Vec<String>,
+    pub request_headers: Vec<RawRecordedHeader>,
 }
 
 #[derive(Debug, Default, Deserialize)]

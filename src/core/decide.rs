@@ -61,6 +61,8 @@ pub fn is_security_status(status: u16) -> bool {
 pub struct MatchInput<'a> {
     pub canonical_path: &'a [u8],
     pub method: Option<&'a [u8]>,
+    /// A method-override header's value: a rule on `DELETE` also catches `POST` + override `DELETE`.
+    pub method_override: Option<&'a [u8]>,
     pub authority: Option<&'a [u8]>,
     /// Values of `Settings::match_headers`, in that order.
     pub match_headers: &'a [Option<Vec<u8>>],
@@ -85,11 +87,14 @@ pub fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -> Optio
 fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
     (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path)))
         && (m.methods.is_empty()
-            || input.method.is_some_and(|method| {
-                m.methods
-                    .iter()
-                    .any(|x| x.as_bytes().eq_ignore_ascii_case(method))
-            }))
+            || [input.method, input.method_override]
+                .into_iter()
+                .flatten()
+                .any(|method| {
+                    m.methods
+                        .iter()
+                        .any(|x| x.as_bytes().eq_ignore_ascii_case(method))
+                }))
         && (m.hosts.is_empty() || input.authority.is_some_and(|a| host_matches(&m.hosts, a)))
         && m.headers.iter().all(|h| {
             let value = input.match_headers.get(h.header).and_then(Option::as_deref);
@@ -214,6 +219,7 @@ mod tests {
         MatchInput {
             canonical_path: path.as_bytes(),
             method: Some(method.as_bytes()),
+            method_override: None,
             authority: Some(b"API.example.com:8443"),
             match_headers: headers,
             status,

@@ -10,6 +10,8 @@ pub mod headers;
 pub mod host;
 pub mod json;
 pub mod path;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests;
 pub mod record;
 pub mod redact;
 pub mod sample;

@@ -25,13 +25,19 @@ impl Default for CanonicalOptions {
     }
 }
 
-/// Splits `:path` into the path and whether it had a query string (or fragment).
-/// The query is never kept: it routinely carries tokens and personal data.
-pub fn split_query(raw: &[u8]) -> (&[u8], bool) {
-    match raw.iter().position(|&b| b == b'?' || b == b'#') {
-        Some(at) => (raw.get(..at).unwrap_or_default(), true),
-        None => (raw, false),
-    }
+/// Splits `:path` into the path and its query string (without `?`, fragment
+/// dropped). The query is never recorded raw: it routinely carries tokens and personal data.
+pub fn split_query(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let Some(at) = raw.iter().position(|&b| b == b'?' || b == b'#') else {
+        return (raw, None);
+    };
+    let path = raw.get(..at).unwrap_or_default();
+    let rest = raw.get(at..).unwrap_or_default();
+    let query = match rest.strip_prefix(b"?") {
+        Some(q) => q.split(|&b| b == b'#').next().unwrap_or_default(),
+        None => b"",
+    };
+    (path, Some(query))
 }
 
 /// The canonical path: percent-decoded where decoding cannot change meaning,
@@ -245,7 +251,7 @@ fn segments_match(pattern: &[GlobSegment], path: &[&[u8]]) -> bool {
 }
 
 /// Byte-level matching inside one segment, where `*` is the star and `?` any one byte.
-fn segment_matches(pattern: &[u8], segment: &[u8]) -> bool {
+pub(crate) fn segment_matches(pattern: &[u8], segment: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while t < segment.len() {
@@ -349,9 +355,12 @@ mod tests {
 
     #[test]
     fn query_is_split_off() {
-        assert_eq!(split_query(b"/a?token=x"), (&b"/a"[..], true));
-        assert_eq!(split_query(b"/a#frag"), (&b"/a"[..], true));
-        assert_eq!(split_query(b"/a"), (&b"/a"[..], false));
+        assert_eq!(
+            split_query(b"/a?token=x#f"),
+            (&b"/a"[..], Some(&b"token=x"[..]))
+        );
+        assert_eq!(split_query(b"/a#frag?x"), (&b"/a"[..], Some(&b""[..])));
+        assert_eq!(split_query(b"/a"), (&b"/a"[..], None));
     }
 
     #[test]

@@ -37,13 +37,19 @@ pub struct AccessRecord<'a> {
     pub why: Option<Why<'a>>,
     pub request_id: Option<&'a [u8]>,
     pub method: Option<&'a [u8]>,
+    pub method_override: Option<&'a [u8]>,
     pub authority: Option<&'a [u8]>,
-    /// The path as sent, with the query string removed.
+    /// The path as sent, with the query string removed and personal data replaced.
     pub path: Option<&'a [u8]>,
+    /// The allow-listed query parameters, sensitive values masked.
+    pub query: Option<&'a [u8]>,
+    /// A query string was sent and nothing of it is recorded.
     pub query_removed: bool,
     pub canonical_path: Option<&'a [u8]>,
     /// Allow-listed request headers (level `request`), values already redacted.
     pub headers: Vec<(&'a str, Vec<u8>)>,
+    /// The id of the HMAC key, when some value in the record is a keyed pseudonym.
+    pub pseudonym_key_id: Option<&'a str>,
     pub status: Option<u16>,
     pub code_details: Option<&'a [u8]>,
     pub response_flags: Option<u64>,
@@ -91,8 +97,10 @@ impl AccessRecord<'_> {
         w.object_field("request");
         w.opt_bytes_field("id", self.request_id, cap);
         w.opt_bytes_field("method", self.method, cap);
+        w.opt_bytes_field("method_override", self.method_override, cap);
         w.opt_bytes_field("authority", self.authority, cap);
         w.opt_bytes_field("path", self.path, cap);
+        w.opt_bytes_field("query", self.query, cap);
         if self.query_removed {
             w.bool_field("query_removed", true);
         }
@@ -103,6 +111,7 @@ impl AccessRecord<'_> {
                 w.bytes_field(name, value, cap);
             }
             w.end_object();
+            w.opt_str_field("pseudonym_key_id", self.pseudonym_key_id);
         }
         w.end_object();
 

@@ -1,6 +1,13 @@
-//! What never reaches a record in clear.
+//! What never reaches a record in clear: credentials in headers, the query
+//! string, personal data in paths. Pseudonyms are keyed (HMAC-SHA-256) so that
+//! the same value maps to the same pseudonym under one key, without the key
+//! ever being in the plugin configuration (which Envoy's config dump shows).
 
-/// Headers that carry credentials: recorded masked even when a rule allow-lists them.
+use super::path::segment_matches;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Headers that carry credentials: never recorded in clear, even when a rule allow-lists them.
 pub const SENSITIVE_HEADERS: [&str; 5] = [
     "authorization",
     "proxy-authorization",
@@ -9,8 +16,103 @@ pub const SENSITIVE_HEADERS: [&str; 5] = [
     "x-api-key",
 ];
 
-pub fn is_sensitive_header(name: &str) -> bool {
-    SENSITIVE_HEADERS.contains(&name)
+/// Query parameters whose values are masked even when allow-listed.
+pub const SENSITIVE_QUERY_PARAMS: [&str; 20] = [
+    "token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "code",
+    "sig",
+    "signature",
+    "auth",
+    "session",
+    "sessionid",
+    "jwt",
+    "x-amz-signature",
+];
+
+/// The environment variable read for the HMAC key unless configured otherwise.
+pub const DEFAULT_HASH_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
+/// Shorter keys are refused: a pseudonym is only as strong as its key.
+pub const MIN_HASH_KEY_BYTES: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redact {
+    Omit,
+    Mask,
+    Hash,
+}
+
+/// The HMAC key and its public id. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct HashKey {
+    key: Vec<u8>,
+    /// `k-` and the first 8 hex digits of SHA-256 over a label and the key: names
+    /// the key in records (so pseudonyms from different keys are not compared) without revealing it.
+    pub id: String,
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HashKey {
+    pub fn new(key: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"meshaudit key id\0");
+        hasher.update(key);
+        let id = format!("k-{}", hex(hasher.finalize().get(..4).unwrap_or_default()));
+        Self {
+            key: key.to_vec(),
+            id,
+        }
+    }
+
+    /// `hmac-sha256:` and the first 128 bits of HMAC-SHA-256(key, value), in hex.
+    pub fn pseudonym(&self, value: &[u8]) -> Vec<u8> {
+        let mac = hmac_sha256(&self.key, value);
+        format!("hmac-sha256:{}", hex(mac.get(..16).unwrap_or_default())).into_bytes()
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104) over `sha2`; small enough not to warrant another dependency.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block_key = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        let digest = Sha256::digest(key);
+        for (dst, src) in block_key.iter_mut().zip(digest.iter()) {
+            *dst = *src;
+        }
+    } else {
+        for (dst, src) in block_key.iter_mut().zip(key.iter()) {
+            *dst = *src;
+        }
+    }
+    let mut inner = Sha256::new();
+    inner.update(block_key.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block_key.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Masks a credential: keeps an auth scheme (`Bearer`, `Basic`…) so an auditor
@@ -30,11 +132,244 @@ pub fn mask(value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A placeholder for path segments that match a glob.
+#[derive(Debug, Clone)]
+pub struct SegmentPlaceholder {
+    pub glob: Vec<u8>,
+    /// Written as is, e.g. `{user}`.
+    pub placeholder: String,
+}
+
+/// Validated redaction settings.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    /// Built-in and operator-listed; lowercase.
+    pub sensitive_headers: Vec<String>,
+    pub sensitive_header_action: Redact,
+    pub hash_key: Option<HashKey>,
+    /// Allow-listed query parameters (lowercase); empty: the query is dropped.
+    pub query_params: Vec<String>,
+    /// Built-in and operator-listed; lowercase.
+    pub sensitive_query_params: Vec<String>,
+    pub email_placeholder: bool,
+    /// 0: disabled.
+    pub min_digits: usize,
+    pub segment_placeholders: Vec<SegmentPlaceholder>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Self {
+            sensitive_headers: SENSITIVE_HEADERS.iter().map(|s| (*s).to_string()).collect(),
+            sensitive_header_action: Redact::Mask,
+            hash_key: None,
+            query_params: Vec::new(),
+            sensitive_query_params: SENSITIVE_QUERY_PARAMS
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
+            email_placeholder: true,
+            min_digits: 9,
+            segment_placeholders: Vec::new(),
+        }
+    }
+}
+
+/// A header value ready for the record, and whether it is a keyed pseudonym.
+pub struct Redacted {
+    pub value: Vec<u8>,
+    pub hashed: bool,
+}
+
+impl Redaction {
+    pub fn is_sensitive_header(&self, name: &str) -> bool {
+        self.sensitive_headers.iter().any(|h| h == name)
+    }
+
+    /// The recorded form of a header value, or `None` when it is omitted.
+    /// Sensitive headers are never in clear, whatever the rule says.
+    pub fn header(&self, name: &str, redact: Option<Redact>, value: Vec<u8>) -> Option<Redacted> {
+        let action = match redact {
+            Some(action) => Some(action),
+            None if self.is_sensitive_header(name) => Some(self.sensitive_header_action),
+            None => None,
+        };
+        match action {
+            None => Some(Redacted {
+                value,
+                hashed: false,
+            }),
+            Some(Redact::Omit) => None,
+            Some(Redact::Mask) => Some(Redacted {
+                value: mask(&value),
+                hashed: false,
+            }),
+            // Validation guarantees a key whenever `hash` can be chosen; without one, mask.
+            Some(Redact::Hash) => Some(match &self.hash_key {
+                Some(key) => Redacted {
+                    value: key.pseudonym(&value),
+                    hashed: true,
+                },
+                None => Redacted {
+                    value: mask(&value),
+                    hashed: false,
+                },
+            }),
+        }
+    }
+
+    /// The allow-listed parameters of a query string (without `?`), sensitive
+    /// values masked; `None` when nothing is kept.
+    pub fn query(&self, query: &[u8]) -> Option<Vec<u8>> {
+        if self.query_params.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for param in query.split(|&b| b == b'&') {
+            let (raw_name, value) = match param.iter().position(|&b| b == b'=') {
+                Some(at) => (param.get(..at).unwrap_or_default(), param.get(at + 1..)),
+                None => (param, None),
+            };
+            let name = percent_decode_lossy(raw_name).to_ascii_lowercase();
+            let name = String::from_utf8_lossy(&name);
+            if !self.query_params.iter().any(|p| *p == name) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(b'&');
+            }
+            out.extend_from_slice(raw_name);
+            if let Some(value) = value {
+                out.push(b'=');
+                if self.sensitive_query_params.iter().any(|p| *p == name) {
+                    out.extend_from_slice(format!("[masked, {} bytes]", value.len()).as_bytes());
+                } else {
+                    out.extend_from_slice(value);
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The path with segments that look like personal data replaced by placeholders.
+    pub fn path(&self, path: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(path.len());
+        for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            match self.placeholder_for(segment) {
+                Some(placeholder) => out.extend_from_slice(placeholder.as_bytes()),
+                None => out.extend_from_slice(segment),
+            }
+        }
+        out
+    }
+
+    fn placeholder_for(&self, segment: &[u8]) -> Option<&str> {
+        if segment.is_empty() {
+            return None;
+        }
+        let decoded = percent_decode_lossy(segment);
+        if self.email_placeholder && looks_like_email(&decoded) {
+            return Some("{email}");
+        }
+        if self.min_digits > 0 && looks_like_number(&decoded, self.min_digits) {
+            return Some("{digits}");
+        }
+        self.segment_placeholders
+            .iter()
+            .find(|p| segment_matches(&p.glob, &decoded))
+            .map(|p| p.placeholder.as_str())
+    }
+}
+
+/// `local@domain.tld`, possibly with `;params` after it.
+fn looks_like_email(segment: &[u8]) -> bool {
+    let Some(at) = segment.iter().position(|&b| b == b'@') else {
+        return false;
+    };
+    let domain = segment.get(at + 1..).unwrap_or_default();
+    at > 0
+        && domain
+            .iter()
+            .position(|&b| b == b'.')
+            .is_some_and(|dot| dot > 0 && dot + 1 < domain.len())
+}
+
+/// Digits with the separators people type in card and phone numbers, and enough digits.
+fn looks_like_number(segment: &[u8], min_digits: usize) -> bool {
+    let digits = segment.iter().filter(|b| b.is_ascii_digit()).count();
+    digits >= min_digits
+        && segment
+            .iter()
+            .all(|&b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'+' | b'(' | b')' | b' '))
+}
+
+/// Decodes every valid `%XX` (for detection only; invalid escapes stay as they are).
+fn percent_decode_lossy(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        let decoded = (b == b'%')
+            .then(|| {
+                let hi = (*input.get(i + 1)? as char).to_digit(16)?;
+                let lo = (*input.get(i + 2)? as char).to_digit(16)?;
+                u8::try_from(hi * 16 + lo).ok()
+            })
+            .flatten();
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            hex(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_per_key_and_hide_the_key() {
+        let key = HashKey::new(b"0123456789abcdef0123456789abcdef");
+        let other = HashKey::new(b"another key of sixteen+ bytes!!");
+        let a = key.pseudonym(b"Bearer token-1");
+        assert_eq!(a, key.pseudonym(b"Bearer token-1"));
+        assert_ne!(a, key.pseudonym(b"Bearer token-2"));
+        assert_ne!(a, other.pseudonym(b"Bearer token-1"));
+        assert!(a.starts_with(b"hmac-sha256:") && a.len() == 12 + 32);
+        assert!(key.id.starts_with("k-") && key.id.len() == 10);
+        assert_ne!(key.id, other.id);
+        assert!(!format!("{key:?}").contains("0123456789"));
+    }
 
     #[test]
     fn keeps_the_scheme_and_length_only() {
@@ -45,7 +380,86 @@ mod tests {
         assert_eq!(mask(b"session=abcdef"), b"[masked, 14 bytes]");
         // A scheme-looking secret with no credential after it is not kept.
         assert_eq!(mask(b"hunter"), b"[masked, 6 bytes]");
-        assert!(is_sensitive_header("cookie"));
-        assert!(!is_sensitive_header("user-agent"));
+    }
+
+    #[test]
+    fn sensitive_headers_are_never_clear() {
+        let r = Redaction::default();
+        assert_eq!(
+            r.header("user-agent", None, b"curl".to_vec())
+                .unwrap()
+                .value,
+            b"curl"
+        );
+        assert_eq!(
+            r.header("cookie", None, b"a=1".to_vec()).unwrap().value,
+            b"[masked, 3 bytes]"
+        );
+        assert!(r
+            .header("cookie", Some(Redact::Omit), b"a=1".to_vec())
+            .is_none());
+        // `hash` without a key (validation prevents it) falls back to a mask, not to clear text.
+        let h = r
+            .header("x-user", Some(Redact::Hash), b"jane".to_vec())
+            .unwrap();
+        assert_eq!(
+            (h.value.as_slice(), h.hashed),
+            (&b"[masked, 4 bytes]"[..], false)
+        );
+        let keyed = Redaction {
+            hash_key: Some(HashKey::new(b"0123456789abcdef")),
+            ..Redaction::default()
+        };
+        let h = keyed
+            .header("x-user", Some(Redact::Hash), b"jane".to_vec())
+            .unwrap();
+        assert!(h.hashed && h.value.starts_with(b"hmac-sha256:"));
+    }
+
+    #[test]
+    fn query_keeps_only_allow_listed_params_and_masks_secrets() {
+        let r = Redaction {
+            query_params: vec!["page".into(), "token".into(), "q".into()],
+            ..Redaction::default()
+        };
+        assert_eq!(
+            r.query(b"page=2&email=jane%40x.com&TOKEN=abc123&q&Page=3")
+                .unwrap(),
+            b"page=2&TOKEN=[masked, 6 bytes]&q&Page=3"
+        );
+        assert_eq!(r.query(b"other=1"), None);
+        assert_eq!(
+            Redaction::default().query(b"page=2"),
+            None,
+            "no allow-list: nothing kept"
+        );
+    }
+
+    #[test]
+    fn personal_data_in_paths_becomes_placeholders() {
+        let r = Redaction {
+            segment_placeholders: vec![SegmentPlaceholder {
+                glob: b"user-*".to_vec(),
+                placeholder: "{user}".into(),
+            }],
+            ..Redaction::default()
+        };
+        let cases: &[(&str, &str)] = &[
+            ("/users/jane@example.com/orders", "/users/{email}/orders"),
+            ("/users/jane%40example.com", "/users/{email}"),
+            ("/cards/4111-1111-1111-1111", "/cards/{digits}"),
+            ("/call/+44 (20) 7946 0958", "/call/{digits}"),
+            ("/orders/12345678", "/orders/12345678"),
+            ("/profiles/user-42/x", "/profiles/{user}/x"),
+            ("/a@b", "/a@b"),
+            ("//x/", "//x/"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(
+                String::from_utf8(r.path(path.as_bytes())).unwrap(),
+                *expected,
+                "{path}"
+            );
+        }
     }
 }

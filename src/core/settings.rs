@@ -2,10 +2,13 @@
 //! `config::RawConfig`. Every error names the JSON path it is about.
 
 use super::config::{
-    RawAction, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRule, RawStatus,
-    WholeNumber,
+    RawAction, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRedact,
+    RawRedaction, RawRule, RawStatus, WholeNumber,
 };
 use super::path::{canonicalize, CanonicalOptions, Glob};
+use super::redact::{
+    HashKey, Redact, Redaction, SegmentPlaceholder, DEFAULT_HASH_KEY_ENV, MIN_HASH_KEY_BYTES,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt;
@@ -15,6 +18,7 @@ pub const CONFIG_VERSION: u64 = 1;
 pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
 pub const DEFAULT_MAX_FIELD_BYTES: u64 = 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 * 1024;
+pub const DEFAULT_REPORTING_INTERVAL_SECONDS: u64 = 10;
 const MAX_RULES: usize = 256;
 const MAX_RULE_NAME_BYTES: usize = 64;
 const MAX_INSTANCE_ID_BYTES: usize = 256;
@@ -155,13 +159,20 @@ pub struct Matcher {
     pub status: Vec<StatusMatcher>,
 }
 
+/// A request header a rule records, and how (`None`: clear, unless sensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedHeader {
+    pub name: String,
+    pub redact: Option<Redact>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
     pub matcher: Matcher,
     pub action: Action,
     pub level: Level,
-    pub request_headers: Vec<String>,
+    pub request_headers: Vec<RecordedHeader>,
 }
 
 /// Validated plugin settings. Immutable once built.
@@ -177,6 +188,9 @@ pub struct Settings {
     pub canonical: CanonicalOptions,
     pub max_field_bytes: usize,
     pub max_record_bytes: usize,
+    pub redaction: Redaction,
+    /// Seconds between two reports of a worker.
+    pub reporting_interval_seconds: u64,
     pub rules: Vec<Rule>,
     /// Request headers any rule matches on; read from Envoy once per request, in this order.
     pub match_headers: Vec<String>,
@@ -186,8 +200,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Parses and validates the plugin configuration. Empty input means all defaults.
+    /// Parses and validates a configuration that reads no environment variable.
     pub fn from_json(bytes: &[u8]) -> Result<Settings, ConfigError> {
+        Self::from_json_with_env(bytes, &|_| None)
+    }
+
+    /// Parses and validates the plugin configuration. Empty input means all defaults.
+    /// `env` looks up the VM's environment variables (the HMAC key lives there, not in the config).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let digest = sha256_hex(bytes);
         let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
             RawConfig::default()
@@ -198,10 +221,14 @@ impl Settings {
             de.end().map_err(|e| error("", e.to_string()))?;
             raw
         };
-        Self::from_raw(raw, format!("sha256:{digest}"))
+        Self::from_raw(raw, format!("sha256:{digest}"), env)
     }
 
-    fn from_raw(raw: RawConfig, digest: String) -> Result<Settings, ConfigError> {
+    fn from_raw(
+        raw: RawConfig,
+        digest: String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let version = raw.version.map_or(CONFIG_VERSION, |v| v.0);
         if version != CONFIG_VERSION {
             return Err(error(
@@ -255,6 +282,19 @@ impl Settings {
             ));
         }
 
+        let raw_redaction = raw.redaction.unwrap_or_default();
+        let hash_key_env = raw_redaction
+            .hash_key_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HASH_KEY_ENV.to_string());
+        let redaction = build_redaction(raw_redaction)?;
+        let reporting = raw.reporting.unwrap_or_default();
+        let reporting_interval_seconds = check_range(
+            "reporting.interval_seconds",
+            reporting.interval_seconds,
+            DEFAULT_REPORTING_INTERVAL_SECONDS,
+            1..=3600,
+        )? as u64;
         let mut settings = Settings {
             digest,
             version,
@@ -265,6 +305,8 @@ impl Settings {
             canonical,
             max_field_bytes,
             max_record_bytes,
+            redaction,
+            reporting_interval_seconds,
             rules: Vec::with_capacity(raw.rules.len()),
             match_headers: Vec::new(),
             match_needs_method: false,
@@ -287,7 +329,45 @@ impl Settings {
             settings.match_needs_authority |= !rule.matcher.hosts.is_empty();
             settings.rules.push(rule);
         }
+        settings.redaction.hash_key = settings.hash_key_if_needed(&hash_key_env, env)?;
         Ok(settings)
+    }
+
+    /// Reads the HMAC key when something may hash, and refuses the configuration without one.
+    fn hash_key_if_needed(
+        &self,
+        variable: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<HashKey>, ConfigError> {
+        let first_use = if self.redaction.sensitive_header_action == Redact::Hash {
+            Some("redaction.sensitive_header_action".to_string())
+        } else {
+            self.rules.iter().enumerate().find_map(|(i, rule)| {
+                rule.request_headers
+                    .iter()
+                    .position(|h| h.redact == Some(Redact::Hash))
+                    .map(|j| format!("rules[{i}].request_headers[{j}].redact"))
+            })
+        };
+        let Some(at) = first_use else { return Ok(None) };
+        match env(variable) {
+            None => Err(error(
+                at,
+                format!(
+                    "\"hash\" needs an HMAC key, but the environment variable {variable} is not set in the Wasm VM \
+                     (Envoy: vm_config.environment_variables; Istio: WasmPlugin spec.vmConfig.env)"
+                ),
+            )),
+            Some(key) if key.len() < MIN_HASH_KEY_BYTES => Err(error(
+                at,
+                format!(
+                    "the HMAC key in {variable} is {} bytes; use at least {MIN_HASH_KEY_BYTES} random bytes \
+                     (e.g. `openssl rand -hex 32`)",
+                    key.len()
+                ),
+            )),
+            Some(key) => Ok(Some(HashKey::new(key.as_bytes()))),
+        }
     }
 
     fn build_rule(&mut self, at: &str, raw: RawRule) -> Result<Rule, ConfigError> {
@@ -327,12 +407,20 @@ impl Settings {
                 "a \"drop\" rule writes no record, so a level has no effect; remove it",
             ));
         }
-        let mut request_headers = Vec::with_capacity(raw.request_headers.len());
-        for (j, name) in raw.request_headers.iter().enumerate() {
-            check_header_name(&format!("{at}.request_headers[{j}]"), name)?;
-            if !request_headers.contains(name) {
-                request_headers.push(name.clone());
+        let mut request_headers: Vec<RecordedHeader> =
+            Vec::with_capacity(raw.request_headers.len());
+        for (j, header) in raw.request_headers.into_iter().enumerate() {
+            check_header_name(&format!("{at}.request_headers[{j}]"), &header.name)?;
+            if request_headers.iter().any(|h| h.name == header.name) {
+                return Err(error(
+                    format!("{at}.request_headers[{j}]"),
+                    format!("\"{}\" is listed twice", header.name),
+                ));
             }
+            request_headers.push(RecordedHeader {
+                name: header.name,
+                redact: header.redact.map(redact_from_raw),
+            });
         }
         let matcher = self.build_matcher(&format!("{at}.match"), raw.matcher)?;
         Ok(Rule {
@@ -476,6 +564,108 @@ impl Settings {
         };
         Ok(HeaderMatcher { header, condition })
     }
+}
+
+fn redact_from_raw(raw: RawRedact) -> Redact {
+    match raw {
+        RawRedact::Omit => Redact::Omit,
+        RawRedact::Mask => Redact::Mask,
+        RawRedact::Hash => Redact::Hash,
+    }
+}
+
+fn build_redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
+    let mut redaction = Redaction::default();
+    for (j, name) in raw.sensitive_headers.iter().enumerate() {
+        check_header_name(&format!("redaction.sensitive_headers[{j}]"), name)?;
+        if !redaction.is_sensitive_header(name) {
+            redaction.sensitive_headers.push(name.clone());
+        }
+    }
+    if let Some(action) = raw.sensitive_header_action {
+        redaction.sensitive_header_action = redact_from_raw(action);
+    }
+    if let Some(variable) = &raw.hash_key_env {
+        let valid = variable
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && variable
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(error(
+                "redaction.hash_key_env",
+                format!(
+                    "\"{}\" is not an environment variable name",
+                    variable.escape_debug()
+                ),
+            ));
+        }
+    }
+    for (field, names, into) in [
+        (
+            "query_params",
+            &raw.query_params,
+            &mut redaction.query_params,
+        ),
+        (
+            "sensitive_query_params",
+            &raw.sensitive_query_params,
+            &mut redaction.sensitive_query_params,
+        ),
+    ] {
+        for (j, name) in names.iter().enumerate() {
+            if name.is_empty() || name.len() > 128 || name.contains(['&', '=', '#']) {
+                return Err(error(
+                    format!("redaction.{field}[{j}]"),
+                    format!("\"{}\" is not a query parameter name", name.escape_debug()),
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if !into.contains(&lower) {
+                into.push(lower);
+            }
+        }
+    }
+    if let Some(placeholders) = raw.path_placeholders {
+        redaction.email_placeholder = placeholders.email.unwrap_or(true);
+        if let Some(min) = placeholders.min_digits {
+            redaction.min_digits = check_range(
+                "redaction.path_placeholders.min_digits",
+                Some(min),
+                9,
+                0..=64,
+            )?;
+        }
+        for (j, p) in placeholders.segments.into_iter().enumerate() {
+            let at = format!("redaction.path_placeholders.segments[{j}]");
+            if p.glob.is_empty() || p.glob.contains('/') || p.glob.len() > MAX_PATTERN_BYTES {
+                return Err(error(
+                    format!("{at}.glob"),
+                    "a glob over one path segment: no '/', 1 to 1024 bytes (e.g. \"user-*\")",
+                ));
+            }
+            let valid_name = (1..=32).contains(&p.placeholder.len())
+                && p.placeholder
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid_name {
+                return Err(error(
+                    format!("{at}.placeholder"),
+                    format!(
+                        "\"{}\" is not a placeholder name: use 1 to 32 of a-z, 0-9, '_' (written as {{name}})",
+                        p.placeholder.escape_debug()
+                    ),
+                ));
+            }
+            redaction.segment_placeholders.push(SegmentPlaceholder {
+                glob: p.glob.into_bytes(),
+                placeholder: format!("{{{}}}", p.placeholder),
+            });
+        }
+    }
+    Ok(redaction)
 }
 
 fn build_host_matcher(at: &str, host: &str) -> Result<HostMatcher, ConfigError> {

@@ -81,6 +81,53 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_metric_id: *mut u32,
+    ) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricType {
+    Gauge = 1,
+}
+
+pub fn set_tick_period_ms(period: u32) -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_set_tick_period_milliseconds(period) == OK }
+}
+
+/// Defines (or finds) a metric; Envoy shows it under the `wasmcustom.` namespace.
+pub fn define_metric(metric_type: MetricType, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: `name` outlives the call; the out-pointer is valid.
+    let status =
+        unsafe { proxy_define_metric(metric_type as u32, name.as_ptr(), name.len(), &mut id) };
+    (status == OK).then_some(id)
+}
+
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: no pointers. A failed update has nowhere to be reported.
+    unsafe {
+        proxy_record_metric(id, value);
+    }
+}
+
+/// This VM's linear memory, in bytes: it only grows, so a leak shows here.
+pub fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (core::arch::wasm32::memory_size(0) as u64) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
 }
 
 /// Takes ownership of a host-allocated buffer.

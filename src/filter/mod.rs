@@ -7,7 +7,7 @@ mod host;
 use crate::core::audit::{self, RequestCapture, Worker};
 use crate::core::record::{ConfigRecord, RECORD_PREFIX};
 use crate::core::settings::{LogLevel, Settings, CONFIG_VERSION};
-use abi::BufferType;
+use abi::{set_tick_period_ms, BufferType, MetricType};
 use host::EnvoyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -35,6 +35,8 @@ struct Active {
 #[derive(Default)]
 struct Root {
     active: Option<Rc<Active>>,
+    /// Gauge `wasmcustom.meshaudit.vm_memory_bytes`.
+    memory_gauge: Option<u32>,
 }
 
 impl Context for Root {}
@@ -49,17 +51,33 @@ impl RootContext for Root {
             }
             size => abi::buffer(BufferType::PluginConfiguration, size).unwrap_or_default(),
         };
-        let settings = match Settings::from_json(&bytes) {
+        let settings = match Settings::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
+        {
             Ok(settings) => settings,
             Err(error) => return reject(now, &bytes, &error.to_string()),
         };
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
         announce_config(&settings, &instance, now);
+        let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
+        set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
+        self.memory_gauge = abi::define_metric(MetricType::Gauge, "meshaudit.vm_memory_bytes");
         self.active = Some(Rc::new(Active {
             worker: RefCell::new(Worker::new(instance, now ^ 0x6d65_7368_6175_6469)),
             settings,
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(active) = &self.active else { return };
+        let served = active
+            .worker
+            .try_borrow()
+            .is_ok_and(|w| w.requests_seen > 0);
+        // Only a VM that serves traffic reports: the main thread's VM would overwrite the gauge.
+        if let (true, Some(gauge)) = (served, self.memory_gauge) {
+            abi::record_metric(gauge, abi::vm_memory_bytes());
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -247,3 +247,93 @@ fn non_numeric_status_and_missing_facts_are_tolerated() {
     assert!(r["response"].get("code").is_none());
     assert_eq!(r["request"]["canonical_path"], "/");
 }
+
+const PRIVACY: &str = r#"{
+    "redaction": {
+        "query_params": ["page", "token"],
+        "sensitive_headers": ["x-internal-token"],
+        "path_placeholders": {"segments": [{"glob": "acct-*", "placeholder": "account"}]}
+    },
+    "rules": [
+        {"name": "users", "match": {"paths": [{"prefix": "/users"}]}, "action": "audit", "level": "request",
+         "request_headers": ["x-internal-token", {"name": "x-user-id", "redact": "hash"}, {"name": "cookie", "redact": "omit"}]},
+        {"name": "deletes", "match": {"methods": ["DELETE"]}, "action": "audit"}
+    ]
+}"#;
+
+fn privacy_settings() -> Settings {
+    Settings::from_json_with_env(PRIVACY.as_bytes(), &|name| {
+        (name == "MESHAUDIT_HMAC_KEY").then(|| "a-test-key-of-32-bytes-xxxxxxxxx".to_string())
+    })
+    .unwrap()
+}
+
+#[test]
+fn personal_data_and_secrets_are_redacted_in_the_record() {
+    let s = privacy_settings();
+    let host = FakeHost::request(
+        "GET",
+        "/users/jane@example.com/acct-991/cards/4111111111111111?page=2&token=t0k3n&email=x@y.z",
+        200,
+    )
+    .with_request_header("x-internal-token", "s3cr3t-internal")
+    .with_request_header("x-user-id", "user-1234")
+    .with_request_header("cookie", "session=abc");
+    let r = run(&s, &host, true).unwrap();
+    let req = &r["request"];
+    assert_eq!(req["path"], "/users/{email}/{account}/cards/{digits}");
+    assert_eq!(
+        req["canonical_path"],
+        "/users/{email}/{account}/cards/{digits}"
+    );
+    assert_eq!(req["query"], "page=2&token=[masked, 5 bytes]");
+    assert!(req.get("query_removed").is_none());
+    assert_eq!(req["headers"]["x-internal-token"], "[masked, 15 bytes]");
+    let pseudonym = req["headers"]["x-user-id"].as_str().unwrap();
+    assert!(pseudonym.starts_with("hmac-sha256:"), "{pseudonym}");
+    assert!(req["headers"].get("cookie").is_none(), "omitted");
+    assert_eq!(
+        req["pseudonym_key_id"],
+        s.redaction.hash_key.as_ref().unwrap().id.as_str()
+    );
+    let line = r.to_string();
+    for secret in [
+        "jane",
+        "991",
+        "4111",
+        "t0k3n",
+        "x@y.z",
+        "s3cr3t",
+        "user-1234",
+        "session=abc",
+        "a-test-key",
+    ] {
+        assert!(!line.contains(secret), "{secret} leaked: {line}");
+    }
+    // Same input, same key: same pseudonym in another record.
+    let again = run(
+        &s,
+        &FakeHost::request("GET", "/users/x", 200).with_request_header("x-user-id", "user-1234"),
+        true,
+    )
+    .unwrap();
+    assert_eq!(again["request"]["headers"]["x-user-id"], pseudonym);
+}
+
+#[test]
+fn method_override_headers_cannot_dodge_a_method_rule() {
+    let s = privacy_settings();
+    for header in METHOD_OVERRIDE_HEADERS {
+        let host =
+            FakeHost::request("POST", "/orders/1", 200).with_request_header(header, "DELETE");
+        let r = run(&s, &host, true).unwrap_or_else(|| panic!("{header} dodged the rule"));
+        assert_eq!(r["why"]["rule"], "deletes");
+        assert_eq!(r["request"]["method"], "POST");
+        assert_eq!(r["request"]["method_override"], "DELETE");
+    }
+    // Method rules read the whole map once instead of five headers one by one.
+    let host = FakeHost::request("GET", "/orders/1", 200);
+    host.reset_calls();
+    let _ = RequestCapture::read(&s, &host);
+    assert_eq!(host.calls.get(), 1);
+}

@@ -50,14 +50,26 @@ fn istio_whole_doubles_are_accepted_for_integers() {
 fn a_full_rule_compiles() {
     let s = Settings::from_json(
         br#"{"rules": [{"name": "admin-api", "action": "audit", "level": "request",
-              "request_headers": ["user-agent", "user-agent"],
+              "request_headers": ["user-agent", {"name": "x-user", "redact": "mask"}],
               "match": {"paths": [{"prefix": "/Admin"}, {"glob": "/api/**/roles"}], "case_insensitive": true,
                         "methods": ["post"], "hosts": ["*.Example.com"],
                         "headers": [{"name": "x-a", "present": true}, {"name": "x-b", "equals": "1"}, {"name": "x-a", "present": false}]}}]}"#,
     )
     .unwrap();
     let rule = &s.rules[0];
-    assert_eq!(rule.request_headers, ["user-agent"]);
+    assert_eq!(
+        rule.request_headers,
+        [
+            RecordedHeader {
+                name: "user-agent".into(),
+                redact: None
+            },
+            RecordedHeader {
+                name: "x-user".into(),
+                redact: Some(Redact::Mask)
+            },
+        ]
+    );
     assert_eq!(rule.matcher.methods, ["POST"]);
     assert_eq!(
         rule.matcher.hosts,
@@ -81,7 +93,7 @@ fn every_error_names_the_field_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (r#"{"rules": [{"name": "a", "action": "audt"}]}"#,
          "rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"),
-        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `rules` at line 1 column 8"),
+        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `rules` at line 1 column 8"),
         (r#"{"version": 2}"#, "version: unsupported configuration version 2; this plugin reads version 1"),
         (r#"{"version": 1.5}"#, "version: expected a whole non-negative number, got 1.5 at line 1 column 15"),
         (r#"{"log_level": "loud"}"#, "log_level: unknown log level \"loud\"; expected one of trace, debug, info, warn, error, critical"),
@@ -95,6 +107,25 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"rules": [{"name": "Admin API", "action": "audit"}]}"#, "rules[0].name: \"Admin API\" is not a valid rule name: use 1 to 64 of a-z, 0-9, '-', '_', '.'"),
         (r#"{"rules": [{"name": "a", "action": "audit", "request_headers": ["x"]}]}"#, "rules[0].request_headers: headers are only recorded at level \"request\"; set \"level\": \"request\" or remove the list"),
         (r#"{"rules": [{"name": "a", "action": "drop", "level": "request"}]}"#, "rules[0].level: a \"drop\" rule writes no record, so a level has no effect; remove it"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": ["a", "a"]}]}"#, "rules[0].request_headers[1]: \"a\" is listed twice"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a", "redact": "clear"}]}]}"#,
+         "rules[0].request_headers[0].redact: unknown variant `clear`, expected one of `omit`, `mask`, `hash` at line 1 column 115"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a"}]}]}"#,
+         "rules[0].request_headers[0]: missing field `redact` at line 1 column 97"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [7]}]}"#,
+         "rules[0].request_headers[0]: invalid type: integer `7`, expected a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\"} at line 1 column 85"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a", "redact": "hash"}]}]}"#,
+         "rules[0].request_headers[0].redact: \"hash\" needs an HMAC key, but the environment variable MESHAUDIT_HMAC_KEY is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin spec.vmConfig.env)"),
+        (r#"{"redaction": {"sensitive_header_action": "hash", "hash_key_env": "MY_KEY"}}"#,
+         "redaction.sensitive_header_action: \"hash\" needs an HMAC key, but the environment variable MY_KEY is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin spec.vmConfig.env)"),
+        (r#"{"redaction": {"hash_key_env": "1BAD"}}"#, "redaction.hash_key_env: \"1BAD\" is not an environment variable name"),
+        (r#"{"redaction": {"sensitive_headers": ["X-Token"]}}"#, "redaction.sensitive_headers[0]: header names are matched in lowercase, as Envoy stores them; write \"x-token\""),
+        (r#"{"redaction": {"query_params": ["a=b"]}}"#, "redaction.query_params[0]: \"a=b\" is not a query parameter name"),
+        (r#"{"redaction": {"path_placeholders": {"segments": [{"glob": "a/b", "placeholder": "x"}]}}}"#,
+         "redaction.path_placeholders.segments[0].glob: a glob over one path segment: no '/', 1 to 1024 bytes (e.g. \"user-*\")"),
+        (r#"{"redaction": {"path_placeholders": {"segments": [{"glob": "u-*", "placeholder": "{u}"}]}}}"#,
+         "redaction.path_placeholders.segments[0].placeholder: \"{u}\" is not a placeholder name: use 1 to 32 of a-z, 0-9, '_' (written as {name})"),
+        (r#"{"redaction": {"path_placeholders": {"min_digits": 65}}}"#, "redaction.path_placeholders.min_digits: must be from 0 to 64, got 65"),
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": ["User-Agent"]}]}"#, "rules[0].request_headers[0]: header names are matched in lowercase, as Envoy stores them; write \"user-agent\""),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"prefix": "admin"}]}}]}"#, "rules[0].match.paths[0].prefix: must start with '/', got \"admin\""),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"exact": "//admin/./x"}]}}]}"#, "rules[0].match.paths[0].exact: \"//admin/./x\" is not in canonical form (rules match canonical paths); write \"/admin/x\""),
@@ -126,4 +157,27 @@ fn non_utf8_config_is_an_error_not_a_panic() {
         e.to_string().contains("invalid unicode") || e.to_string().contains("UTF-8"),
         "{e}"
     );
+}
+
+#[test]
+fn the_hmac_key_comes_from_the_vm_environment_and_must_be_long_enough() {
+    let config = br#"{"redaction": {"hash_key_env": "AUDIT_KEY"},
+        "rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "x-user", "redact": "hash"}]}]}"#;
+    let env =
+        |value: &'static str| move |name: &str| (name == "AUDIT_KEY").then(|| value.to_string());
+    let s = Settings::from_json_with_env(config, &env("0123456789abcdef0123")).unwrap();
+    let key = s.redaction.hash_key.as_ref().expect("key loaded");
+    assert!(key.id.starts_with("k-"));
+    assert!(
+        !format!("{s:?}").contains("0123456789abcdef0123"),
+        "Debug never shows the key"
+    );
+    let e = Settings::from_json_with_env(config, &env("short")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rules[0].request_headers[0].redact: the HMAC key in AUDIT_KEY is 5 bytes; use at least 16 random bytes (e.g. `openssl rand -hex 32`)"
+    );
+    // No `hash` anywhere: no key needed, none read.
+    let s = Settings::from_json_with_env(b"{}", &|_| panic!("no lookup expected")).unwrap();
+    assert!(s.redaction.hash_key.is_none());
 }

@@ -1,0 +1,162 @@
+//! Property-based tests over arbitrary bytes: the core never panics, every
+//! record is one valid JSON line, secrets never reach it, canonical paths are stable.
+
+use super::audit::{on_log, RequestCapture, Worker};
+use super::headers::HeaderMap;
+use super::host::FakeHost;
+use super::json::JsonWriter;
+use super::path::{canonicalize, CanonicalOptions};
+use super::settings::Settings;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn options() -> impl Strategy<Value = CanonicalOptions> {
+    (any::<bool>(), any::<bool>()).prop_map(|(d, b)| CanonicalOptions {
+        decode_escaped_slashes: d,
+        backslash_is_slash: b,
+    })
+}
+
+/// Paths biased towards the characters that make canonicalisation interesting.
+fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let interesting = prop::sample::select(&b"/.%;\\?#aA2fF5cC0e"[..]);
+    vec(prop_oneof![3 => interesting, 1 => any::<u8>()], 0..120)
+}
+
+/// Arbitrary JSON values, for configurations that are valid JSON but anything else.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
+        any::<i64>().prop_map(|i| Value::Number(i.into())),
+        prop::sample::select(vec![
+            "audit", "sample", "drop", "request", "metadata", "/admin", "/a/**", "5xx", "GET",
+            "hash", "x-a", "",
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    let keys = prop::sample::select(vec![
+        "version",
+        "rules",
+        "name",
+        "match",
+        "action",
+        "sample_rate",
+        "level",
+        "request_headers",
+        "paths",
+        "prefix",
+        "glob",
+        "exact",
+        "methods",
+        "hosts",
+        "headers",
+        "status",
+        "present",
+        "equals",
+        "limits",
+        "max_field_bytes",
+        "redaction",
+        "query_params",
+        "default_sample_rate",
+        "redact",
+        "log_level",
+    ]);
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(keys.clone().prop_map(str::to_string), inner, 0..5)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn canonicalisation_is_idempotent(path in path_bytes(), options in options()) {
+        let once = canonicalize(&path, options);
+        prop_assert_eq!(canonicalize(&once, options), once.clone());
+        prop_assert!(once.starts_with(b"/"));
+        let body = once.strip_prefix(b"/").unwrap_or_default();
+        let body = body.strip_suffix(b"/").unwrap_or(body);
+        if !body.is_empty() {
+            for segment in body.split(|&b| b == b'/') {
+                prop_assert!(!segment.is_empty() && segment != b"." && segment != b"..", "segment {:?} in {:?}", segment, once);
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_encode_to_one_json_string(bytes in vec(any::<u8>(), 0..200), cap in 1usize..300) {
+        let mut w = JsonWriter::default();
+        w.bytes_value(&bytes, cap);
+        let out = w.finish();
+        let raw_unsafe = out
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}'));
+        prop_assert!(!raw_unsafe, "unescaped character in {}", out);
+        let decoded: String = serde_json::from_str(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if bytes.len() <= cap {
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                prop_assert_eq!(decoded, text);
+            }
+        }
+    }
+
+    #[test]
+    fn header_maps_from_any_bytes_never_panic(bytes in vec(any::<u8>(), 0..300)) {
+        let map = HeaderMap::from_serialized(bytes);
+        prop_assert!(map.iter().count() == map.len());
+        let _ = map.get(":path");
+    }
+
+    #[test]
+    fn any_config_bytes_are_accepted_or_refused_never_panic(bytes in vec(any::<u8>(), 0..300)) {
+        let _ = Settings::from_json(&bytes);
+    }
+
+    #[test]
+    fn any_json_config_is_accepted_or_refused_with_a_path(value in json_value()) {
+        let text = value.to_string();
+        if let Err(e) = Settings::from_json(text.as_bytes()) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn any_request_gives_one_valid_line_without_secrets(
+        path in path_bytes(),
+        value in vec(any::<u8>(), 0..300),
+        status in prop::sample::select(vec!["200", "401", "403", "500", "", "abc", "99999"]),
+        secret in "[A-Za-z0-9]{16,24}",
+        local_reply in any::<bool>(),
+    ) {
+        let settings = Settings::from_json(br#"{
+            "redaction": {"query_params": ["token"]},
+            "rules": [{"name": "all", "action": "audit", "level": "request",
+                       "request_headers": ["x-a", "authorization", "cookie", "x-api-key"]}]}"#).unwrap();
+        let mut full_path = path.clone();
+        full_path.extend_from_slice(format!("?token={secret}").as_bytes());
+        let host = FakeHost::new()
+            .with_request_header(":path", &full_path)
+            .with_request_header("x-a", &value)
+            .with_request_header("authorization", format!("Bearer {secret}"))
+            .with_request_header("cookie", format!("s={secret}"))
+            .with_request_header("x-api-key", &secret)
+            .with_response_header(":status", status)
+            .with_property("response.code_details", &value);
+        let capture = (!local_reply).then(|| RequestCapture::read(&settings, &host));
+        let line = on_log(&settings, &mut Worker::new("p".into(), 1), capture, &host).unwrap();
+        prop_assert!(!line.contains('\n') && !line.contains('\r'));
+        prop_assert!(line.len() <= settings.max_record_bytes);
+        let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(parsed.is_object());
+        prop_assert!(!line.contains(&secret), "secret leaked: {}", line);
+    }
+}
