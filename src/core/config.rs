@@ -33,6 +33,12 @@ pub struct RawConfig {
     pub redaction: Option<RawRedaction>,
     /// How often each worker reports to Envoy's stats.
     pub reporting: Option<RawReporting>,
+    /// What is read about authorization decisions.
+    pub authorization: Option<RawAuthorization>,
+    /// What is read about authentication (JWT).
+    pub authentication: Option<RawAuthentication>,
+    /// The network-filter mode (root id `network`): TLS handshake failures.
+    pub network: Option<RawNetwork>,
     /// Ordered rules; the first whose `match` fits the request decides.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -54,6 +60,39 @@ pub struct RawLimits {
     pub max_field_bytes: Option<WholeNumber>,
     /// Cap on a whole record, in bytes (4096 to 1048576). Default: `16384`.
     pub max_record_bytes: Option<WholeNumber>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorization {
+    /// Read RBAC shadow and Istio dry-run results for every request and record
+    /// `shadow_denied` / `shadow_allowed` events. Costs one attribute read per request. Default: `false`.
+    pub shadow_results: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthentication {
+    /// jwt_authn's `payload_in_metadata` name: where the verified claims are read from.
+    /// Absent: successful JWT authentication is not recorded.
+    pub jwt_payload_metadata_key: Option<String>,
+    /// How the JWT subject is recorded: `omit`, `hash` (keyed pseudonym) or `clear`. Default: `omit`.
+    pub jwt_subject: Option<RawSubject>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSubject {
+    Omit,
+    Hash,
+    Clear,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// Also record successful connections (kind `connection`), not only failed handshakes. Default: `false`.
+    pub record_connections: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +244,14 @@ pub struct RawMatch {
     pub status: Vec<RawStatus>,
     /// Match paths without regard to ASCII case. Default: `false`.
     pub case_insensitive: Option<bool>,
+    /// `true`: the connection is mTLS; `false`: it is not (plaintext or TLS without a client certificate).
+    pub mtls: Option<bool>,
+    /// Any of these caller principals (peer certificate URI SAN): exact, or ending in `*` for a prefix.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// Any of these caller namespaces (from the SPIFFE ID `spiffe://<td>/ns/<namespace>/sa/<sa>`).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// One path condition: exactly one of `exact`, `prefix` or `glob`.

@@ -1,5 +1,6 @@
 //! Which rule applies to a request, what kind of event it is, and whether it is recorded.
 
+use super::identity::{Peer, Rbac};
 use super::settings::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
 
 /// The kind of event a record reports.
@@ -11,6 +12,10 @@ pub enum Kind {
     Denied,
     /// Authentication failed: jwt_authn, or a 401.
     AuthFailure,
+    /// Allowed, but a shadow (dry-run) RBAC policy would have denied it.
+    ShadowDenied,
+    /// A shadow (dry-run) RBAC policy matched and would allow it.
+    ShadowAllowed,
 }
 
 impl Kind {
@@ -19,17 +24,32 @@ impl Kind {
             Kind::Access => "access",
             Kind::Denied => "denied",
             Kind::AuthFailure => "auth_failure",
+            Kind::ShadowDenied => "shadow_denied",
+            Kind::ShadowAllowed => "shadow_allowed",
         }
     }
 
+    /// Outcomes audited whatever the rules say (unless `always_audit_security_outcomes` is off).
+    /// Shadow results are only known when the operator enabled `authorization.shadow_results`.
     pub fn is_security_outcome(self) -> bool {
-        matches!(self, Kind::Denied | Kind::AuthFailure)
+        !matches!(self, Kind::Access)
     }
 }
 
-/// Classifies the outcome from the status and Envoy's `response.code_details`.
-/// The details come first: they say which filter answered, not just how.
-pub fn classify(status: u16, code_details: Option<&[u8]>) -> Kind {
+/// Classifies the outcome from the status, Envoy's `response.code_details`
+/// (which say which filter answered, not just how) and RBAC's metadata when read.
+pub fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
+    let enforced = classify_enforced(status, code_details, rbac);
+    match rbac {
+        Some(rbac) if enforced == Kind::Access && rbac.shadow_denied() => Kind::ShadowDenied,
+        Some(rbac) if enforced == Kind::Access && rbac.shadow_allowed_by_policy() => {
+            Kind::ShadowAllowed
+        }
+        _ => enforced,
+    }
+}
+
+fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
     const DENIED: [&[u8]; 3] = [
         b"rbac_access_denied",
         b"ext_authz_denied",
@@ -43,6 +63,9 @@ pub fn classify(status: u16, code_details: Option<&[u8]>) -> Kind {
         if AUTH_FAILED.iter().any(|p| details.starts_with(p)) {
             return Kind::AuthFailure;
         }
+    }
+    if rbac.is_some_and(Rbac::enforced_denied) {
+        return Kind::Denied;
     }
     match status {
         401 => Kind::AuthFailure,
@@ -68,6 +91,8 @@ pub struct MatchInput<'a> {
     pub match_headers: &'a [Option<Vec<u8>>],
     /// 0 when no response was sent.
     pub status: u16,
+    /// The caller, when some rule matches on it.
+    pub peer: Option<&'a Peer>,
 }
 
 /// Index of the first rule that matches, as in the Kubernetes audit policy.
@@ -85,7 +110,8 @@ pub fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -> Optio
 }
 
 fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
-    (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path)))
+    peer_matches(m, input.peer)
+        && (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path)))
         && (m.methods.is_empty()
             || [input.method, input.method_override]
                 .into_iter()
@@ -106,6 +132,18 @@ fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
             }
         })
         && (m.status.is_empty() || m.status.iter().any(|s| s.matches(input.status)))
+}
+
+fn peer_matches(m: &Matcher, peer: Option<&Peer>) -> bool {
+    let mtls = peer.and_then(|p| p.mtls).unwrap_or(false);
+    let principal = peer.and_then(|p| p.principal.as_deref());
+    m.mtls.is_none_or(|wanted| wanted == mtls)
+        && (m.principals.is_empty()
+            || principal.is_some_and(|p| m.principals.iter().any(|x| x.matches(p))))
+        && (m.namespaces.is_empty()
+            || peer
+                .and_then(Peer::namespace)
+                .is_some_and(|ns| m.namespaces.iter().any(|x| x.as_slice() == ns)))
 }
 
 /// `:authority` without its port, compared without regard to case.
@@ -223,6 +261,7 @@ mod tests {
             authority: Some(b"API.example.com:8443"),
             match_headers: headers,
             status,
+            peer: None,
         }
     }
 
@@ -298,18 +337,18 @@ mod tests {
     #[test]
     fn classification_prefers_code_details() {
         assert_eq!(
-            classify(403, Some(b"rbac_access_denied_matched_policy[x]")),
+            classify(403, Some(b"rbac_access_denied_matched_policy[x]"), None),
             Kind::Denied
         );
         assert_eq!(
-            classify(401, Some(b"jwt_authn_access_denied{Jwt_is_missing}")),
+            classify(401, Some(b"jwt_authn_access_denied{Jwt_is_missing}"), None),
             Kind::AuthFailure
         );
-        assert_eq!(classify(403, Some(b"ext_authz_denied")), Kind::Denied);
-        assert_eq!(classify(403, None), Kind::Denied);
-        assert_eq!(classify(401, None), Kind::AuthFailure);
-        assert_eq!(classify(200, Some(b"via_upstream")), Kind::Access);
-        assert_eq!(classify(500, None), Kind::Access);
+        assert_eq!(classify(403, Some(b"ext_authz_denied"), None), Kind::Denied);
+        assert_eq!(classify(403, None, None), Kind::Denied);
+        assert_eq!(classify(401, None, None), Kind::AuthFailure);
+        assert_eq!(classify(200, Some(b"via_upstream"), None), Kind::Access);
+        assert_eq!(classify(500, None, None), Kind::Access);
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod decide;
 pub mod flags;
 pub mod headers;
 pub mod host;
+pub mod identity;
 pub mod json;
+pub mod network;
 pub mod path;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod proptests;

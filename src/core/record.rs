@@ -3,6 +3,7 @@
 
 use super::decide::{Kind, Reason};
 use super::flags;
+use super::identity::{parse_istio_policy, parse_spiffe, EngineResult, Peer};
 use super::json::JsonWriter;
 use super::sample::SampleKey;
 use super::time::rfc3339_millis;
@@ -26,6 +27,33 @@ pub struct Why<'a> {
     pub action: &'static str,
     pub sample_rate: f64,
     pub sampled_by: Option<SampleKey>,
+}
+
+/// What authorization decided (`authz` in the record).
+#[derive(Debug, Clone)]
+pub struct Authz<'a> {
+    /// `allowed`, `denied` or `error`.
+    pub decision: &'static str,
+    /// `rbac`, `ext_authz`, `upstream` (a 403 from the application) or `none`.
+    pub by: &'static str,
+    pub policy: Option<&'a [u8]>,
+    /// ext_authz: the status sent downstream.
+    pub status: Option<u16>,
+    pub shadows: &'a [EngineResult],
+}
+
+/// What authentication concluded (`authn` in the record).
+#[derive(Debug, Clone)]
+pub struct Authn<'a> {
+    /// `jwt` or `upstream` (a 401 from the application).
+    pub method: &'static str,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+    /// jwt_authn's status name, e.g. `Jwt_is_expired`.
+    pub reason: Option<&'a [u8]>,
+    pub issuer: Option<&'a [u8]>,
+    /// Already redacted as configured (pseudonym or clear); absent when omitted.
+    pub subject: Option<&'a [u8]>,
 }
 
 /// One audited request. Byte fields are as Envoy gave them; encoding escapes and caps them.
@@ -54,6 +82,9 @@ pub struct AccessRecord<'a> {
     pub code_details: Option<&'a [u8]>,
     pub response_flags: Option<u64>,
     pub replied_before_plugin: bool,
+    pub peer: Option<&'a Peer>,
+    pub authz: Option<Authz<'a>>,
+    pub authn: Option<Authn<'a>>,
     pub trace_id: Option<&'a [u8]>,
     pub span_id: Option<&'a [u8]>,
     pub b3_trace_id: Option<&'a [u8]>,
@@ -111,7 +142,6 @@ impl AccessRecord<'_> {
                 w.bytes_field(name, value, cap);
             }
             w.end_object();
-            w.opt_str_field("pseudonym_key_id", self.pseudonym_key_id);
         }
         w.end_object();
 
@@ -132,6 +162,45 @@ impl AccessRecord<'_> {
         }
         w.end_object();
 
+        if let Some(peer) = self.peer {
+            write_peer(&mut w, peer, cap);
+        }
+        if let Some(authz) = &self.authz {
+            w.object_field("authz");
+            w.str_field("decision", authz.decision);
+            w.str_field("by", authz.by);
+            if let Some(policy) = authz.policy {
+                write_policy(&mut w, policy, cap);
+            }
+            if let Some(status) = authz.status {
+                w.u64_field("status", u64::from(status));
+            }
+            if !authz.shadows.is_empty() {
+                w.array_field("shadow");
+                for shadow in authz.shadows {
+                    w.begin_object();
+                    w.bytes_field("result", &shadow.result, cap);
+                    if !shadow.prefix.is_empty() {
+                        w.bytes_field("prefix", &shadow.prefix, cap);
+                    }
+                    if let Some(policy) = &shadow.policy {
+                        write_policy(&mut w, policy, cap);
+                    }
+                    w.end_object();
+                }
+                w.end_array();
+            }
+            w.end_object();
+        }
+        if let Some(authn) = &self.authn {
+            w.object_field("authn");
+            w.str_field("method", authn.method);
+            w.str_field("result", authn.result);
+            w.opt_bytes_field("reason", authn.reason, cap);
+            w.opt_bytes_field("issuer", authn.issuer, cap);
+            w.opt_bytes_field("subject", authn.subject, cap);
+            w.end_object();
+        }
         if self.trace_id.is_some() || self.b3_trace_id.is_some() {
             w.object_field("trace");
             w.opt_bytes_field("trace_id", self.trace_id, cap);
@@ -153,11 +222,41 @@ impl AccessRecord<'_> {
         if let Some(nanos) = self.duration_nanos.and_then(|n| u64::try_from(n).ok()) {
             w.u64_field("duration_ms", nanos / 1_000_000);
         }
+        w.opt_str_field("pseudonym_key_id", self.pseudonym_key_id);
         if truncated {
             w.bool_field("truncated", true);
         }
         w.end_object();
         w.finish()
+    }
+}
+
+/// `peer`: the caller's TLS identity, or `{"mtls": false}` for plaintext.
+pub fn write_peer(w: &mut JsonWriter, peer: &Peer, cap: usize) {
+    w.object_field("peer");
+    w.bool_field("mtls", peer.mtls.unwrap_or(false));
+    w.opt_bytes_field("tls_version", peer.tls_version.as_deref(), cap);
+    if let Some(principal) = peer.principal.as_deref() {
+        w.bytes_field("principal", principal, cap);
+        if let Some(spiffe) = parse_spiffe(principal) {
+            w.bytes_field("trust_domain", spiffe.trust_domain, cap);
+            w.opt_bytes_field("namespace", spiffe.namespace, cap);
+            w.opt_bytes_field("service_account", spiffe.service_account, cap);
+        }
+    }
+    w.opt_bytes_field("subject", peer.subject.as_deref(), cap);
+    w.opt_bytes_field("cert_sha256", peer.cert_sha256.as_deref(), cap);
+    w.opt_bytes_field("local_principal", peer.local_principal.as_deref(), cap);
+    w.end_object();
+}
+
+/// `policy`, and for Istio's naming also `policy_namespace`, `policy_name`, `policy_rule`.
+fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
+    w.bytes_field("policy", policy, cap);
+    if let Some(istio) = parse_istio_policy(policy) {
+        w.bytes_field("policy_namespace", istio.namespace, cap);
+        w.bytes_field("policy_name", istio.name, cap);
+        w.u64_field("policy_rule", u64::from(istio.rule));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::config::{
     RawAction, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRedact,
-    RawRedaction, RawRule, RawStatus, WholeNumber,
+    RawRedaction, RawRule, RawStatus, RawSubject, WholeNumber,
 };
 use super::path::{canonicalize, CanonicalOptions, Glob};
 use super::redact::{
@@ -148,8 +148,35 @@ impl StatusMatcher {
     }
 }
 
+/// A caller principal condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalMatcher {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl PrincipalMatcher {
+    pub fn matches(&self, principal: &[u8]) -> bool {
+        match self {
+            PrincipalMatcher::Exact(p) => principal == p.as_slice(),
+            PrincipalMatcher::Prefix(p) => principal.starts_with(p),
+        }
+    }
+}
+
+/// How a verified JWT subject is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    Omit,
+    Hash,
+    Clear,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
+    pub mtls: Option<bool>,
+    pub principals: Vec<PrincipalMatcher>,
+    pub namespaces: Vec<Vec<u8>>,
     pub paths: Vec<PathMatcher>,
     pub case_insensitive: bool,
     /// Uppercase.
@@ -191,12 +218,21 @@ pub struct Settings {
     pub redaction: Redaction,
     /// Seconds between two reports of a worker.
     pub reporting_interval_seconds: u64,
+    /// Read RBAC shadow / dry-run results for every request.
+    pub shadow_results: bool,
+    /// jwt_authn `payload_in_metadata` key, when successful JWT authentication is recorded.
+    pub jwt_payload_metadata_key: Option<String>,
+    pub jwt_subject: SubjectMode,
+    /// Network mode: record successful connections too.
+    pub record_connections: bool,
     pub rules: Vec<Rule>,
     /// Request headers any rule matches on; read from Envoy once per request, in this order.
     pub match_headers: Vec<String>,
     /// Whether any rule matches on the method / the host, so they are read for every request.
     pub match_needs_method: bool,
     pub match_needs_authority: bool,
+    /// Whether any rule matches on the caller (mTLS, principal, namespace).
+    pub match_needs_peer: bool,
 }
 
 impl Settings {
@@ -225,7 +261,7 @@ impl Settings {
     }
 
     fn from_raw(
-        raw: RawConfig,
+        mut raw: RawConfig,
         digest: String,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
@@ -288,6 +324,16 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| DEFAULT_HASH_KEY_ENV.to_string());
         let redaction = build_redaction(raw_redaction)?;
+        let authentication = raw.authentication.take().unwrap_or_default();
+        if let Some(key) = &authentication.jwt_payload_metadata_key {
+            check_printable("authentication.jwt_payload_metadata_key", key, 128)?;
+        }
+        let jwt_payload_metadata_key = authentication.jwt_payload_metadata_key;
+        let jwt_subject = match authentication.jwt_subject {
+            None | Some(RawSubject::Omit) => SubjectMode::Omit,
+            Some(RawSubject::Hash) => SubjectMode::Hash,
+            Some(RawSubject::Clear) => SubjectMode::Clear,
+        };
         let reporting = raw.reporting.unwrap_or_default();
         let reporting_interval_seconds = check_range(
             "reporting.interval_seconds",
@@ -307,6 +353,19 @@ impl Settings {
             max_record_bytes,
             redaction,
             reporting_interval_seconds,
+            shadow_results: raw
+                .authorization
+                .as_ref()
+                .and_then(|a| a.shadow_results)
+                .unwrap_or(false),
+            jwt_payload_metadata_key,
+            jwt_subject,
+            record_connections: raw
+                .network
+                .as_ref()
+                .and_then(|n| n.record_connections)
+                .unwrap_or(false),
+            match_needs_peer: false,
             rules: Vec::with_capacity(raw.rules.len()),
             match_headers: Vec::new(),
             match_needs_method: false,
@@ -327,6 +386,9 @@ impl Settings {
             let rule = settings.build_rule(&at, raw_rule)?;
             settings.match_needs_method |= !rule.matcher.methods.is_empty();
             settings.match_needs_authority |= !rule.matcher.hosts.is_empty();
+            settings.match_needs_peer |= rule.matcher.mtls.is_some()
+                || !rule.matcher.principals.is_empty()
+                || !rule.matcher.namespaces.is_empty();
             settings.rules.push(rule);
         }
         settings.redaction.hash_key = settings.hash_key_if_needed(&hash_key_env, env)?;
@@ -341,6 +403,8 @@ impl Settings {
     ) -> Result<Option<HashKey>, ConfigError> {
         let first_use = if self.redaction.sensitive_header_action == Redact::Hash {
             Some("redaction.sensitive_header_action".to_string())
+        } else if self.jwt_subject == SubjectMode::Hash {
+            Some("authentication.jwt_subject".to_string())
         } else {
             self.rules.iter().enumerate().find_map(|(i, rule)| {
                 rule.request_headers
@@ -467,7 +531,41 @@ impl Settings {
         for (j, s) in raw.status.into_iter().enumerate() {
             status.push(build_status_matcher(&format!("{at}.status[{j}]"), s)?);
         }
+        let mut principals = Vec::with_capacity(raw.principals.len());
+        for (j, p) in raw.principals.iter().enumerate() {
+            if p.is_empty() || p.len() > MAX_PATTERN_BYTES || p.chars().any(char::is_control) {
+                return Err(error(
+                    format!("{at}.principals[{j}]"),
+                    "a principal such as \"spiffe://cluster.local/ns/shop/sa/checkout\", or a prefix ending in '*'",
+                ));
+            }
+            principals.push(match p.strip_suffix('*') {
+                Some(prefix) => PrincipalMatcher::Prefix(prefix.as_bytes().to_vec()),
+                None => PrincipalMatcher::Exact(p.as_bytes().to_vec()),
+            });
+        }
+        let mut namespaces = Vec::with_capacity(raw.namespaces.len());
+        for (j, ns) in raw.namespaces.iter().enumerate() {
+            let valid = !ns.is_empty()
+                && ns.len() <= 253
+                && ns.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid {
+                return Err(error(
+                    format!("{at}.namespaces[{j}]"),
+                    format!(
+                        "\"{}\" is not a Kubernetes namespace name",
+                        ns.escape_debug()
+                    ),
+                ));
+            }
+            namespaces.push(ns.as_bytes().to_vec());
+        }
         Ok(Matcher {
+            mtls: raw.mtls,
+            principals,
+            namespaces,
             paths,
             case_insensitive,
             methods,

@@ -5,14 +5,18 @@ mod abi;
 mod host;
 
 use crate::core::audit::{self, RequestCapture, Worker};
+use crate::core::network;
 use crate::core::record::{ConfigRecord, RECORD_PREFIX};
 use crate::core::settings::{LogLevel, Settings, CONFIG_VERSION};
 use abi::{set_tick_period_ms, BufferType, MetricType};
 use host::EnvoyHost;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// The root id that selects the network-filter mode (Istio `WasmPlugin` `type: NETWORK`).
+const NETWORK_ROOT_ID: &[u8] = b"network";
 
 /// Larger plugin configurations are refused rather than read into the VM.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -35,6 +39,8 @@ struct Active {
 #[derive(Default)]
 struct Root {
     active: Option<Rc<Active>>,
+    /// Root id `network`: a network filter recording TLS handshake failures.
+    network: bool,
     /// Gauge `wasmcustom.meshaudit.vm_memory_bytes`.
     memory_gauge: Option<u32>,
 }
@@ -57,6 +63,7 @@ impl RootContext for Root {
             Err(error) => return reject(now, &bytes, &error.to_string()),
         };
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
+        self.network = abi::property(&["plugin_root_id"]).as_deref() == Some(NETWORK_ROOT_ID);
         announce_config(&settings, &instance, now);
         let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
         set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
@@ -81,7 +88,18 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        // The SDK panics on `None` here: always answer.
+        Some(if self.network {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(Connection {
+            active: self.active.clone(),
+        }))
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -167,6 +185,26 @@ fn announce_config(settings: &Settings, instance: &str, now: u64) {
 
 fn emit(level: LogLevel, json: &str) {
     abi::log(level, &format!("{RECORD_PREFIX}{json}"));
+}
+
+/// A downstream connection, in network-filter mode.
+struct Connection {
+    active: Option<Rc<Active>>,
+}
+
+impl Context for Connection {}
+
+impl StreamContext for Connection {
+    fn on_log(&mut self) {
+        let Some(active) = &self.active else { return };
+        let Ok(mut worker) = active.worker.try_borrow_mut() else {
+            return;
+        };
+        if let Some(json) = network::on_connection_close(&active.settings, &mut worker, &EnvoyHost)
+        {
+            emit(active.settings.log_level, &json);
+        }
+    }
 }
 
 struct Stream {

@@ -293,7 +293,7 @@ fn personal_data_and_secrets_are_redacted_in_the_record() {
     assert!(pseudonym.starts_with("hmac-sha256:"), "{pseudonym}");
     assert!(req["headers"].get("cookie").is_none(), "omitted");
     assert_eq!(
-        req["pseudonym_key_id"],
+        r["pseudonym_key_id"],
         s.redaction.hash_key.as_ref().unwrap().id.as_str()
     );
     let line = r.to_string();
@@ -336,4 +336,237 @@ fn method_override_headers_cannot_dodge_a_method_rule() {
     host.reset_calls();
     let _ = RequestCapture::read(&s, &host);
     assert_eq!(host.calls.get(), 1);
+}
+
+fn rbac_struct(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    crate::core::headers::serialize(pairs)
+}
+
+fn mtls_host(method: &str, path: &str, status: u16) -> FakeHost {
+    FakeHost::request(method, path, status)
+        .with_property("connection.mtls", [1])
+        .with_property("connection.tls_version", "TLSv1.3")
+        .with_property(
+            "connection.uri_san_peer_certificate",
+            "spiffe://cluster.local/ns/shop/sa/checkout",
+        )
+        .with_property("connection.subject_peer_certificate", "CN=checkout")
+        .with_property("connection.sha256_peer_certificate_digest", "ab12")
+        .with_property(
+            "connection.uri_san_local_certificate",
+            "spiffe://cluster.local/ns/pay/sa/api",
+        )
+}
+
+#[test]
+fn every_record_says_who_called_over_mtls_or_that_it_was_plaintext() {
+    let s = settings(CONFIG);
+    let r = run(&s, &mtls_host("GET", "/admin/x", 200), true).unwrap();
+    assert_eq!(
+        r["peer"],
+        serde_json::json!({"mtls": true, "tls_version": "TLSv1.3",
+            "principal": "spiffe://cluster.local/ns/shop/sa/checkout", "trust_domain": "cluster.local",
+            "namespace": "shop", "service_account": "checkout", "subject": "CN=checkout",
+            "cert_sha256": "ab12", "local_principal": "spiffe://cluster.local/ns/pay/sa/api"})
+    );
+    let plain = FakeHost::request("GET", "/admin/x", 200).with_property("connection.mtls", [0]);
+    let r = run(&s, &plain, true).unwrap();
+    assert_eq!(r["peer"], serde_json::json!({"mtls": false}));
+}
+
+#[test]
+fn rules_match_on_mtls_principal_and_namespace() {
+    let s = settings(
+        r#"{"default_sample_rate": 0, "rules": [
+        {"name": "plaintext", "match": {"mtls": false}, "action": "audit"},
+        {"name": "from-shop", "match": {"namespaces": ["shop"], "paths": [{"prefix": "/pay"}]}, "action": "audit"},
+        {"name": "checkout", "match": {"principals": ["spiffe://cluster.local/ns/shop/sa/check*"]}, "action": "audit"}
+    ]}"#,
+    );
+    let r = run(
+        &s,
+        &FakeHost::request("GET", "/x", 200).with_property("connection.mtls", [0]),
+        true,
+    )
+    .unwrap();
+    assert_eq!(r["why"]["rule"], "plaintext");
+    assert_eq!(
+        run(&s, &mtls_host("GET", "/pay/1", 200), true).unwrap()["why"]["rule"],
+        "from-shop"
+    );
+    assert_eq!(
+        run(&s, &mtls_host("GET", "/x", 200), true).unwrap()["why"]["rule"],
+        "checkout"
+    );
+    // A header claiming an identity changes nothing: identity comes from the certificate.
+    let forged = mtls_host("GET", "/x", 200)
+        .with_property(
+            "connection.uri_san_peer_certificate",
+            "spiffe://cluster.local/ns/other/sa/x",
+        )
+        .with_request_header(
+            "x-forwarded-client-cert",
+            "URI=spiffe://cluster.local/ns/shop/sa/checkout",
+        );
+    assert!(run(&s, &forged, true).is_none());
+}
+
+#[test]
+fn enforced_rbac_denial_records_the_istio_policy() {
+    let s = settings(CONFIG);
+    let host = FakeHost::request("GET", "/orders", 403)
+        .with_property(
+            "response.code_details",
+            "rbac_access_denied_matched_policy[ns[shop]-policy[deny-orders]-rule[1]]",
+        )
+        .with_property(
+            "metadata.filter_metadata.envoy.filters.http.rbac",
+            rbac_struct(&[
+                ("enforced_engine_result", b"denied"),
+                (
+                    "enforced_effective_policy_id",
+                    b"ns[shop]-policy[deny-orders]-rule[1]",
+                ),
+            ]),
+        );
+    let r = run(&s, &host, false).unwrap();
+    assert_eq!(r["kind"], "denied");
+    assert_eq!(
+        r["authz"],
+        serde_json::json!({"decision": "denied", "by": "rbac", "policy": "ns[shop]-policy[deny-orders]-rule[1]",
+            "policy_namespace": "shop", "policy_name": "deny-orders", "policy_rule": 1})
+    );
+}
+
+#[test]
+fn shadow_denial_on_an_allowed_request_is_recorded_when_enabled() {
+    let shadow = rbac_struct(&[
+        ("enforced_engine_result", b"allowed"),
+        ("istio_dry_run_allow_shadow_engine_result", b"denied"),
+        (
+            "istio_dry_run_allow_shadow_effective_policy_id",
+            b"ns[shop]-policy[dry]-rule[0]",
+        ),
+    ]);
+    let on = settings(r#"{"authorization": {"shadow_results": true}, "default_sample_rate": 0}"#);
+    let host = FakeHost::request("GET", "/products", 200)
+        .with_property("metadata.filter_metadata.envoy.filters.http.rbac", &shadow);
+    let r = run(&on, &host, true).expect("a shadow denial is always audited");
+    assert_eq!(r["kind"], "shadow_denied");
+    assert_eq!(r["why"]["reason"], "security_outcome");
+    assert_eq!(r["authz"]["decision"], "allowed");
+    assert_eq!(
+        r["authz"]["shadow"],
+        serde_json::json!([{"result": "denied", "prefix": "istio_dry_run_allow_", "policy": "ns[shop]-policy[dry]-rule[0]",
+            "policy_namespace": "shop", "policy_name": "dry", "policy_rule": 0}])
+    );
+    // Off by default: no attribute read for it on the routine path.
+    let off = settings(r#"{"default_sample_rate": 0}"#);
+    let host = FakeHost::request("GET", "/products", 200)
+        .with_property("metadata.filter_metadata.envoy.filters.http.rbac", &shadow);
+    assert!(run(&off, &host, true).is_none());
+    assert_eq!(host.calls.get(), 2);
+}
+
+#[test]
+fn jwt_failures_give_the_reason_and_success_a_pseudonymous_subject() {
+    let s = settings(CONFIG);
+    for reason in [
+        "Jwt_is_missing",
+        "Jwt_is_expired",
+        "Jwt_verification_fails",
+        "Jwt_issuer_is_not_configured",
+        "Audiences_in_Jwt_are_not_allowed",
+    ] {
+        let host = FakeHost::request("GET", "/x", 401).with_property(
+            "response.code_details",
+            format!("jwt_authn_access_denied{{{reason}}}"),
+        );
+        let r = run(&s, &host, false).unwrap();
+        assert_eq!(r["kind"], "auth_failure");
+        assert_eq!(
+            r["authn"],
+            serde_json::json!({"method": "jwt", "result": "failed", "reason": reason})
+        );
+    }
+    let hashed = Settings::from_json_with_env(
+        br#"{"authentication": {"jwt_payload_metadata_key": "jwt_payload", "jwt_subject": "hash"},
+             "rules": [{"name": "all", "action": "audit"}]}"#,
+        &|_| Some("0123456789abcdef0123".into()),
+    )
+    .unwrap();
+    let ok = FakeHost::request("GET", "/x", 200)
+        .with_request_header("authorization", "Bearer aaa.bbb.ccc")
+        .with_property(
+            "metadata.filter_metadata.envoy.filters.http.jwt_authn.jwt_payload.iss",
+            "https://issuer.example",
+        )
+        .with_property(
+            "metadata.filter_metadata.envoy.filters.http.jwt_authn.jwt_payload.sub",
+            "jane@example.com",
+        );
+    let r = run(&hashed, &ok, true).unwrap();
+    assert_eq!(r["authn"]["result"], "ok");
+    assert_eq!(r["authn"]["issuer"], "https://issuer.example");
+    assert!(r["authn"]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("hmac-sha256:"));
+    assert_eq!(
+        r["pseudonym_key_id"],
+        hashed.redaction.hash_key.as_ref().unwrap().id.as_str()
+    );
+    assert!(!r.to_string().contains("jane"));
+    // An Authorization header without verified claims is not authentication.
+    let unverified = FakeHost::request("GET", "/x", 200)
+        .with_request_header("authorization", "Bearer aaa.bbb.ccc");
+    assert!(run(&hashed, &unverified, true)
+        .unwrap()
+        .get("authn")
+        .is_none());
+    // Omitted by default.
+    let omit = settings(
+        r#"{"authentication": {"jwt_payload_metadata_key": "jwt_payload"}, "rules": [{"name": "all", "action": "audit"}]}"#,
+    );
+    let r = run(&omit, &ok, true).unwrap();
+    assert!(r["authn"].get("subject").is_none());
+}
+
+#[test]
+fn ext_authz_denials_and_errors() {
+    let s = settings(CONFIG);
+    for (details, decision, status) in [
+        ("ext_authz_denied", "denied", 403),
+        ("ext_authz_error", "error", 403),
+    ] {
+        let host =
+            FakeHost::request("GET", "/x", status).with_property("response.code_details", details);
+        let r = run(&s, &host, false).unwrap();
+        assert_eq!(r["kind"], "denied");
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": decision, "by": "ext_authz", "status": status})
+        );
+    }
+}
+
+#[test]
+fn the_request_cannot_forge_a_policy_name() {
+    // code_details come from Envoy; a hostile path or header never becomes a policy.
+    let s = settings(CONFIG);
+    let host = FakeHost::request(
+        "GET",
+        "/rbac_access_denied_matched_policy[ns[x]-policy[evil]-rule[0]]",
+        403,
+    )
+    .with_request_header(
+        "x-envoy-details",
+        "rbac_access_denied_matched_policy[ns[x]-policy[evil]-rule[0]]",
+    )
+    .with_property("response.code_details", "via_upstream");
+    let r = run(&s, &host, true).unwrap();
+    assert_eq!(
+        r["authz"],
+        serde_json::json!({"decision": "denied", "by": "upstream"})
+    );
 }

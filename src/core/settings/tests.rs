@@ -93,7 +93,7 @@ fn every_error_names_the_field_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (r#"{"rules": [{"name": "a", "action": "audt"}]}"#,
          "rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"),
-        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `rules` at line 1 column 8"),
+        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `authorization`, `authentication`, `network`, `rules` at line 1 column 8"),
         (r#"{"version": 2}"#, "version: unsupported configuration version 2; this plugin reads version 1"),
         (r#"{"version": 1.5}"#, "version: expected a whole non-negative number, got 1.5 at line 1 column 15"),
         (r#"{"log_level": "loud"}"#, "log_level: unknown log level \"loud\"; expected one of trace, debug, info, warn, error, critical"),
@@ -138,7 +138,7 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": [600]}}]}"#, "rules[0].match.status[0]: status code must be 100 to 599, got 600"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": ["4xy"]}}]}"#, "rules[0].match.status[0]: \"4xy\" is not a status class; expected \"1xx\" to \"5xx\" or a code such as 404"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": [true]}}]}"#, "rules[0].match.status[0]: invalid type: boolean `true`, expected a status code such as 404 or a class such as \"5xx\" at line 1 column 69"),
-        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"pathz": []}}]}"#, "rules[0].match.pathz: unknown field `pathz`, expected one of `paths`, `methods`, `hosts`, `headers`, `status`, `case_insensitive` at line 1 column 61"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"pathz": []}}]}"#, "rules[0].match.pathz: unknown field `pathz`, expected one of `paths`, `methods`, `hosts`, `headers`, `status`, `case_insensitive`, `mtls`, `principals`, `namespaces` at line 1 column 61"),
         (r#"{"rules": [{"name": "a"}]}"#, "rules[0]: missing field `action` at line 1 column 24"),
         (r#"{"rules": {}}"#, "rules: invalid type: map, expected a sequence at line 1 column 10"),
         (r#"{} x"#, "trailing characters at line 1 column 4"),

@@ -1,0 +1,147 @@
+//! The network-filter mode: TLS and mTLS handshake failures never reach an
+//! HTTP filter, so the same plugin, loaded as a network filter (root id
+//! `network`), records them when the connection closes.
+
+use super::audit::Worker;
+use super::host::Host;
+use super::identity::{attr, Peer};
+use super::json::JsonWriter;
+use super::record::{write_peer, SCHEMA_VERSION};
+use super::settings::Settings;
+use super::time::rfc3339_millis;
+
+/// A short, stable name for what went wrong, from Envoy's failure reason (BoringSSL text).
+pub fn failure_class(reason: &[u8]) -> &'static str {
+    let has = |needle: &[u8]| reason.windows(needle.len()).any(|w| w == needle);
+    if has(b"PEER_DID_NOT_RETURN_A_CERTIFICATE") {
+        "no_client_certificate"
+    } else if has(b"certificate has expired") || has(b"CERTIFICATE_EXPIRED") {
+        "certificate_expired"
+    } else if has(b"certificate is not yet valid") {
+        "certificate_not_yet_valid"
+    } else if has(b"CERTIFICATE_VERIFY_FAILED") || has(b"unable to get local issuer certificate") {
+        "certificate_untrusted"
+    } else if has(b"WRONG_VERSION_NUMBER") || has(b"HTTP_REQUEST") {
+        "not_tls"
+    } else if has(b"NO_SHARED_CIPHER") || has(b"UNSUPPORTED_PROTOCOL") {
+        "no_common_parameters"
+    } else {
+        "tls_error"
+    }
+}
+
+/// At connection close: a `tls_failure` record for a failed handshake, a
+/// `connection` record for others when configured, else nothing.
+pub fn on_connection_close(
+    settings: &Settings,
+    worker: &mut Worker,
+    host: &impl Host,
+) -> Option<String> {
+    worker.requests_seen += 1;
+    let failure = host
+        .property(attr::TRANSPORT_FAILURE)
+        .filter(|r| !r.is_empty());
+    if failure.is_none() && !settings.record_connections {
+        return None;
+    }
+    let mut peer = Peer::default();
+    if failure.is_none() {
+        peer.complete(host);
+    } else {
+        // The handshake failed: no session, so no certificate facts to read.
+        peer.mtls = Some(false);
+    }
+    let source = host.property(&["source", "address"]);
+    let destination = host.property(&["destination", "address"]);
+    let cap = settings.max_field_bytes;
+    let mut w = JsonWriter::with_capacity(512);
+    w.begin_object();
+    w.u64_field("v", SCHEMA_VERSION);
+    w.str_field("ts", &rfc3339_millis(host.now_unix_nanos()));
+    w.str_field(
+        "kind",
+        if failure.is_some() {
+            "tls_failure"
+        } else {
+            "connection"
+        },
+    );
+    w.bytes_field("instance", worker.instance.as_bytes(), cap);
+    w.object_field("why");
+    w.str_field(
+        "reason",
+        if failure.is_some() {
+            "security_outcome"
+        } else {
+            "record_connections"
+        },
+    );
+    w.end_object();
+    w.object_field("connection");
+    if let Some(reason) = &failure {
+        w.str_field("failure", failure_class(reason));
+        w.bytes_field("failure_reason", reason, cap);
+    }
+    w.opt_bytes_field("local_address", destination.as_deref(), cap);
+    w.end_object();
+    if let Some(address) = &source {
+        w.object_field("source");
+        w.bytes_field("address", address, cap);
+        w.end_object();
+    }
+    write_peer(&mut w, &peer, cap);
+    w.end_object();
+    Some(w.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::host::FakeHost;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const NO_CERT: &str = "TLS_error:|268435648:SSL routines:OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE:peer did not provide required client certificate:TLS_error_end";
+
+    #[test]
+    fn failed_handshakes_are_recorded_with_a_class() {
+        let s = Settings::from_json(b"{}").unwrap();
+        let host = FakeHost::new()
+            .with_property("connection.transport_failure_reason", NO_CERT)
+            .with_property("source.address", "127.0.0.1:5000")
+            .with_property("destination.address", "127.0.0.1:443");
+        let line = on_connection_close(&s, &mut Worker::new("p".into(), 1), &host).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(r["kind"], "tls_failure");
+        assert_eq!(r["connection"]["failure"], "no_client_certificate");
+        assert_eq!(r["connection"]["failure_reason"], NO_CERT);
+        assert_eq!(r["source"]["address"], "127.0.0.1:5000");
+        assert_eq!(r["peer"]["mtls"], false);
+    }
+
+    #[test]
+    fn successful_connections_only_when_configured() {
+        let host = FakeHost::new()
+            .with_property("connection.mtls", [1])
+            .with_property("connection.tls_version", "TLSv1.3")
+            .with_property(
+                "connection.uri_san_peer_certificate",
+                "spiffe://td/ns/a/sa/b",
+            );
+        let quiet = Settings::from_json(b"{}").unwrap();
+        assert!(on_connection_close(&quiet, &mut Worker::new("p".into(), 1), &host).is_none());
+        let verbose = Settings::from_json(br#"{"network": {"record_connections": true}}"#).unwrap();
+        let line = on_connection_close(&verbose, &mut Worker::new("p".into(), 1), &host).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(r["kind"], "connection");
+        assert_eq!(r["peer"]["namespace"], "a");
+    }
+
+    #[test]
+    fn failure_classes() {
+        assert_eq!(failure_class(NO_CERT.as_bytes()), "no_client_certificate");
+        assert_eq!(failure_class(b"TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end:verify cert failed: X509_verify_cert: certificate verification error at depth 0: certificate has expired"), "certificate_expired");
+        assert_eq!(failure_class(b"TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end"), "certificate_untrusted");
+        assert_eq!(failure_class(b"something else"), "tls_error");
+    }
+}
