@@ -13,10 +13,12 @@ use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
 use super::identity::{attr, jwt_failure_reason, Peer, Rbac};
 use super::path::{canonicalize, split_query};
-use super::record::{AccessRecord, Authn, Authz, Why};
+use super::record::{AccessRecord, Authn, Authz, RateLimitUsage, Why};
 use super::redact::Redaction;
 use super::sample::{self, b3_trace_id, traceparent_span_id, traceparent_trace_id, Rng, SampleKey};
 use super::settings::{Action, Level, RecordedHeader, Settings, SubjectMode};
+use super::volume::{caller_key, SuppressedKey};
+pub use super::worker::Worker;
 
 /// Headers clients use to tunnel a method through POST; rules match on them too.
 const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
@@ -75,25 +77,6 @@ impl RequestCapture {
                 .iter()
                 .map(|name| get(name))
                 .collect(),
-        }
-    }
-}
-
-/// Per-worker state (one Wasm VM per Envoy worker thread).
-#[derive(Debug)]
-pub struct Worker {
-    pub instance: String,
-    rng: Rng,
-    /// Requests this worker has decided on since it started.
-    pub requests_seen: u64,
-}
-
-impl Worker {
-    pub fn new(instance: String, seed: u64) -> Self {
-        Self {
-            instance,
-            rng: Rng::new(seed),
-            requests_seen: 0,
         }
     }
 }
@@ -157,24 +140,68 @@ pub fn on_log(
         },
     );
     let verdict = verdict(settings, kind, rule);
+    // Every request is counted against the rule that matched (or `_default`), whatever happens next.
+    worker.tally(verdict.rule, |c| c.requests += 1);
     let (action, sample_rate, sampled_by) = match verdict.action {
-        Action::Drop => return None,
+        Action::Drop => {
+            worker.tally(verdict.rule, |c| c.dropped += 1);
+            return None;
+        }
         Action::Audit => ("audit", 1.0, None),
         Action::Sample(rate) if rate >= 1.0 => ("sample", rate, None),
-        Action::Sample(rate) if rate <= 0.0 => return None,
         Action::Sample(rate) => {
-            let headers = map.get_or_insert_with(|| read_map(host));
-            let (key, draw) = sampling_draw(headers, &mut worker.rng);
-            if !sample::keep(rate, draw) {
-                return None;
+            let draw = (rate > 0.0).then(|| {
+                let headers = map.get_or_insert_with(|| read_map(host));
+                sampling_draw(headers, &mut worker.rng)
+            });
+            match draw {
+                Some((key, draw)) if sample::keep(rate, draw) => ("sample", rate, Some(key)),
+                _ => {
+                    worker.tally(verdict.rule, |c| c.sampled_out += 1);
+                    return None;
+                }
             }
-            ("sample", rate, Some(key))
         }
     };
+
+    // Sampled in: now the budgets. Security events (and audit-rule requests, the
+    // sensitive endpoints) have their own, which routine traffic cannot exhaust.
+    let now = host.now_unix_nanos();
+    let sensitive = verdict.action == Action::Audit && verdict.rule.is_some();
+    let security = kind.is_security_outcome() || sensitive;
+    let peer = peer.get_or_insert_with(|| Peer::read_for_matching(host));
+    let source_address = host.property(&["source", "address"]);
+    let caller = caller_key(peer.principal.as_deref(), source_address.as_deref());
+    if !worker.admit(verdict.rule, security, now) {
+        worker.suppress(
+            SuppressedKey {
+                kind,
+                rule: verdict.rule,
+                caller,
+            },
+            now,
+        );
+        return None;
+    }
+    worker.count_record(verdict.rule, kind);
 
     // From here on the request is recorded: read what the record carries.
     let map = map.get_or_insert_with(|| read_map(host));
     let rule = verdict.rule.and_then(|i| settings.rules.get(i));
+    let rate_limit = match (sensitive, verdict.rule) {
+        (true, Some(index)) => {
+            let (window_calls, evicted) = worker.callers.hit(index, &caller, now);
+            if evicted {
+                worker.counters.caller_evictions += 1;
+            }
+            Some(rate_limit_usage(
+                host,
+                window_calls,
+                settings.caller_window_seconds,
+            ))
+        }
+        _ => None,
+    };
     let code_details = if likely_security {
         early_details
     } else {
@@ -184,7 +211,6 @@ pub fn on_log(
     if rbac.is_none() && verdict.action == Action::Audit && rule.is_some() {
         rbac = Some(Rbac::read(host));
     }
-    let peer = peer.get_or_insert_with(Peer::default);
     peer.complete(host);
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
@@ -200,7 +226,6 @@ pub fn on_log(
         .property(&["request", "duration"])
         .as_deref()
         .and_then(decode_i64);
-    let source_address = host.property(&["source", "address"]);
     let route_name = host.property(&["xds", "route_name"]);
     let cluster_name = host.property(&["xds", "cluster_name"]);
     let traceparent = map.get("traceparent");
@@ -235,10 +260,13 @@ pub fn on_log(
         jwt_claims.as_ref(),
         subject.as_deref(),
     );
+    let seq = worker.next_seq();
     let record = AccessRecord {
-        ts_unix_nanos: host.now_unix_nanos(),
+        ts_unix_nanos: now,
         kind: Some(kind),
         instance: &worker.instance,
+        stream: Some((&worker.stream, seq)),
+        rate_limit,
         why: Some(Why {
             reason: verdict.reason,
             rule: rule.map(|r| r.name.as_str()),
@@ -281,6 +309,21 @@ pub fn on_log(
         duration_nanos: duration,
     };
     Some(record.encode(settings.max_field_bytes, settings.max_record_bytes))
+}
+
+/// The caller's rate-limit position: the limiter's `x-ratelimit-*` response headers
+/// (Envoy's local_ratelimit with `enable_x_ratelimit_headers`), read in one call, and
+/// the plugin's own count of this caller's calls to the rule in the current window.
+fn rate_limit_usage(host: &impl Host, window_calls: u64, window_seconds: u64) -> RateLimitUsage {
+    let headers = HeaderMap::from_serialized(host.response_header_map().unwrap_or_default());
+    let get = |name: &str| headers.get(name).map(<[u8]>::to_vec);
+    RateLimitUsage {
+        limit: get("x-ratelimit-limit"),
+        remaining: get("x-ratelimit-remaining"),
+        reset: get("x-ratelimit-reset"),
+        window_calls,
+        window_seconds,
+    }
 }
 
 /// Verified JWT claims, from jwt_authn's `payload_in_metadata`.

@@ -39,6 +39,10 @@ pub struct RawConfig {
     pub authentication: Option<RawAuthentication>,
     /// The network-filter mode (root id `network`): TLS handshake failures.
     pub network: Option<RawNetwork>,
+    /// Per-worker budgets on records written; what they refuse is aggregated, never lost silently.
+    pub budgets: Option<RawBudgets>,
+    /// The plugin's own per-caller call counts on `audit` rules.
+    pub rate_limit: Option<RawRateLimit>,
     /// Ordered rules; the first whose `match` fits the request decides.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -86,6 +90,38 @@ pub enum RawSubject {
     Omit,
     Hash,
     Clear,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgets {
+    /// Security events: denials, authentication and TLS failures, rate-limited and shadow
+    /// results, and requests matched by an `audit` rule. Default: 1000 per second, burst 2000.
+    pub security: Option<RawBudget>,
+    /// Everything else (sampled and `sample` rules). Default: 100 per second, burst 200.
+    pub routine: Option<RawBudget>,
+    /// Distinct callers aggregated per (kind, rule) in `suppressed` records per interval;
+    /// beyond, callers are counted together as `(other callers)`. 1 to 65536. Default: `256`.
+    pub max_suppressed_callers: Option<WholeNumber>,
+}
+
+/// A token bucket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Sustained rate, records per second (0.001 to 1000000).
+    pub records_per_second: f64,
+    /// Records allowed at once above the rate (1 to 1000000). Default: twice the rate, at least 1.
+    pub burst: Option<WholeNumber>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Window of the per-caller call count, in seconds (1 to 86400). Default: `60`.
+    pub window_seconds: Option<WholeNumber>,
+    /// Entries in the per-worker (rule, caller) table (1 to 65536); the oldest make room. Default: `1024`.
+    pub max_callers: Option<WholeNumber>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +254,8 @@ pub struct RawRule {
     pub sample_rate: Option<f64>,
     /// `metadata` (default): no headers. `request`: also the headers in `request_headers`.
     pub level: Option<RawLevel>,
+    /// Records per second this rule may write (per worker), on top of the class budget.
+    pub budget: Option<RawBudget>,
     /// With level `request`: the request headers to record: lowercase names, or
     /// `{"name": ..., "redact": "omit" | "mask" | "hash"}`.
     #[serde(default)]

@@ -16,6 +16,14 @@ pub enum Kind {
     ShadowDenied,
     /// A shadow (dry-run) RBAC policy matched and would allow it.
     ShadowAllowed,
+    /// A rate limiter refused it (Envoy's local_ratelimit, or a 429).
+    RateLimited,
+    /// Network mode: a TLS / mTLS handshake failed.
+    TlsFailure,
+    /// Network mode: a connection, when configured.
+    Connection,
+    /// Events a budget refused, aggregated.
+    Suppressed,
 }
 
 impl Kind {
@@ -26,13 +34,17 @@ impl Kind {
             Kind::AuthFailure => "auth_failure",
             Kind::ShadowDenied => "shadow_denied",
             Kind::ShadowAllowed => "shadow_allowed",
+            Kind::RateLimited => "rate_limited",
+            Kind::TlsFailure => "tls_failure",
+            Kind::Connection => "connection",
+            Kind::Suppressed => "suppressed",
         }
     }
 
     /// Outcomes audited whatever the rules say (unless `always_audit_security_outcomes` is off).
     /// Shadow results are only known when the operator enabled `authorization.shadow_results`.
     pub fn is_security_outcome(self) -> bool {
-        !matches!(self, Kind::Access)
+        !matches!(self, Kind::Access | Kind::Connection)
     }
 }
 
@@ -67,9 +79,13 @@ fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rba
     if rbac.is_some_and(Rbac::enforced_denied) {
         return Kind::Denied;
     }
+    if code_details.is_some_and(|d| d.starts_with(b"local_rate_limited")) {
+        return Kind::RateLimited;
+    }
     match status {
         401 => Kind::AuthFailure,
         403 => Kind::Denied,
+        429 => Kind::RateLimited,
         _ => Kind::Access,
     }
 }
@@ -77,7 +93,7 @@ fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rba
 /// Whether a status alone makes the request a security outcome candidate,
 /// worth reading `response.code_details` for.
 pub fn is_security_status(status: u16) -> bool {
-    matches!(status, 401 | 403)
+    matches!(status, 401 | 403 | 429)
 }
 
 /// The request facts rules match on.

@@ -12,6 +12,8 @@ pub trait Host {
     /// one host call instead of one per header.
     fn request_header_map(&self) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The whole response header map, serialised like the request's.
+    fn response_header_map(&self) -> Option<Vec<u8>>;
     /// An Envoy attribute, such as `["response", "code_details"]`, in its serialized form.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Wall-clock time, Unix nanoseconds.
@@ -100,6 +102,16 @@ mod fake {
             self.count();
             let mut pairs: Vec<(&str, &[u8])> = self
                 .request_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            pairs.sort();
+            Some(crate::core::headers::serialize(&pairs))
+        }
+        fn response_header_map(&self) -> Option<Vec<u8>> {
+            self.count();
+            let mut pairs: Vec<(&str, &[u8])> = self
+                .response_headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_slice()))
                 .collect();

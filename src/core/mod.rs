@@ -10,6 +10,7 @@ pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod json;
+pub mod metrics;
 pub mod network;
 pub mod path;
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -19,3 +20,5 @@ pub mod redact;
 pub mod sample;
 pub mod settings;
 pub mod time;
+pub mod volume;
+pub mod worker;

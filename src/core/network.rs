@@ -2,13 +2,14 @@
 //! HTTP filter, so the same plugin, loaded as a network filter (root id
 //! `network`), records them when the connection closes.
 
-use super::audit::Worker;
+use super::decide::Kind;
 use super::host::Host;
 use super::identity::{attr, Peer};
 use super::json::JsonWriter;
-use super::record::{write_peer, SCHEMA_VERSION};
+use super::record::write_peer;
 use super::settings::Settings;
-use super::time::rfc3339_millis;
+use super::volume::{caller_key, SuppressedKey};
+use super::worker::Worker;
 
 /// A short, stable name for what went wrong, from Envoy's failure reason (BoringSSL text).
 pub fn failure_class(reason: &[u8]) -> &'static str {
@@ -38,10 +39,12 @@ pub fn on_connection_close(
     host: &impl Host,
 ) -> Option<String> {
     worker.requests_seen += 1;
+    worker.tally(None, |c| c.requests += 1);
     let failure = host
         .property(attr::TRANSPORT_FAILURE)
         .filter(|r| !r.is_empty());
     if failure.is_none() && !settings.record_connections {
+        worker.tally(None, |c| c.dropped += 1);
         return None;
     }
     let mut peer = Peer::default();
@@ -54,19 +57,27 @@ pub fn on_connection_close(
     let source = host.property(&["source", "address"]);
     let destination = host.property(&["destination", "address"]);
     let cap = settings.max_field_bytes;
+    let kind = if failure.is_some() {
+        Kind::TlsFailure
+    } else {
+        Kind::Connection
+    };
+    let now = host.now_unix_nanos();
+    if !worker.admit(None, kind.is_security_outcome(), now) {
+        let caller = caller_key(None, source.as_deref());
+        worker.suppress(
+            SuppressedKey {
+                kind,
+                rule: None,
+                caller,
+            },
+            now,
+        );
+        return None;
+    }
+    worker.count_record(None, kind);
     let mut w = JsonWriter::with_capacity(512);
-    w.begin_object();
-    w.u64_field("v", SCHEMA_VERSION);
-    w.str_field("ts", &rfc3339_millis(host.now_unix_nanos()));
-    w.str_field(
-        "kind",
-        if failure.is_some() {
-            "tls_failure"
-        } else {
-            "connection"
-        },
-    );
-    w.bytes_field("instance", worker.instance.as_bytes(), cap);
+    worker.begin_record(&mut w, kind.as_str(), now, cap);
     w.object_field("why");
     w.str_field(
         "reason",
@@ -110,7 +121,7 @@ mod tests {
             .with_property("connection.transport_failure_reason", NO_CERT)
             .with_property("source.address", "127.0.0.1:5000")
             .with_property("destination.address", "127.0.0.1:443");
-        let line = on_connection_close(&s, &mut Worker::new("p".into(), 1), &host).unwrap();
+        let line = on_connection_close(&s, &mut Worker::new(&s, "p".into(), 1, 0), &host).unwrap();
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "tls_failure");
         assert_eq!(r["connection"]["failure"], "no_client_certificate");
@@ -129,9 +140,17 @@ mod tests {
                 "spiffe://td/ns/a/sa/b",
             );
         let quiet = Settings::from_json(b"{}").unwrap();
-        assert!(on_connection_close(&quiet, &mut Worker::new("p".into(), 1), &host).is_none());
+        assert!(
+            on_connection_close(&quiet, &mut Worker::new(&quiet, "p".into(), 1, 0), &host)
+                .is_none()
+        );
         let verbose = Settings::from_json(br#"{"network": {"record_connections": true}}"#).unwrap();
-        let line = on_connection_close(&verbose, &mut Worker::new("p".into(), 1), &host).unwrap();
+        let line = on_connection_close(
+            &verbose,
+            &mut Worker::new(&verbose, "p".into(), 1, 0),
+            &host,
+        )
+        .unwrap();
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "connection");
         assert_eq!(r["peer"]["namespace"], "a");

@@ -152,7 +152,7 @@ proptest! {
             .with_response_header(":status", status)
             .with_property("response.code_details", &value);
         let capture = (!local_reply).then(|| RequestCapture::read(&settings, &host));
-        let line = on_log(&settings, &mut Worker::new("p".into(), 1), capture, &host).unwrap();
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), capture, &host).unwrap();
         prop_assert!(!line.contains('\n') && !line.contains('\r'));
         prop_assert!(line.len() <= settings.max_record_bytes);
         let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;

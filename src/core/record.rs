@@ -18,6 +18,32 @@ pub const RECORD_PREFIX: &str = "meshaudit.record ";
 /// Field cap used when a record is still over its size cap after dropping headers.
 const MIN_FIELD_BYTES: usize = 64;
 
+/// The fields every record starts with: schema version, time, kind, the proxy,
+/// and (for a worker's records) its stream and sequence number.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub ts_unix_nanos: u64,
+    pub kind: &'a str,
+    pub instance: &'a str,
+    /// The worker's stream id and this record's sequence number in it.
+    pub stream: Option<(&'a str, u64)>,
+}
+
+impl Envelope<'_> {
+    /// Opens the record's object and writes the envelope fields.
+    pub fn begin(&self, w: &mut JsonWriter, cap: usize) {
+        w.begin_object();
+        w.u64_field("v", SCHEMA_VERSION);
+        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
+        w.str_field("kind", self.kind);
+        w.bytes_field("instance", self.instance.as_bytes(), cap);
+        if let Some((stream, seq)) = self.stream {
+            w.str_field("stream", stream);
+            w.u64_field("seq", seq);
+        }
+    }
+}
+
 /// Why a record was written.
 #[derive(Debug, Clone, Copy)]
 pub struct Why<'a> {
@@ -27,6 +53,17 @@ pub struct Why<'a> {
     pub action: &'static str,
     pub sample_rate: f64,
     pub sampled_by: Option<SampleKey>,
+}
+
+/// The caller's rate-limit position on a sensitive endpoint (`rate_limit` in the record).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitUsage {
+    pub limit: Option<Vec<u8>>,
+    pub remaining: Option<Vec<u8>>,
+    pub reset: Option<Vec<u8>>,
+    /// The plugin's count of this caller's calls to the rule in the current window (per worker).
+    pub window_calls: u64,
+    pub window_seconds: u64,
 }
 
 /// What authorization decided (`authz` in the record).
@@ -62,6 +99,7 @@ pub struct AccessRecord<'a> {
     pub ts_unix_nanos: u64,
     pub kind: Option<Kind>,
     pub instance: &'a str,
+    pub stream: Option<(&'a str, u64)>,
     pub why: Option<Why<'a>>,
     pub request_id: Option<&'a [u8]>,
     pub method: Option<&'a [u8]>,
@@ -85,6 +123,7 @@ pub struct AccessRecord<'a> {
     pub peer: Option<&'a Peer>,
     pub authz: Option<Authz<'a>>,
     pub authn: Option<Authn<'a>>,
+    pub rate_limit: Option<RateLimitUsage>,
     pub trace_id: Option<&'a [u8]>,
     pub span_id: Option<&'a [u8]>,
     pub b3_trace_id: Option<&'a [u8]>,
@@ -110,11 +149,13 @@ impl AccessRecord<'_> {
 
     fn encode_with(&self, cap: usize, with_headers: bool, truncated: bool) -> String {
         let mut w = JsonWriter::with_capacity(512);
-        w.begin_object();
-        w.u64_field("v", SCHEMA_VERSION);
-        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
-        w.str_field("kind", self.kind.unwrap_or(Kind::Access).as_str());
-        w.bytes_field("instance", self.instance.as_bytes(), cap);
+        Envelope {
+            ts_unix_nanos: self.ts_unix_nanos,
+            kind: self.kind.unwrap_or(Kind::Access).as_str(),
+            instance: self.instance,
+            stream: self.stream,
+        }
+        .begin(&mut w, cap);
         if let Some(why) = &self.why {
             w.object_field("why");
             w.str_field("reason", why.reason.as_str());
@@ -201,6 +242,15 @@ impl AccessRecord<'_> {
             w.opt_bytes_field("subject", authn.subject, cap);
             w.end_object();
         }
+        if let Some(usage) = &self.rate_limit {
+            w.object_field("rate_limit");
+            w.opt_bytes_field("limit", usage.limit.as_deref(), cap);
+            w.opt_bytes_field("remaining", usage.remaining.as_deref(), cap);
+            w.opt_bytes_field("reset", usage.reset.as_deref(), cap);
+            w.u64_field("window_calls", usage.window_calls);
+            w.u64_field("window_seconds", usage.window_seconds);
+            w.end_object();
+        }
         if self.trace_id.is_some() || self.b3_trace_id.is_some() {
             w.object_field("trace");
             w.opt_bytes_field("trace_id", self.trace_id, cap);
@@ -265,6 +315,7 @@ fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
 pub struct ConfigRecord<'a> {
     pub ts_unix_nanos: u64,
     pub instance: &'a str,
+    pub stream: Option<(&'a str, u64)>,
     pub digest: &'a str,
     pub previous_digest: Option<&'a str>,
     pub config_version: u64,
@@ -276,18 +327,17 @@ pub struct ConfigRecord<'a> {
 impl ConfigRecord<'_> {
     pub fn encode(&self) -> String {
         let mut w = JsonWriter::default();
-        w.begin_object();
-        w.u64_field("v", SCHEMA_VERSION);
-        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
-        w.str_field(
-            "kind",
-            if self.error.is_some() {
+        Envelope {
+            ts_unix_nanos: self.ts_unix_nanos,
+            kind: if self.error.is_some() {
                 "config_rejected"
             } else {
                 "config_applied"
             },
-        );
-        w.str_field("instance", self.instance);
+            instance: self.instance,
+            stream: self.stream,
+        }
+        .begin(&mut w, usize::MAX);
         w.object_field("config");
         w.str_field("digest", self.digest);
         w.opt_str_field("previous_digest", self.previous_digest);

@@ -2,7 +2,7 @@
 //! `config::RawConfig`. Every error names the JSON path it is about.
 
 use super::config::{
-    RawAction, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRedact,
+    RawAction, RawBudget, RawConfig, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRedact,
     RawRedaction, RawRule, RawStatus, RawSubject, WholeNumber,
 };
 use super::path::{canonicalize, CanonicalOptions, Glob};
@@ -186,6 +186,13 @@ pub struct Matcher {
     pub status: Vec<StatusMatcher>,
 }
 
+/// A token bucket's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
 /// A request header a rule records, and how (`None`: clear, unless sensitive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedHeader {
@@ -200,6 +207,7 @@ pub struct Rule {
     pub action: Action,
     pub level: Level,
     pub request_headers: Vec<RecordedHeader>,
+    pub budget: Option<Budget>,
 }
 
 /// Validated plugin settings. Immutable once built.
@@ -225,6 +233,11 @@ pub struct Settings {
     pub jwt_subject: SubjectMode,
     /// Network mode: record successful connections too.
     pub record_connections: bool,
+    pub security_budget: Budget,
+    pub routine_budget: Budget,
+    pub max_suppressed_callers: usize,
+    pub caller_window_seconds: u64,
+    pub max_callers: usize,
     pub rules: Vec<Rule>,
     /// Request headers any rule matches on; read from Envoy once per request, in this order.
     pub match_headers: Vec<String>,
@@ -334,6 +347,28 @@ impl Settings {
             Some(RawSubject::Hash) => SubjectMode::Hash,
             Some(RawSubject::Clear) => SubjectMode::Clear,
         };
+        let budgets = raw.budgets.take().unwrap_or_default();
+        let security_budget = build_budget("budgets.security", budgets.security.as_ref(), 1000.0)?;
+        let routine_budget = build_budget("budgets.routine", budgets.routine.as_ref(), 100.0)?;
+        let max_suppressed_callers = check_range(
+            "budgets.max_suppressed_callers",
+            budgets.max_suppressed_callers,
+            256,
+            1..=65_536,
+        )?;
+        let rate_limit = raw.rate_limit.take().unwrap_or_default();
+        let caller_window_seconds = check_range(
+            "rate_limit.window_seconds",
+            rate_limit.window_seconds,
+            60,
+            1..=86_400,
+        )? as u64;
+        let max_callers = check_range(
+            "rate_limit.max_callers",
+            rate_limit.max_callers,
+            1024,
+            1..=65_536,
+        )?;
         let reporting = raw.reporting.unwrap_or_default();
         let reporting_interval_seconds = check_range(
             "reporting.interval_seconds",
@@ -366,6 +401,11 @@ impl Settings {
                 .and_then(|n| n.record_connections)
                 .unwrap_or(false),
             match_needs_peer: false,
+            security_budget,
+            routine_budget,
+            max_suppressed_callers,
+            caller_window_seconds,
+            max_callers,
             rules: Vec::with_capacity(raw.rules.len()),
             match_headers: Vec::new(),
             match_needs_method: false,
@@ -487,7 +527,18 @@ impl Settings {
             });
         }
         let matcher = self.build_matcher(&format!("{at}.match"), raw.matcher)?;
+        let budget = match &raw.budget {
+            Some(_) if action == Action::Drop => {
+                return Err(error(
+                    format!("{at}.budget"),
+                    "a \"drop\" rule writes no record, so a budget has no effect; remove it",
+                ));
+            }
+            Some(budget) => Some(build_budget(&format!("{at}.budget"), Some(budget), 0.0)?),
+            None => None,
+        };
         Ok(Rule {
+            budget,
             name: raw.name,
             matcher,
             action,
@@ -662,6 +713,34 @@ impl Settings {
         };
         Ok(HeaderMatcher { header, condition })
     }
+}
+
+fn build_budget(
+    at: &str,
+    raw: Option<&RawBudget>,
+    default_rate: f64,
+) -> Result<Budget, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Budget {
+            per_second: default_rate,
+            burst: (default_rate * 2.0).max(1.0),
+        });
+    };
+    let rate = raw.records_per_second;
+    if !(rate.is_finite() && (0.001..=1_000_000.0).contains(&rate)) {
+        return Err(error(
+            format!("{at}.records_per_second"),
+            format!("must be from 0.001 to 1000000, got {rate}"),
+        ));
+    }
+    let burst = match raw.burst {
+        None => (rate * 2.0).ceil().max(1.0),
+        Some(burst) => check_range(&format!("{at}.burst"), Some(burst), 1, 1..=1_000_000)? as f64,
+    };
+    Ok(Budget {
+        per_second: rate,
+        burst,
+    })
 }
 
 fn redact_from_raw(raw: RawRedact) -> Redact {
@@ -843,18 +922,23 @@ fn check_range(
 }
 
 fn check_rule_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_RULE_NAME_BYTES
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        });
+    // Rule names become parts of Envoy stat names: no '.', and a leading
+    // letter or digit keeps `_default` (requests no rule matched) unambiguous.
+    let valid = name.len() <= MAX_RULE_NAME_BYTES
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
     if valid {
         Ok(())
     } else {
         Err(error(
             at,
             format!(
-                "\"{}\" is not a valid rule name: use 1 to {MAX_RULE_NAME_BYTES} of a-z, 0-9, '-', '_', '.'",
+                "\"{}\" is not a valid rule name: use 1 to {MAX_RULE_NAME_BYTES} of a-z, 0-9, '-', '_', starting with a letter or digit",
                 name.escape_debug()
             ),
         ))

@@ -89,11 +89,13 @@ extern "C" {
         return_metric_id: *mut u32,
     ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum MetricType {
+    Counter = 0,
     Gauge = 1,
 }
 
@@ -115,6 +117,13 @@ pub fn record_metric(id: u32, value: u64) {
     // SAFETY: no pointers. A failed update has nowhere to be reported.
     unsafe {
         proxy_record_metric(id, value);
+    }
+}
+
+pub fn increment_metric(id: u32, delta: u64) {
+    // SAFETY: no pointers. A failed update has nowhere to be reported.
+    unsafe {
+        proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 }
 
@@ -143,12 +152,10 @@ unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-/// Writes to Envoy's log; a failure to log has nowhere to be reported.
-pub fn log(level: LogLevel, message: &str) {
+/// Writes to Envoy's log; `false` when the host refused it.
+pub fn log(level: LogLevel, message: &str) -> bool {
     // SAFETY: pointer and length describe `message`, which outlives the call.
-    unsafe {
-        proxy_log(log_level_code(level), message.as_ptr(), message.len());
-    }
+    unsafe { proxy_log(log_level_code(level), message.as_ptr(), message.len()) == OK }
 }
 
 pub fn now_unix_nanos() -> Option<u64> {

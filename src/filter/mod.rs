@@ -1,14 +1,16 @@
 //! The Proxy-Wasm adapter: as thin as it can be. Root context (configure,
-//! config trail), HTTP context (capture, decide in `on_log`, emit).
+//! config trail, periodic report), HTTP context (capture, decide in `on_log`,
+//! emit), stream context (network mode: handshake failures).
 
 mod abi;
 mod host;
 
 use crate::core::audit::{self, RequestCapture, Worker};
+use crate::core::metrics;
 use crate::core::network;
 use crate::core::record::{ConfigRecord, RECORD_PREFIX};
-use crate::core::settings::{LogLevel, Settings, CONFIG_VERSION};
-use abi::{set_tick_period_ms, BufferType, MetricType};
+use crate::core::settings::{sha256_hex, LogLevel, Settings, CONFIG_VERSION};
+use abi::{BufferType, MetricType};
 use host::EnvoyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -25,24 +27,66 @@ proxy_wasm::main! {{
     // The SDK's own hook unwraps its log call and prints the panic message,
     // which may hold request bytes. This one says only that audit stopped.
     std::panic::set_hook(Box::new(|_| {
-        abi::log(LogLevel::Critical, "meshaudit: internal error; audit on this worker has stopped");
+        let _ = abi::log(LogLevel::Critical, "meshaudit: internal error; audit on this worker has stopped");
     }));
-    proxy_wasm::set_root_context(|_| Box::new(Root::default()));
+    proxy_wasm::set_root_context(|context_id| Box::new(Root::new(context_id)));
 }}
 
 /// One configuration in force, shared by the streams created under it.
 struct Active {
     settings: Settings,
     worker: RefCell<Worker>,
+    /// Envoy counter ids, in the order of `metrics::counter_names`.
+    counters: Vec<Option<u32>>,
 }
 
-#[derive(Default)]
 struct Root {
+    context_id: u32,
     active: Option<Rc<Active>>,
     /// Root id `network`: a network filter recording TLS handshake failures.
     network: bool,
-    /// Gauge `wasmcustom.meshaudit.vm_memory_bytes`.
     memory_gauge: Option<u32>,
+    config_errors: Option<u32>,
+}
+
+impl Root {
+    fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            active: None,
+            network: false,
+            memory_gauge: abi::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES),
+            config_errors: abi::define_metric(MetricType::Counter, metrics::CONFIG_ERRORS),
+        }
+    }
+
+    /// Logs why the configuration was refused, counts it and records the attempt;
+    /// Envoy then keeps the previous configuration (or, at start-up, refuses the listener).
+    fn reject(&self, now: u64, bytes: &[u8], reason: &str) -> bool {
+        abi::log(
+            LogLevel::Error,
+            &format!("meshaudit: invalid plugin configuration: {reason}"),
+        );
+        if let Some(id) = self.config_errors {
+            abi::increment_metric(id, 1);
+        }
+        let digest = format!("sha256:{}", sha256_hex(bytes));
+        let record = ConfigRecord {
+            ts_unix_nanos: now,
+            instance: &node_id(),
+            stream: None,
+            digest: &digest,
+            previous_digest: None,
+            config_version: CONFIG_VERSION,
+            rules: Vec::new(),
+            error: Some(reason),
+        };
+        abi::log(
+            LogLevel::Error,
+            &format!("{RECORD_PREFIX}{}", record.encode()),
+        );
+        false
+    }
 }
 
 impl Context for Root {}
@@ -53,36 +97,58 @@ impl RootContext for Root {
         let bytes = match plugin_configuration_size {
             0 => Vec::new(),
             size if size > MAX_CONFIG_BYTES => {
-                return reject(now, &[], &format!("the configuration is {size} bytes; at most {MAX_CONFIG_BYTES} are accepted"));
+                let reason = format!(
+                    "the configuration is {size} bytes; at most {MAX_CONFIG_BYTES} are accepted"
+                );
+                return self.reject(now, &[], &reason);
             }
             size => abi::buffer(BufferType::PluginConfiguration, size).unwrap_or_default(),
         };
         let settings = match Settings::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
         {
             Ok(settings) => settings,
-            Err(error) => return reject(now, &bytes, &error.to_string()),
+            Err(error) => return self.reject(now, &bytes, &error.to_string()),
         };
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
         self.network = abi::property(&["plugin_root_id"]).as_deref() == Some(NETWORK_ROOT_ID);
-        announce_config(&settings, &instance, now);
+        let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
+        let mut worker = Worker::new(&settings, instance, seed, now);
+        announce_config(&settings, &mut worker, now);
         let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
-        set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
-        self.memory_gauge = abi::define_metric(MetricType::Gauge, "meshaudit.vm_memory_bytes");
+        abi::set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
+        let counters = metrics::counter_names(&settings)
+            .iter()
+            .map(|name| abi::define_metric(MetricType::Counter, name))
+            .collect();
         self.active = Some(Rc::new(Active {
-            worker: RefCell::new(Worker::new(instance, now ^ 0x6d65_7368_6175_6469)),
             settings,
+            worker: RefCell::new(worker),
+            counters,
         }));
         true
     }
 
+    /// The periodic report: `suppressed` and `accounting` records, the interval's
+    /// counts pushed to Envoy's stats, and the VM's memory.
     fn on_tick(&mut self) {
         let Some(active) = &self.active else { return };
-        let served = active
-            .worker
-            .try_borrow()
-            .is_ok_and(|w| w.requests_seen > 0);
-        // Only a VM that serves traffic reports: the main thread's VM would overwrite the gauge.
-        if let (true, Some(gauge)) = (served, self.memory_gauge) {
+        let Ok(mut worker) = active.worker.try_borrow_mut() else {
+            return;
+        };
+        // The main thread's VM never serves traffic: it would overwrite the gauge with its own.
+        if worker.requests_seen == 0 {
+            return;
+        }
+        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
+        for line in &report.lines {
+            emit(active.settings.log_level, line, &mut worker);
+        }
+        for (id, delta) in active.counters.iter().zip(metrics::values(&report.counts)) {
+            if let (Some(id), true) = (id, delta > 0) {
+                abi::increment_metric(*id, delta);
+            }
+        }
+        if let Some(gauge) = self.memory_gauge {
             abi::record_metric(gauge, abi::vm_memory_bytes());
         }
     }
@@ -121,49 +187,28 @@ fn node_id() -> String {
         )
 }
 
-/// Logs why the configuration was refused and records the attempt; Envoy
-/// then keeps the previous configuration (or, at start-up, refuses the listener).
-fn reject(now: u64, bytes: &[u8], reason: &str) -> bool {
-    abi::log(
-        LogLevel::Error,
-        &format!("meshaudit: invalid plugin configuration: {reason}"),
-    );
-    let digest = format!("sha256:{}", crate::core::settings::sha256_hex(bytes));
-    let record = ConfigRecord {
-        ts_unix_nanos: now,
-        instance: &node_id(),
-        digest: &digest,
-        previous_digest: None,
-        config_version: CONFIG_VERSION,
-        rules: Vec::new(),
-        error: Some(reason),
-    };
-    abi::log(
-        LogLevel::Error,
-        &format!("{RECORD_PREFIX}{}", record.encode()),
-    );
-    false
-}
-
 /// Emits `config_applied` once per change per Envoy process: every worker's VM
 /// configures, but only the one that swaps the digest in shared data reports it.
-fn announce_config(settings: &Settings, instance: &str, now: u64) {
+fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
     let key = format!(
         "meshaudit.config_digest.{}",
         abi::property(&["plugin_name"])
             .map_or_else(String::new, |n| String::from_utf8_lossy(&n).into_owned())
     );
-    let report = |previous: Option<&str>| {
+    let report = |worker: &mut Worker, previous: Option<&str>| {
+        let seq = worker.next_seq();
         let record = ConfigRecord {
             ts_unix_nanos: now,
-            instance,
+            instance: &worker.instance,
+            stream: Some((&worker.stream, seq)),
             digest: &settings.digest,
             previous_digest: previous,
             config_version: settings.version,
             rules: settings.rules.iter().map(|r| r.name.as_str()).collect(),
             error: None,
         };
-        emit(settings.log_level, &record.encode());
+        let line = record.encode();
+        emit(settings.log_level, &line, worker);
     };
     for _ in 0..4 {
         let (previous, cas) = abi::shared_data(&key);
@@ -173,18 +218,21 @@ fn announce_config(settings: &Settings, instance: &str, now: u64) {
         match abi::set_shared_data(&key, settings.digest.as_bytes(), cas) {
             Ok(()) => {
                 let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
-                return report(previous.as_deref());
+                return report(worker, previous.as_deref());
             }
             Err(abi::SetSharedError::CasMismatch) => continue,
             Err(abi::SetSharedError::Other(_)) => break,
         }
     }
     // Shared data unavailable or contended: report anyway rather than lose the change.
-    report(None);
+    report(worker, None);
 }
 
-fn emit(level: LogLevel, json: &str) {
-    abi::log(level, &format!("{RECORD_PREFIX}{json}"));
+/// Writes one record to Envoy's log; a refusal is counted, so its sequence gap is explained.
+fn emit(level: LogLevel, json: &str, worker: &mut Worker) {
+    if !abi::log(level, &format!("{RECORD_PREFIX}{json}")) {
+        worker.note_sink_error();
+    }
 }
 
 /// A downstream connection, in network-filter mode.
@@ -202,7 +250,7 @@ impl StreamContext for Connection {
         };
         if let Some(json) = network::on_connection_close(&active.settings, &mut worker, &EnvoyHost)
         {
-            emit(active.settings.log_level, &json);
+            emit(active.settings.log_level, &json, &mut worker);
         }
     }
 }
@@ -233,7 +281,7 @@ impl HttpContext for Stream {
             self.capture.take(),
             &EnvoyHost,
         ) {
-            emit(active.settings.log_level, &json);
+            emit(active.settings.log_level, &json, &mut worker);
         }
     }
 }

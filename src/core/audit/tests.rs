@@ -18,14 +18,14 @@ fn settings(json: &str) -> Settings {
     Settings::from_json(json.as_bytes()).unwrap()
 }
 
-fn worker() -> Worker {
-    Worker::new("test-proxy".to_string(), 1)
+fn worker(settings: &Settings) -> Worker {
+    Worker::new(settings, "test-proxy".to_string(), 1, 0)
 }
 
 /// Runs a request through the filter as Envoy would: capture, then on_log.
 fn run(settings: &Settings, host: &FakeHost, headers_reached_plugin: bool) -> Option<Value> {
     let capture = headers_reached_plugin.then(|| RequestCapture::read(settings, host));
-    on_log(settings, &mut worker(), capture, host).map(|line| {
+    on_log(settings, &mut worker(settings), capture, host).map(|line| {
         assert!(!line.contains('\n'), "one record, one line: {line}");
         serde_json::from_str(&line).unwrap()
     })
@@ -165,7 +165,7 @@ fn sampling_follows_the_trace_id_so_hops_agree() {
         let decide = |seed: u64| {
             let host = FakeHost::request("GET", "/orders/1", 200)
                 .with_request_header("traceparent", &traceparent);
-            let mut w = Worker::new("x".into(), seed);
+            let mut w = Worker::new(&s, "x".into(), seed, 0);
             let capture = RequestCapture::read(&s, &host);
             on_log(&s, &mut w, Some(capture), &host)
         };
@@ -231,7 +231,7 @@ fn oversized_records_drop_headers_first_and_say_so() {
         .with_request_header("a", &big)
         .with_request_header("b", &big);
     let capture = RequestCapture::read(&s, &host);
-    let line = on_log(&s, &mut worker(), Some(capture), &host).unwrap();
+    let line = on_log(&s, &mut worker(&s), Some(capture), &host).unwrap();
     assert!(line.len() <= 4096, "{} bytes", line.len());
     let r: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(r["truncated"], true);

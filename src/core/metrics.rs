@@ -1,0 +1,97 @@
+//! The plugin's counters as Envoy stats. Counting happens inside the VM; each
+//! report pushes the interval's deltas, one host call per counter that moved,
+//! instead of one per request per counter.
+
+use super::settings::Settings;
+use super::volume::{Counters, RuleCounts, KINDS};
+use super::worker::DEFAULT_RULE;
+
+const RULE_FIELDS: [&str; 5] = [
+    "requests",
+    "records",
+    "sampled_out",
+    "dropped",
+    "suppressed",
+];
+
+fn rule_values(c: &RuleCounts) -> [u64; 5] {
+    [
+        c.requests,
+        c.records,
+        c.sampled_out,
+        c.dropped,
+        c.suppressed,
+    ]
+}
+
+/// Counter names, in the order `values` reports them. Envoy shows them under
+/// `wasmcustom.`; the rule and kind in the name become Prometheus labels through
+/// the `stats_tags` shipped in `e2e/envoy.yaml`.
+pub fn counter_names(settings: &Settings) -> Vec<String> {
+    let mut names = Vec::new();
+    let rules = settings
+        .rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(std::iter::once(DEFAULT_RULE));
+    for rule in rules {
+        for field in RULE_FIELDS {
+            names.push(format!("meshaudit.rule.{rule}.{field}"));
+        }
+    }
+    for kind in KINDS {
+        names.push(format!("meshaudit.kind.{}.records", kind.as_str()));
+    }
+    names.push("meshaudit.sink_errors".to_string());
+    names.push("meshaudit.caller_evictions".to_string());
+    names.push("meshaudit.suppressed_overflow".to_string());
+    names
+}
+
+/// The interval's counts, in the order of `counter_names`.
+pub fn values(counts: &Counters) -> Vec<u64> {
+    let mut out = Vec::new();
+    for rule in &counts.by_rule {
+        out.extend(rule_values(rule));
+    }
+    out.extend(counts.records_by_kind);
+    out.push(counts.sink_errors);
+    out.push(counts.caller_evictions);
+    out.push(counts.suppressed_overflow);
+    out
+}
+
+/// Counted by the root when a configuration is refused.
+pub const CONFIG_ERRORS: &str = "meshaudit.config_errors";
+/// The VM's linear memory, in bytes.
+pub const VM_MEMORY_BYTES: &str = "meshaudit.vm_memory_bytes";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decide::Kind;
+    use crate::core::volume::kind_index;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_and_values_line_up() {
+        let s =
+            Settings::from_json(br#"{"rules": [{"name": "admin", "action": "audit"}]}"#).unwrap();
+        let names = counter_names(&s);
+        let mut c = Counters::new(1);
+        c.by_rule[0].records = 3;
+        c.by_rule[1].sampled_out = 7;
+        c.records_by_kind[kind_index(Kind::Denied)] = 2;
+        c.sink_errors = 1;
+        let values = values(&c);
+        assert_eq!(names.len(), values.len());
+        let by_name: std::collections::HashMap<_, _> =
+            names.iter().map(String::as_str).zip(values).collect();
+        assert_eq!(by_name["meshaudit.rule.admin.records"], 3);
+        assert_eq!(by_name["meshaudit.rule._default.sampled_out"], 7);
+        assert_eq!(by_name["meshaudit.kind.denied.records"], 2);
+        assert_eq!(by_name["meshaudit.sink_errors"], 1);
+        assert_eq!(by_name["meshaudit.rule.admin.requests"], 0);
+    }
+}
