@@ -120,7 +120,7 @@ def load_config(upstream_port: int, listen_port: int, admin_port: int) -> dict:
 class Envoy:
     """A real Envoy process with one worker; its log is a file we parse."""
 
-    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = (), pin_cpu: int | None = None) -> None:
         if not WASM.exists():
             raise FileNotFoundError(f"{WASM} is missing: run `cargo build --release --target wasm32-wasip1`")
         self.config = config
@@ -132,8 +132,10 @@ class Envoy:
         # Envoy's log goes to stderr, which it writes line by line; a --log-path
         # file would only be flushed every few seconds.
         self._log_file = open(self.log_path, "wb")
+        pin = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
         self.proc = subprocess.Popen(
             [
+                *pin,
                 envoy_binary(),
                 "-c", str(self.config_path),
                 "--concurrency", "1",

@@ -1,12 +1,13 @@
-//! The per-request flow: capture what the rules need while the request passes,
-//! decide at the end of the stream (`on_log`, which also runs for local
-//! replies), and assemble the record only for requests that will be recorded.
+//! The per-request flow: decide at the end of the stream (`on_log`, which also
+//! runs for local replies), and assemble the record only for requests that
+//! will be recorded.
 //!
-//! Host calls on the routine path (a request that will not be recorded):
-//! `:path` (plus the method, host and headers that rules match on) when the
-//! request headers pass, `:status` at the end, and for `sample` decisions the
-//! request header map, read once, for the trace id. Everything else is read
-//! only for requests that produce a record.
+//! Host calls on the routine path (a request that will not be recorded): two.
+//! The request header map, once (path, method, host, the headers rules match
+//! on, trace ids: one call costs less than two single reads), and `:status`.
+//! Everything else is read only for requests that produce a record. Reading
+//! the request headers at the end, not when they pass, also sees the trace
+//! context a tracer injects downstream of the plugin, which the next hop sees.
 
 use super::decide::{classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput};
 use super::headers::HeaderMap;
@@ -27,60 +28,6 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// What the request headers callback read: only what the rules match on.
-#[derive(Debug, Default, Clone)]
-pub struct RequestCapture {
-    pub path: Option<Vec<u8>>,
-    pub method: Option<Vec<u8>>,
-    /// From a method-override header, read when some rule matches on methods.
-    pub method_override: Option<Vec<u8>>,
-    pub authority: Option<Vec<u8>>,
-    /// Values of `Settings::match_headers`, in that order.
-    pub match_headers: Vec<Option<Vec<u8>>>,
-}
-
-impl RequestCapture {
-    /// Reads the headers the rules need: one host call each, or one for the
-    /// whole map when that is fewer calls (method rules also need the override headers).
-    pub fn read(settings: &Settings, host: &impl Host) -> Self {
-        let single_reads =
-            1 + usize::from(settings.match_needs_authority) + settings.match_headers.len();
-        if settings.match_needs_method || single_reads > 2 {
-            return Self::from_map(settings, &read_map(host));
-        }
-        Self {
-            path: host.request_header(":path"),
-            method: None,
-            method_override: None,
-            authority: settings
-                .match_needs_authority
-                .then(|| host.request_header(":authority"))
-                .flatten(),
-            match_headers: settings
-                .match_headers
-                .iter()
-                .map(|name| host.request_header(name))
-                .collect(),
-        }
-    }
-
-    /// The same facts taken from a header map already read.
-    fn from_map(settings: &Settings, map: &HeaderMap) -> Self {
-        let get = |name: &str| map.get(name).map(<[u8]>::to_vec);
-        Self {
-            path: get(":path"),
-            method: get(":method"),
-            method_override: METHOD_OVERRIDE_HEADERS.iter().find_map(|name| get(name)),
-            authority: get(":authority"),
-            match_headers: settings
-                .match_headers
-                .iter()
-                .map(|name| get(name))
-                .collect(),
-        }
-    }
-}
-
 fn read_map(host: &impl Host) -> HeaderMap {
     HeaderMap::from_serialized(host.request_header_map().unwrap_or_default())
 }
@@ -90,26 +37,28 @@ fn parse_status(bytes: &[u8]) -> Option<u16> {
 }
 
 /// Decides at the end of a stream, and returns the record's JSON when one is due.
-/// `capture` is `None` when the request headers never reached the plugin: a
-/// filter before it answered with a local reply (RBAC, jwt_authn, ext_authz…).
+/// `headers_reached_plugin` is `false` when the request headers callback never
+/// ran: a filter before the plugin answered with a local reply (RBAC,
+/// jwt_authn, ext_authz…).
 pub fn on_log(
     settings: &Settings,
     worker: &mut Worker,
-    capture: Option<RequestCapture>,
+    headers_reached_plugin: bool,
     host: &impl Host,
 ) -> Option<String> {
     worker.requests_seen += 1;
-    let replied_before_plugin = capture.is_none();
-    let mut map: Option<HeaderMap> = None;
-    let capture = match capture {
-        Some(capture) => capture,
-        None => {
-            let read = read_map(host);
-            let capture = RequestCapture::from_map(settings, &read);
-            map = Some(read);
-            capture
-        }
-    };
+    let replied_before_plugin = !headers_reached_plugin;
+    let map = read_map(host);
+    let method = map.get(":method");
+    let method_override = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .find_map(|name| map.get(name));
+    let authority = map.get(":authority");
+    let match_headers: Vec<Option<&[u8]>> = settings
+        .match_headers
+        .iter()
+        .map(|name| map.get(name))
+        .collect();
     let status = host
         .response_header(":status")
         .as_deref()
@@ -125,16 +74,16 @@ pub fn on_log(
         .match_needs_peer
         .then(|| Peer::read_for_matching(host));
 
-    let (path, query) = split_query(capture.path.as_deref().unwrap_or_default());
+    let (path, query) = split_query(map.get(":path").unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
     let rule = first_matching_rule(
         settings,
         &MatchInput {
             canonical_path: &canonical,
-            method: capture.method.as_deref(),
-            method_override: capture.method_override.as_deref(),
-            authority: capture.authority.as_deref(),
-            match_headers: &capture.match_headers,
+            method,
+            method_override,
+            authority,
+            match_headers: &match_headers,
             status: status.unwrap_or(0),
             peer: peer.as_ref(),
         },
@@ -150,10 +99,7 @@ pub fn on_log(
         Action::Audit => ("audit", 1.0, None),
         Action::Sample(rate) if rate >= 1.0 => ("sample", rate, None),
         Action::Sample(rate) => {
-            let draw = (rate > 0.0).then(|| {
-                let headers = map.get_or_insert_with(|| read_map(host));
-                sampling_draw(headers, &mut worker.rng)
-            });
+            let draw = (rate > 0.0).then(|| sampling_draw(&map, &mut worker.rng));
             match draw {
                 Some((key, draw)) if sample::keep(rate, draw) => ("sample", rate, Some(key)),
                 _ => {
@@ -186,7 +132,6 @@ pub fn on_log(
     worker.count_record(verdict.rule, kind);
 
     // From here on the request is recorded: read what the record carries.
-    let map = map.get_or_insert_with(|| read_map(host));
     let rule = verdict.rule.and_then(|i| settings.rules.get(i));
     let rate_limit = match (sensitive, verdict.rule) {
         (true, Some(index)) => {
@@ -236,7 +181,7 @@ pub fn on_log(
 
     let redaction = &settings.redaction;
     let (headers, mut hashed) = match (verdict.level, rule) {
-        (Level::Request, Some(rule)) => recorded_headers(map, &rule.request_headers, redaction),
+        (Level::Request, Some(rule)) => recorded_headers(&map, &rule.request_headers, redaction),
         _ => (Vec::new(), false),
     };
     let recorded_query = query.and_then(|q| redaction.query(q));
@@ -275,16 +220,9 @@ pub fn on_log(
             sampled_by,
         }),
         request_id: map.get("x-request-id"),
-        method: capture.method.as_deref().or_else(|| map.get(":method")),
-        method_override: capture.method_override.as_deref().or_else(|| {
-            METHOD_OVERRIDE_HEADERS
-                .iter()
-                .find_map(|name| map.get(name))
-        }),
-        authority: capture
-            .authority
-            .as_deref()
-            .or_else(|| map.get(":authority")),
+        method,
+        method_override,
+        authority,
         path: Some(&recorded_path),
         query: recorded_query.as_deref(),
         query_removed: query.is_some() && recorded_query.is_none(),

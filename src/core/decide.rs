@@ -104,7 +104,7 @@ pub struct MatchInput<'a> {
     pub method_override: Option<&'a [u8]>,
     pub authority: Option<&'a [u8]>,
     /// Values of `Settings::match_headers`, in that order.
-    pub match_headers: &'a [Option<Vec<u8>>],
+    pub match_headers: &'a [Option<&'a [u8]>],
     /// 0 when no response was sent.
     pub status: u16,
     /// The caller, when some rule matches on it.
@@ -139,7 +139,7 @@ fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
                 }))
         && (m.hosts.is_empty() || input.authority.is_some_and(|a| host_matches(&m.hosts, a)))
         && m.headers.iter().all(|h| {
-            let value = input.match_headers.get(h.header).and_then(Option::as_deref);
+            let value = input.match_headers.get(h.header).copied().flatten();
             match (&h.condition, value) {
                 (HeaderCondition::Present, v) => v.is_some(),
                 (HeaderCondition::Absent, v) => v.is_none(),
@@ -268,7 +268,7 @@ mod tests {
         path: &'a str,
         method: &'a str,
         status: u16,
-        headers: &'a [Option<Vec<u8>>],
+        headers: &'a [Option<&'a [u8]>],
     ) -> MatchInput<'a> {
         MatchInput {
             canonical_path: path.as_bytes(),
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(rule("/other", "GET", 503), Some("errors"));
         assert_eq!(rule("/other", "GET", 404), Some("errors"));
         assert_eq!(rule("/other", "GET", 200), None);
-        let debug = [Some(b"1".to_vec())];
+        let debug = [Some(&b"1"[..])];
         assert_eq!(
             first_matching_rule(&s, &input("/x", "GET", 200, &debug))
                 .map(|i| s.rules[i].name.as_str()),

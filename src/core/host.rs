@@ -7,7 +7,6 @@
 /// Read access to the current stream. Every method answers `None` when the
 /// value does not exist or the host refused: callers treat all facts as optional.
 pub trait Host {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// The whole request header map in Envoy's serialised form (see `headers::HeaderMap`):
     /// one host call instead of one per header.
     fn request_header_map(&self) -> Option<Vec<u8>>;
@@ -94,10 +93,6 @@ mod fake {
     }
 
     impl Host for FakeHost {
-        fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-            self.count();
-            self.request_headers.get(name).cloned()
-        }
         fn request_header_map(&self) -> Option<Vec<u8>> {
             self.count();
             let mut pairs: Vec<(&str, &[u8])> = self

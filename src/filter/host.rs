@@ -6,10 +6,6 @@ use crate::core::host::Host;
 pub struct EnvoyHost;
 
 impl Host for EnvoyHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        abi::header(MapType::RequestHeaders, name)
-    }
-
     fn request_header_map(&self) -> Option<Vec<u8>> {
         abi::header_map(MapType::RequestHeaders)
     }

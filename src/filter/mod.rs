@@ -5,7 +5,7 @@
 mod abi;
 mod host;
 
-use crate::core::audit::{self, RequestCapture, Worker};
+use crate::core::audit::{self, Worker};
 use crate::core::metrics;
 use crate::core::network;
 use crate::core::record::{ConfigRecord, RECORD_PREFIX};
@@ -172,7 +172,7 @@ impl RootContext for Root {
         // Always a context: the SDK panics on `None`.
         Some(Box::new(Stream {
             active: self.active.clone(),
-            capture: None,
+            headers_seen: false,
         }))
     }
 }
@@ -257,16 +257,16 @@ impl StreamContext for Connection {
 
 struct Stream {
     active: Option<Rc<Active>>,
-    capture: Option<RequestCapture>,
+    /// The request headers passed this filter; if not, a filter before it replied locally.
+    headers_seen: bool,
 }
 
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(active) = &self.active {
-            self.capture = Some(RequestCapture::read(&active.settings, &EnvoyHost));
-        }
+        // No host call here: everything is read once, in on_log.
+        self.headers_seen = true;
         Action::Continue
     }
 
@@ -275,12 +275,9 @@ impl HttpContext for Stream {
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
-        if let Some(json) = audit::on_log(
-            &active.settings,
-            &mut worker,
-            self.capture.take(),
-            &EnvoyHost,
-        ) {
+        if let Some(json) =
+            audit::on_log(&active.settings, &mut worker, self.headers_seen, &EnvoyHost)
+        {
             emit(active.settings.log_level, &json, &mut worker);
         }
     }

@@ -1,0 +1,258 @@
+"""What meshaudit costs per request, side by side with the alternatives, in one run.
+
+Every variant is its own Envoy 1.40 (one worker, pinned to CPU 0) answering with a
+direct response; wrk (pinned to CPU 1) drives them in interleaved rounds
+(A B C … A B C …). For each variant: the median over rounds of requests per second,
+p50/p99 latency and Envoy's CPU time per request (all threads' on-CPU time from
+/proc/<pid>/task/*/schedstat over the round, divided by the requests served).
+
+Run it with `bash bench/run.sh` (which builds everything first). Environment:
+ROUNDS (default 5), DURATION seconds per round (default 5), CONNECTIONS (default 32),
+OUT (default bench/RESULTS.md), VARIANTS (name prefixes to run, with the two baselines).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "e2e"))
+import harness  # noqa: E402
+
+BENCH_WASM = ROOT / "bench" / "filters" / "target" / "wasm32-wasip1" / "release" / "bench_filters.wasm"
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+DURATION = int(os.environ.get("DURATION", "5"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
+OUT = Path(os.environ.get("OUT", ROOT / "bench" / "RESULTS.md"))
+HMAC_KEY = "bench-hmac-key-0123456789abcdef"
+UNBOUNDED = {"security": {"records_per_second": 1000000}, "routine": {"records_per_second": 1000000}}
+
+
+def wasm_filter(wasm: Path, root_id: str, plugin: dict | None) -> dict:
+    config = {
+        "name": root_id,
+        "root_id": root_id,
+        "vm_config": {
+            "vm_id": root_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm)}},
+            "environment_variables": {"key_values": {"MESHAUDIT_HMAC_KEY": HMAC_KEY}},
+        },
+    }
+    if plugin is not None:
+        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(plugin)}
+    return {"name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
+
+
+def meshaudit(plugin: dict) -> list[dict]:
+    return [wasm_filter(harness.WASM, "meshaudit", plugin)]
+
+
+def deny_all() -> dict:
+    return {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "DENY", "policies": {"ns[bench]-policy[deny-all]-rule[0]": {
+            "permissions": [{"any": True}], "principals": [{"any": True}]}}}}}
+
+
+def file_log(path: Path, cel: str | None = None) -> dict:
+    log = {"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": str(path)}}
+    if cel:
+        log["filter"] = {"extension_filter": {"name": "cel", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": cel}}}
+    return log
+
+
+# name -> (extra http filters, access loggers, request headers wrk sends, what it shows)
+def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
+    request_level = {
+        "budgets": UNBOUNDED,
+        "redaction": {"query_params": ["page", "token"]},
+        "rules": [{"name": "all", "action": "audit", "level": "request",
+                   "request_headers": ["user-agent", {"name": "authorization", "redact": "hash"}]}],
+    }
+    return [
+        ("no filter", [], [], []),
+        ("file access log, every request", [], [file_log(workdir / "all.log")], []),
+        ("file access log, CEL response.code >= 400", [], [file_log(workdir / "cel.log", "response.code >= 400")], []),
+        ("empty Rust Wasm filter", [wasm_filter(BENCH_WASM, "empty", None)], [], []),
+        ("reference filter (:path + :status)", [wasm_filter(BENCH_WASM, "reference", None)], [], []),
+        ("meshaudit, routine sampled out (1%)", meshaudit({"default_sample_rate": 0.01}), [], []),
+        ("meshaudit, audit all, metadata", meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}), [], []),
+        ("meshaudit, audit all, request + redaction + hash", meshaudit(request_level), [],
+         ["Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2ln", "User-Agent: wrk-bench"]),
+        ("meshaudit, denial flood, budget 100/s", [deny_all()] + meshaudit({"budgets": {"security": {"records_per_second": 100}}}), [], []),
+    ]
+
+
+def envoy_config(port: int, admin: int, filters: list, loggers: list) -> dict:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "route_config": {"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    if loggers:
+        hcm["access_log"] = loggers
+    return {
+        "node": {"id": "bench"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                                            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}]},
+    }
+
+
+def cpu_ns(pid: int) -> int:
+    """On-CPU time of every thread of a process, in nanoseconds."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return total
+
+
+def wrk(port: int, headers: list[str]) -> dict:
+    args = ["taskset", "-c", "1", shutil.which("wrk") or "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}/products/42?page=2&token=abc"],
+                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    def latency(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests": requests, "rps": requests / DURATION, "p50_ms": latency(50), "p99_ms": latency(99),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main() -> None:
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run bash bench/run.sh")
+    workdir = Path(tempfile.mkdtemp(prefix="meshaudit-bench-"))
+    envoys = []
+    only = os.environ.get("VARIANTS")  # comma-separated name prefixes, for quick experiments
+    chosen = [v for v in variants(workdir)
+              if not only or v[0] in ("no filter", "empty Rust Wasm filter") or any(v[0].startswith(p) for p in only.split(","))]
+    for i, (name, filters, loggers, headers) in enumerate(chosen):
+        port, admin = harness.free_port(), harness.free_port()
+        (workdir / str(i)).mkdir()
+        envoy = harness.Envoy(envoy_config(port, admin, filters, loggers), workdir / str(i), pin_cpu=0)
+        envoys.append((name, envoy, port, headers))
+    try:
+        for _, envoy, _, _ in envoys:
+            envoy.wait_ready()
+        samples: dict[str, list[dict]] = {name: [] for name, *_ in envoys}
+        for rnd in range(ROUNDS):
+            for name, envoy, port, headers in envoys:
+                before = cpu_ns(envoy.proc.pid)
+                result = wrk(port, headers)
+                result["cpu_us_per_req"] = (cpu_ns(envoy.proc.pid) - before) / 1e3 / max(result["requests"], 1)
+                samples[name].append(result)
+                print(f"round {rnd + 1}/{ROUNDS} {name:<52} {result['rps']:>9.0f} rps  "
+                      f"{result['cpu_us_per_req']:6.2f} us CPU/req", flush=True)
+        memory = {name: harness.stat(envoy, "wasmcustom.meshaudit.vm_memory_bytes") for name, envoy, _, _ in envoys}
+        write_results(samples, memory, workdir)
+    finally:
+        for _, envoy, _, _ in envoys:
+            envoy.stop()
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -> None:
+    names = list(samples)
+    med = {n: {k: median([s[k] for s in samples[n]]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "non2xx")} for n in names}
+    base = med["no filter"]
+    empty_added = med["empty Rust Wasm filter"]["cpu_us_per_req"] - base["cpu_us_per_req"]
+    rows = []
+    for n in names:
+        m = med[n]
+        added = m["cpu_us_per_req"] - base["cpu_us_per_req"]
+        rows.append(
+            f"| {n} | {m['rps']:,.0f} | {m['rps'] / base['rps']:.2f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} "
+            f"| {m['cpu_us_per_req']:.2f} | {added:+.2f} | {added / empty_added:.2f}× |"
+        )
+    core = subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "core_bench"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    def mult(name):
+        return (med[name]["cpu_us_per_req"] - base["cpu_us_per_req"]) / empty_added
+    targets = [
+        (label, mult(name), limit)
+        for label, name, limit in [
+            ("routine sampled-out request ≤ 2.0× the empty filter", "meshaudit, routine sampled out (1%)", 2.0),
+            ("every-request audit at metadata level ≤ 6×", "meshaudit, audit all, metadata", 6.0),
+        ]
+        if name in med
+    ]
+    wasm_kib = harness.WASM.stat().st_size / 1024
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {platform.node() or 'this machine'}: "
+        f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.release()}, Envoy 1.40.0 (V8), "
+        f"one worker pinned to CPU 0, wrk (1 thread, {CONNECTIONS} connections) pinned to CPU 1, "
+        f"{ROUNDS} interleaved rounds of {DURATION} s, medians. Command: `bash bench/run.sh`.",
+        "",
+        "Every variant answers with an Envoy direct response, so the numbers are Envoy plus the filter under test.",
+        "CPU is all Envoy threads' on-CPU time over the round divided by requests served; it is steadier than",
+        "throughput on a shared machine, so judge by it. \"× empty\" is CPU added over no filter, as a multiple",
+        "of what the empty Rust Wasm filter adds.",
+        "",
+        "| variant | req/s | vs no filter | p50 ms | p99 ms | CPU µs/req | added µs/req | × empty |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        "Targets:",
+        "",
+        *[f"- {label}: **{value:.2f}×** — {'met' if value <= limit else 'MISSED'}" for label, value, limit in targets],
+        f"- `.wasm` ≤ 400 KiB: **{wasm_kib:.0f} KiB** — {'met' if wasm_kib <= 400 else 'MISSED'}",
+        f"- VM memory after the run (gauge `meshaudit.vm_memory_bytes`), per meshaudit variant: "
+        + ", ".join(f"{n.removeprefix('meshaudit, ')}: {v / 1024:.0f} KiB" for n, v in memory.items() if v),
+        "",
+        "The core alone, natively (`cargo run --release --example core_bench`, no host calls, one core):",
+        "",
+        "```",
+        core,
+        "```",
+        "",
+    ]
+    OUT.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"written to {OUT}; work files in {workdir}")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()

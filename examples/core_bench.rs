@@ -1,0 +1,125 @@
+//! The core's own cost per request, natively, without Envoy: `cargo run --release --example core_bench`.
+//! The benchmark (bench/run.py) reports it beside the in-Envoy numbers.
+
+use meshaudit::core::audit::{on_log, Worker};
+use meshaudit::core::headers::serialize;
+use meshaudit::core::host::Host;
+use meshaudit::core::settings::Settings;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// A request as Envoy would present it, answering from memory.
+struct StaticHost {
+    request: Vec<(&'static str, Vec<u8>)>,
+    status: &'static [u8],
+}
+
+impl Host for StaticHost {
+    fn request_header_map(&self) -> Option<Vec<u8>> {
+        let pairs: Vec<(&str, &[u8])> = self
+            .request
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        Some(serialize(&pairs))
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        (name == ":status").then(|| self.status.to_vec())
+    }
+    fn response_header_map(&self) -> Option<Vec<u8>> {
+        Some(serialize(&[(":status", self.status)]))
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["response", "code_details"] => Some(b"via_upstream".to_vec()),
+            ["response", "flags"] | ["request", "duration"] => {
+                Some(1_234_567i64.to_le_bytes().to_vec())
+            }
+            ["source", "address"] => Some(b"10.1.2.3:45678".to_vec()),
+            ["connection", "mtls"] => Some(vec![0]),
+            ["xds", "route_name"] => Some(b"backend".to_vec()),
+            ["xds", "cluster_name"] => Some(b"outbound|8080||api.shop.svc.cluster.local".to_vec()),
+            _ => None,
+        }
+    }
+    fn now_unix_nanos(&self) -> u64 {
+        1_795_626_239_123_000_000
+    }
+}
+
+fn host(path: &str) -> StaticHost {
+    StaticHost {
+        request: vec![
+            (":method", b"GET".to_vec()),
+            (":path", path.as_bytes().to_vec()),
+            (":authority", b"api.shop.svc.cluster.local:8080".to_vec()),
+            (
+                "user-agent",
+                b"Mozilla/5.0 (X11; Linux x86_64) bench".to_vec(),
+            ),
+            (
+                "authorization",
+                b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2lnbmF0dXJl".to_vec(),
+            ),
+            (
+                "x-request-id",
+                b"6b0e9a3e-3f1c-4f7d-9a8e-2c1d5e6f7a8b".to_vec(),
+            ),
+            (
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+            ),
+        ],
+        status: b"200",
+    }
+}
+
+fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
+    let settings = Settings::from_json_with_env(config.as_bytes(), &|_| {
+        Some("bench-key-0123456789abcdef".into())
+    })
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut worker = Worker::new(&settings, "bench".into(), 1, 0);
+    let host = host(path);
+    let iterations = 200_000u32;
+    let run = |worker: &mut Worker| on_log(&settings, worker, true, &host);
+    assert_eq!(run(&mut worker).is_some(), expect_record, "{name}");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        black_box(run(&mut worker));
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(iterations);
+    println!("{name:<44} {ns:>8.0} ns/request");
+}
+
+fn main() {
+    let unbounded = r#""budgets": {"security": {"records_per_second": 1000000}, "routine": {"records_per_second": 1000000}}"#;
+    measure(
+        "routine, sampled out (rate 1%)",
+        r#"{"default_sample_rate": 0.01}"#,
+        "/products/42",
+        false,
+    );
+    measure(
+        "routine, dropped by a rule",
+        r#"{"rules": [{"name": "health", "match": {"paths": [{"prefix": "/products"}]}, "action": "drop"}]}"#,
+        "/products/42",
+        false,
+    );
+    measure(
+        "audit every request, level metadata",
+        &format!(r#"{{{unbounded}, "rules": [{{"name": "all", "action": "audit"}}]}}"#),
+        "/products/42?page=2",
+        true,
+    );
+    measure(
+        "audit, level request, redaction and hashing",
+        &format!(
+            r#"{{{unbounded}, "redaction": {{"query_params": ["page", "token"]}},
+                "rules": [{{"name": "all", "action": "audit", "level": "request",
+                "request_headers": ["user-agent", {{"name": "authorization", "redact": "hash"}}]}}]}}"#
+        ),
+        "/users/jane@example.com/orders?page=2&token=abc",
+        true,
+    );
+}
