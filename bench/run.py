@@ -93,6 +93,9 @@ def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
         ("reference filter (:path + :status)", [wasm_filter(BENCH_WASM, "reference", None)], [], []),
         ("meshaudit, routine sampled out (1%)", meshaudit({"default_sample_rate": 0.01}), [], []),
         ("meshaudit, audit all, metadata", meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}), [], []),
+        # The same records at a level Envoy's logger discards: the cost of deciding and encoding alone.
+        ("meshaudit, audit all, metadata, not written", meshaudit({"budgets": UNBOUNDED, "log_level": "debug",
+                                                                  "rules": [{"name": "all", "action": "audit"}]}), [], []),
         ("meshaudit, audit all, request + redaction + hash", meshaudit(request_level), [],
          ["Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2ln", "User-Agent: wrk-bench"]),
         ("meshaudit, denial flood, budget 100/s", [deny_all()] + meshaudit({"budgets": {"security": {"records_per_second": 100}}}), [], []),

@@ -81,7 +81,10 @@ fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
     .unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut worker = Worker::new(&settings, "bench".into(), 1, 0);
     let host = host(path);
-    let iterations = 200_000u32;
+    let iterations: u32 = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let run = |worker: &mut Worker| on_log(&settings, worker, true, &host);
     assert_eq!(run(&mut worker).is_some(), expect_record, "{name}");
     let start = Instant::now();

@@ -9,6 +9,7 @@
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
+use super::batch::{fact, RECORD_FACTS};
 use super::decide::{classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput};
 use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
@@ -115,8 +116,18 @@ pub fn on_log(
     let now = host.now_unix_nanos();
     let sensitive = verdict.action == Action::Audit && verdict.rule.is_some();
     let security = kind.is_security_outcome() || sensitive;
-    let peer = peer.get_or_insert_with(|| Peer::read_for_matching(host));
-    let source_address = host.property(&["source", "address"]);
+    // Most of what a record carries, in one host call (see `batch`).
+    let mut facts = host.properties(&RECORD_FACTS);
+    let mut take_fact = |i: usize| facts.get_mut(i).and_then(Option::take);
+    let source_address = take_fact(fact::SOURCE_ADDRESS);
+    let peer = peer.get_or_insert_with(Peer::default);
+    if peer.mtls.is_none() {
+        peer.mtls = Some(take_fact(fact::MTLS).is_some_and(|b| b.first() == Some(&1)));
+    }
+    peer.tls_version = take_fact(fact::TLS_VERSION);
+    if peer.mtls == Some(true) && peer.principal.is_none() {
+        peer.principal = host.property(attr::PEER_URI_SAN);
+    }
     let caller = caller_key(peer.principal.as_deref(), source_address.as_deref());
     if !worker.admit(verdict.rule, security, now) {
         worker.suppress(
@@ -150,29 +161,23 @@ pub fn on_log(
     let code_details = if likely_security {
         early_details
     } else {
-        host.property(&["response", "code_details"])
+        take_fact(fact::CODE_DETAILS)
     };
     // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
     if rbac.is_none() && verdict.action == Action::Audit && rule.is_some() {
         rbac = Some(Rbac::read(host));
     }
-    peer.complete(host);
+    peer.read_certificates(host);
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
             JwtClaims::read(host, key)
         }
         _ => None,
     };
-    let response_flags = host
-        .property(&["response", "flags"])
-        .as_deref()
-        .and_then(decode_i64);
-    let duration = host
-        .property(&["request", "duration"])
-        .as_deref()
-        .and_then(decode_i64);
-    let route_name = host.property(&["xds", "route_name"]);
-    let cluster_name = host.property(&["xds", "cluster_name"]);
+    let response_flags = take_fact(fact::FLAGS).as_deref().and_then(decode_i64);
+    let duration = take_fact(fact::DURATION).as_deref().and_then(decode_i64);
+    let route_name = take_fact(fact::ROUTE_NAME);
+    let cluster_name = take_fact(fact::CLUSTER_NAME);
     let traceparent = map.get("traceparent");
     let b3 = map
         .get("x-b3-traceid")

@@ -17,7 +17,15 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Wall-clock time, Unix nanoseconds.
     fn now_unix_nanos(&self) -> u64;
+
+    /// Several attributes, each as `property` would answer. Envoy does it in one
+    /// call (see `batch`); the default reads them one by one.
+    fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
+        attrs.iter().map(|a| self.property(a.path)).collect()
+    }
 }
+
+use super::batch::Attr;
 
 /// Envoy serialises integer attributes as 8-byte little-endian.
 pub fn decode_i64(bytes: &[u8]) -> Option<i64> {
@@ -124,6 +132,14 @@ mod fake {
         fn now_unix_nanos(&self) -> u64 {
             self.count();
             self.now
+        }
+        /// Like Envoy's CEL batch: one call for all.
+        fn properties(&self, attrs: &[crate::core::batch::Attr]) -> Vec<Option<Vec<u8>>> {
+            self.count();
+            attrs
+                .iter()
+                .map(|a| self.properties.get(&a.path.join(".")).cloned())
+                .collect()
         }
     }
 }

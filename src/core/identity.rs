@@ -78,6 +78,11 @@ impl Peer {
             self.mtls = host.property(attr::MTLS).map(|b| b.first() == Some(&1));
         }
         self.tls_version = host.property(attr::TLS_VERSION);
+        self.read_certificates(host);
+    }
+
+    /// The certificate facts, once `mtls` and `tls_version` are known.
+    pub fn read_certificates(&mut self, host: &impl Host) {
         if self.tls_version.is_none() {
             // Plaintext (Istio PERMISSIVE): no certificate of either side.
             return;

@@ -18,7 +18,8 @@ pub struct JsonWriter {
 
 impl Default for JsonWriter {
     fn default() -> Self {
-        Self::with_capacity(512)
+        // Most records fit: one allocation, no regrowth.
+        Self::with_capacity(1024)
     }
 }
 
@@ -71,10 +72,20 @@ impl JsonWriter {
         self.needs_comma = true;
     }
 
-    /// Writes an object key; keys are our own constants or already-validated names.
+    /// Writes an object key. Keys are our own constants or names validated as
+    /// HTTP tokens or rule names, none of which needs escaping; anything else is escaped.
     pub fn key(&mut self, key: &str) {
         self.separate();
-        escape_into(&mut self.out, key.as_bytes(), usize::MAX);
+        if key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            self.out.push('"');
+            self.out.push_str(key);
+            self.out.push('"');
+        } else {
+            escape_into(&mut self.out, key.as_bytes(), usize::MAX);
+        }
         self.out.push(':');
         self.needs_comma = false;
     }
@@ -155,9 +166,7 @@ fn escape_into(out: &mut String, value: &[u8], cap: usize) {
     };
     out.push('"');
     for chunk in kept.utf8_chunks() {
-        for ch in chunk.valid().chars() {
-            escape_char(out, ch);
-        }
+        push_escaped(out, chunk.valid());
         for byte in chunk.invalid() {
             let _ = write!(out, "\\\\x{byte:02x}");
         }
@@ -179,6 +188,31 @@ fn floor_char_boundary(value: &[u8], cap: usize) -> &[u8] {
         steps += 1;
     }
     value.get(..end).unwrap_or_default()
+}
+
+/// Appends valid text, copying runs that need no escape in one go (the common case).
+fn push_escaped(out: &mut String, text: &str) {
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        // Only these bytes can start a character that needs escaping; other
+        // non-ASCII characters are checked one by one below.
+        if byte >= 0x20 && byte != b'"' && byte != b'\\' && byte < 0x7f {
+            continue;
+        }
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: its character was handled at its lead byte
+        }
+        let Some(ch) = text.get(i..).and_then(|rest| rest.chars().next()) else {
+            continue;
+        };
+        if byte >= 0x80 && !needs_unicode_escape(ch) {
+            continue;
+        }
+        out.push_str(text.get(start..i).unwrap_or_default());
+        escape_char(out, ch);
+        start = i + ch.len_utf8();
+    }
+    out.push_str(text.get(start..).unwrap_or_default());
 }
 
 fn escape_char(out: &mut String, ch: char) {

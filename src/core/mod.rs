@@ -3,6 +3,7 @@
 //! builds it without the SDK to keep it that way.
 
 pub mod audit;
+pub mod batch;
 pub mod config;
 pub mod decide;
 pub mod flags;

@@ -76,7 +76,7 @@ pub fn on_connection_close(
         return None;
     }
     worker.count_record(None, kind);
-    let mut w = JsonWriter::with_capacity(512);
+    let mut w = JsonWriter::default();
     worker.begin_record(&mut w, kind.as_str(), now, cap);
     w.object_field("why");
     w.str_field(

@@ -148,7 +148,7 @@ impl AccessRecord<'_> {
     }
 
     fn encode_with(&self, cap: usize, with_headers: bool, truncated: bool) -> String {
-        let mut w = JsonWriter::with_capacity(512);
+        let mut w = JsonWriter::default();
         Envelope {
             ts_unix_nanos: self.ts_unix_nanos,
             kind: self.kind.unwrap_or(Kind::Access).as_str(),

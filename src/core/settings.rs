@@ -980,17 +980,7 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(hex_digit(byte >> 4));
-        out.push(hex_digit(byte & 0xF));
-    }
-    out
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
+    super::redact::hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

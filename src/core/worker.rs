@@ -179,7 +179,7 @@ impl Worker {
     }
 
     fn accounting_record(&mut self, settings: &Settings, counts: &Counters, now_ns: u64) -> String {
-        let mut w = JsonWriter::with_capacity(512);
+        let mut w = JsonWriter::default();
         self.begin_record(&mut w, "accounting", now_ns, settings.max_field_bytes);
         w.object_field("interval");
         w.str_field("start", &rfc3339_millis(self.interval_start_ns));

@@ -82,6 +82,14 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        argument_data: *const u8,
+        argument_size: usize,
+        return_results_data: *mut *mut u8,
+        return_results_size: *mut usize,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -97,6 +105,23 @@ extern "C" {
 pub enum MetricType {
     Counter = 0,
     Gauge = 1,
+}
+
+/// Calls one of Envoy's foreign functions (`expr_create`, `expr_evaluate`…).
+pub fn foreign(name: &str, argument: &[u8]) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: `name` and `argument` outlive the call; out-pointers are valid.
+    unsafe {
+        let status = proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            argument.as_ptr(),
+            argument.len(),
+            &mut data,
+            &mut size,
+        );
+        (status == OK).then(|| take_buffer(data, size))
+    }
 }
 
 pub fn set_tick_period_ms(period: u32) -> bool {

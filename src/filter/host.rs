@@ -1,7 +1,26 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
+use crate::core::batch::{self, Attr, RECORD_FACTS};
 use crate::core::host::Host;
+use std::cell::Cell;
+
+thread_local! {
+    /// Envoy's token for the compiled `RECORD_FACTS` expression, per VM.
+    static RECORD_FACTS_EXPR: Cell<Option<[u8; 4]>> = const { Cell::new(None) };
+}
+
+/// Compiles the batch expression once per VM. Without Envoy's CEL foreign
+/// functions (another host, or a build without them) attributes are read one by one.
+pub fn prepare_batches() {
+    if RECORD_FACTS_EXPR.get().is_some() {
+        return;
+    }
+    let expression = batch::cel_expression(&RECORD_FACTS);
+    let token = abi::foreign("expr_create", expression.as_bytes())
+        .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok());
+    RECORD_FACTS_EXPR.set(token);
+}
 
 pub struct EnvoyHost;
 
@@ -24,5 +43,14 @@ impl Host for EnvoyHost {
 
     fn now_unix_nanos(&self) -> u64 {
         abi::now_unix_nanos().unwrap_or(0)
+    }
+
+    fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
+        let batched = (attrs == RECORD_FACTS.as_slice())
+            .then(|| RECORD_FACTS_EXPR.get())
+            .flatten()
+            .and_then(|token| abi::foreign("expr_evaluate", &token))
+            .and_then(|answer| batch::decode(answer, attrs));
+        batched.unwrap_or_else(|| attrs.iter().map(|a| self.property(a.path)).collect())
     }
 }

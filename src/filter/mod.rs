@@ -110,6 +110,7 @@ impl RootContext for Root {
             Err(error) => return self.reject(now, &bytes, &error.to_string()),
         };
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
+        host::prepare_batches();
         self.network = abi::property(&["plugin_root_id"]).as_deref() == Some(NETWORK_ROOT_ID);
         let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
         let mut worker = Worker::new(&settings, instance, seed, now);
