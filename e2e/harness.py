@@ -104,8 +104,9 @@ def set_plugin_config(config: dict, plugin: dict | str) -> None:
     wasm_filter(config)["typed_config"]["config"]["configuration"]["value"] = value
 
 
-def load_config(upstream_port: int, listen_port: int, admin_port: int) -> dict:
-    """e2e/envoy.yaml with loopback addresses, the given ports and the built .wasm."""
+def load_config(upstream_port: int, listen_port: int, admin_port: int, audit_log: Path | None = None) -> dict:
+    """e2e/envoy.yaml with loopback addresses, the given ports, the built .wasm and the
+    access log of handed-off records at `audit_log` (a temporary file if not given)."""
     config = yaml.safe_load((E2E / "envoy.yaml").read_text())
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     listener = config["static_resources"]["listeners"][0]
@@ -114,7 +115,15 @@ def load_config(upstream_port: int, listen_port: int, admin_port: int) -> dict:
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     endpoint["address"]["socket_address"]["port_value"] = upstream_port
     wasm_filter(config)["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    set_audit_log_path(config, audit_log or Path(tempfile.mkdtemp(prefix="meshaudit-log-")) / "audit.log")
     return config
+
+
+def set_audit_log_path(config: dict, path: Path) -> None:
+    """Points the access logger that writes the handed-off records at `path`."""
+    for log in http_connection_manager(config).get("access_log", []):
+        if log["typed_config"].get("path") == "/var/log/meshaudit/audit.log":
+            log["typed_config"]["path"] = str(path)
 
 
 class Envoy:
@@ -141,6 +150,8 @@ class Envoy:
                 "--concurrency", "1",
                 "--disable-hot-restart",
                 "-l", "warning",
+                # Access logs (the hand-off) reach their files within half a second.
+                "--file-flush-interval-msec", "500",
                 *extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -211,7 +222,8 @@ class Stack:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="meshaudit-e2e-"))
         self.upstream = Upstream()
         self.listen_port = free_port()
-        config = load_config(self.upstream.port, self.listen_port, free_port())
+        self.audit_log_path = self.workdir / "audit.log"
+        config = load_config(self.upstream.port, self.listen_port, free_port(), self.audit_log_path)
         if plugin is not None:
             set_plugin_config(config, plugin)
         if adjust is not None:

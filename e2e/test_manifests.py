@@ -36,7 +36,9 @@ def documents() -> list[tuple[Path, dict]]:
 
 
 def crd_schema(kind: str, api_version: str) -> dict:
-    crd = yaml.safe_load((CRDS / CRD_FILES[kind]).read_text())
+    path = CRDS / CRD_FILES[kind]
+    assert path.exists(), f"{path} is missing: Istio's CRD schemas are expected in ../shared/istio-crds"
+    crd = yaml.safe_load(path.read_text())
     version = api_version.split("/")[1]
     for v in crd["spec"]["versions"]:
         if v["name"] == version:

@@ -24,12 +24,14 @@ fi
 
 # Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
 # nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark;
-# docker-registry is the local OCI registry the packaging test pushes to.
+# docker-registry is the local OCI registry the packaging test pushes to; prometheus scrapes
+# Envoy in the metrics test, and its promtool checks the alert rules.
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub budgets: Option<RawBudgets>,
     /// The plugin's own per-caller call counts on `audit` rules.
     pub rate_limit: Option<RawRateLimit>,
+    /// Where request records go.
+    pub output: Option<RawOutput>,
     /// Ordered rules; the first whose `match` fits the request decides.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -96,6 +98,18 @@ pub enum RawSubject {
     Omit,
     Hash,
     Clear,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// Write request records to Envoy's log, prefixed `meshaudit.record `. Default: `true`.
+    /// Configuration, accounting and suppressed records always go to the log.
+    pub log: Option<bool>,
+    /// Also expose each request record to Envoy's access loggers as the filter state
+    /// `wasm.meshaudit_record` (`%FILTER_STATE(wasm.meshaudit_record:PLAIN)%`). Default: `false`.
+    pub filter_state: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -233,6 +233,10 @@ pub struct Settings {
     pub jwt_subject: SubjectMode,
     /// Network mode: record successful connections too.
     pub record_connections: bool,
+    /// Request records go to Envoy's log.
+    pub output_log: bool,
+    /// Request records are also set as the filter state `wasm.meshaudit_record`.
+    pub output_filter_state: bool,
     pub security_budget: Budget,
     pub routine_budget: Budget,
     pub max_suppressed_callers: usize,
@@ -369,6 +373,15 @@ impl Settings {
             1024,
             1..=65_536,
         )?;
+        let output = raw.output.take().unwrap_or_default();
+        let output_log = output.log.unwrap_or(true);
+        let output_filter_state = output.filter_state.unwrap_or(false);
+        if !output_log && !output_filter_state {
+            return Err(error(
+                "output",
+                "request records must go somewhere: keep \"log\" or turn on \"filter_state\"",
+            ));
+        }
         let reporting = raw.reporting.unwrap_or_default();
         let reporting_interval_seconds = check_range(
             "reporting.interval_seconds",
@@ -401,6 +414,8 @@ impl Settings {
                 .and_then(|n| n.record_connections)
                 .unwrap_or(false),
             match_needs_peer: false,
+            output_log,
+            output_filter_state,
             security_budget,
             routine_budget,
             max_suppressed_callers,

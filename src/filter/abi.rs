@@ -82,6 +82,12 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -245,6 +251,12 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// Stores a value as the stream's filter state `wasm.<name>` (Envoy's access loggers can read it).
+pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
+    // SAFETY: `name` and `value` outlive the call.
+    unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
 }
 
 /// A shared-data value and its CAS token (0: the key does not exist yet).

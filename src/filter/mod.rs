@@ -236,6 +236,21 @@ fn emit(level: LogLevel, json: &str, worker: &mut Worker) {
     }
 }
 
+/// The filter state name (`wasm.` + this) Envoy's access loggers read a request record from.
+const FILTER_STATE_RECORD: &str = "meshaudit_record";
+
+/// A request record: to Envoy's log and/or, for Envoy's access loggers, to the
+/// stream's filter state (set in on_log, it is still there when they run).
+fn emit_request_record(settings: &Settings, json: &str, worker: &mut Worker) {
+    if settings.output_log {
+        emit(settings.log_level, json, worker);
+    }
+    if settings.output_filter_state && !abi::set_filter_state(FILTER_STATE_RECORD, json.as_bytes())
+    {
+        worker.note_sink_error();
+    }
+}
+
 /// A downstream connection, in network-filter mode.
 struct Connection {
     active: Option<Rc<Active>>,
@@ -279,7 +294,7 @@ impl HttpContext for Stream {
         if let Some(json) =
             audit::on_log(&active.settings, &mut worker, self.headers_seen, &EnvoyHost)
         {
-            emit(active.settings.log_level, &json, &mut worker);
+            emit_request_record(&active.settings, &json, &mut worker);
         }
     }
 }

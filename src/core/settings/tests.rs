@@ -93,7 +93,7 @@ fn every_error_names_the_field_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (r#"{"rules": [{"name": "a", "action": "audt"}]}"#,
          "rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"),
-        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `authorization`, `authentication`, `network`, `budgets`, `rate_limit`, `rules` at line 1 column 8"),
+        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `authorization`, `authentication`, `network`, `budgets`, `rate_limit`, `output`, `rules` at line 1 column 8"),
         (r#"{"version": 2}"#, "version: unsupported configuration version 2; this plugin reads version 1"),
         (r#"{"version": 1.5}"#, "version: expected a whole non-negative number, got 1.5 at line 1 column 15"),
         (r#"{"log_level": "loud"}"#, "log_level: unknown log level \"loud\"; expected one of trace, debug, info, warn, error, critical"),
@@ -110,6 +110,7 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"budgets": {"routine": {"records_per_second": 5, "burst": 0}}}"#, "budgets.routine.burst: must be from 1 to 1000000, got 0"),
         (r#"{"rules": [{"name": "a", "action": "drop", "budget": {"records_per_second": 1}}]}"#, "rules[0].budget: a \"drop\" rule writes no record, so a budget has no effect; remove it"),
         (r#"{"rate_limit": {"window_seconds": 0}}"#, "rate_limit.window_seconds: must be from 1 to 86400, got 0"),
+        (r#"{"output": {"log": false}}"#, "output: request records must go somewhere: keep \"log\" or turn on \"filter_state\""),
         (r#"{"rules": [{"name": "a", "action": "audit", "request_headers": ["x"]}]}"#, "rules[0].request_headers: headers are only recorded at level \"request\"; set \"level\": \"request\" or remove the list"),
         (r#"{"rules": [{"name": "a", "action": "drop", "level": "request"}]}"#, "rules[0].level: a \"drop\" rule writes no record, so a level has no effect; remove it"),
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": ["a", "a"]}]}"#, "rules[0].request_headers[1]: \"a\" is listed twice"),
