@@ -24,6 +24,21 @@ ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "e2e"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "meshaudit.wasm"
 RECORD_PREFIX = "meshaudit.record "
+RECORD_SCHEMA = ROOT / "observability" / "record.schema.json"
+_record_validator = None
+
+
+def validate_record(record: dict) -> None:
+    """Every record the suite sees must match the published record schema exactly
+    (no undocumented field): the schema dashboards and collectors rely on stays true."""
+    global _record_validator
+    if _record_validator is None:
+        import jsonschema
+
+        _record_validator = jsonschema.Draft202012Validator(json.loads(RECORD_SCHEMA.read_text()))
+    errors = sorted(_record_validator.iter_errors(record), key=lambda e: e.path)
+    if errors:
+        raise AssertionError(f"record does not match {RECORD_SCHEMA.name}: {errors[0].message}\n{record}")
 
 
 def envoy_binary() -> str:
@@ -137,6 +152,7 @@ class Envoy:
         self.config_path = workdir / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / "envoy.log"
+        self._validated: set[str] = set()
         self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
         # Envoy's log goes to stderr, which it writes line by line; a --log-path
         # file would only be flushed every few seconds.
@@ -182,12 +198,17 @@ class Envoy:
             return ""
 
     def records(self) -> list[dict]:
-        """Every audit record Envoy has logged so far, parsed."""
+        """Every audit record Envoy has logged so far, parsed and checked against the schema."""
         out = []
         for line in self.log().splitlines():
             at = line.find(RECORD_PREFIX)
             if at >= 0:
-                out.append(json.loads(line[at + len(RECORD_PREFIX):]))
+                text = line[at + len(RECORD_PREFIX):]
+                record = json.loads(text)
+                if text not in self._validated:
+                    validate_record(record)
+                    self._validated.add(text)
+                out.append(record)
         return out
 
     def wait_records(self, predicate, count: int = 1, timeout: float = 10.0) -> list[dict]:

@@ -93,8 +93,9 @@ def test_there_is_a_manifest_for_each_way_of_deploying():
 def test_yamllint_clean():
     yamllint = shutil.which("yamllint")
     assert yamllint, "yamllint is installed by scripts/setup.sh"
-    out = subprocess.run([yamllint, "-c", str(ROOT / ".yamllint.yaml"), "envoyfilter", "e2e/envoy.yaml",
-                          "e2e/docker-compose.yaml"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([yamllint, "-c", str(ROOT / ".yamllint.yaml"), "envoyfilter", "observability", "e2e/envoy.yaml",
+                          "e2e/docker-compose.yaml", "e2e/docker-compose.observability.yaml"],
+                         cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
 
 

@@ -1,0 +1,205 @@
+"""Dashboards, collectors and retention examples (observability/): every file parses,
+every field they use exists in the record schema (observability/record.schema.json,
+which every record the e2e suite sees is validated against), every metric the dashboard
+queries is one Envoy really exports, and the collectors' patterns extract real records
+from a real Envoy log line. The compose stack that wires them is validated too."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import harness
+import pytest
+import yaml
+
+OBS = harness.ROOT / "observability"
+SCHEMA = json.loads((OBS / "record.schema.json").read_text())
+
+
+def schema_paths() -> set[str]:
+    """Every field path of every record kind, dotted (`request.canonical_path`)."""
+    paths: set[str] = set()
+
+    def walk(node: dict, prefix: str) -> None:
+        for name, sub in node.get("properties", {}).items():
+            path = f"{prefix}{name}"
+            paths.add(path)
+            walk(sub, f"{path}.")
+            walk(sub.get("items", {}), f"{path}.")
+
+    for variant in SCHEMA["oneOf"]:
+        walk(variant, "")
+    return paths
+
+
+PATHS = schema_paths()
+# LogQL's `| json` flattens nested fields with underscores.
+FLAT = {p.replace(".", "_") for p in PATHS}
+
+
+@pytest.fixture(scope="module")
+def live():
+    """A real Envoy with the plugin: its exported metric names and some real log lines."""
+    plugin = harness.plugin_config(yaml.safe_load((harness.E2E / "envoy.yaml").read_text()))
+    plugin["reporting"] = {"interval_seconds": 1}
+    stack = harness.Stack(plugin=plugin)
+    try:
+        stack.request("GET", "/admin/users", {"x-request-id": "obs-1"})
+        stack.request("GET", "/admin/forbidden/x", {"x-request-id": "obs-2"})
+        stack.envoy.wait_records(lambda r: r["kind"] == "accounting")
+        metrics = {line.split("{")[0].split(" ")[0] for line in stack.envoy.admin("/stats/prometheus").splitlines()
+                   if line and not line.startswith("#")}
+        lines = [l for l in stack.envoy.log().splitlines() if "meshaudit.record " in l]
+        yield metrics, lines
+    finally:
+        stack.stop()
+
+
+def test_record_schema_is_a_valid_json_schema():
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert {"request.canonical_path", "authz.policy", "peer.principal", "rate_limit.remaining",
+            "connection.failure", "config.digest", "suppressed.count", "totals.sampled_out"} <= PATHS
+
+
+def dashboard() -> dict:
+    return json.loads((OBS / "grafana" / "dashboards" / "meshaudit.json").read_text())
+
+
+def test_dashboard_loki_queries_use_record_fields():
+    used: set[str] = set()
+    for panel in dashboard()["panels"]:
+        for target in panel["targets"]:
+            if target["datasource"]["type"] != "loki":
+                continue
+            expr = target["expr"]
+            assert '{job="meshaudit"} | json' in expr
+            after_json = expr.split("| json", 1)[1]
+            for group in re.findall(r"by \(([^)]*)\)", expr):
+                used |= set(group.replace(" ", "").split(","))
+            used |= set(re.findall(r"\|\s*([a-z_]+)\s*(?:=~|!=|=)", after_json))
+            used |= set(re.findall(r"unwrap ([a-z_]+)", after_json))
+            used |= set(re.findall(r"\{\{\{\{?\.([a-z_]+)\}", expr)) | set(re.findall(r"\{\{\.([a-z_]+)\}\}", expr))
+    used.discard("")
+    assert used, "the dashboard queries record fields"
+    missing = used - FLAT
+    assert not missing, f"dashboard fields not in the record schema: {missing}"
+    assert {"authz_policy", "peer_principal", "authn_reason", "rate_limit_remaining", "connection_failure"} <= used
+
+
+def test_dashboard_prometheus_queries_use_exported_metrics(live):
+    metrics, _ = live
+    used = set()
+    for panel in dashboard()["panels"]:
+        for target in panel["targets"]:
+            if target["datasource"]["type"] == "prometheus":
+                used |= set(re.findall(r"\b(meshaudit_[a-z_]+)\s*[\[{]", target["expr"]))
+    assert used and used <= metrics, f"not exported by Envoy: {used - metrics}"
+
+
+def test_grafana_provisioning_matches_the_dashboard():
+    sources = yaml.safe_load((OBS / "grafana" / "provisioning" / "datasources" / "datasources.yaml").read_text())
+    uids = {s["uid"] for s in sources["datasources"]}
+    used = {t["datasource"]["uid"] for p in dashboard()["panels"] for t in p["targets"]}
+    assert used <= uids
+
+
+def test_elasticsearch_template_maps_record_fields_and_ecs_aliases():
+    template = json.loads((OBS / "elasticsearch" / "index-template.json").read_text())
+    props = template["template"]["mappings"]["properties"]
+    mapped, aliases = set(), {}
+
+    def walk(node, prefix=""):
+        for name, sub in node.items():
+            path = f"{prefix}{name}"
+            if sub.get("type") == "alias":
+                aliases[path] = sub["path"]
+            elif "properties" in sub:
+                walk(sub["properties"], f"{path}.")
+            else:
+                mapped.add(path)
+
+    walk(props)
+    assert mapped - {"@timestamp"} <= PATHS, mapped - PATHS
+    assert {"request.canonical_path", "authz.policy", "peer.principal", "ts"} <= mapped
+    for alias, target in aliases.items():
+        assert target in mapped and target in PATHS, f"alias {alias} -> {target}"
+    policy = json.loads((OBS / "elasticsearch" / "ilm-policy.json").read_text())["policy"]["phases"]
+    assert policy["warm"]["min_age"] == "30d" and policy["cold"]["min_age"] == "60d"
+    assert template["template"]["settings"]["index.lifecycle.name"] == "meshaudit"
+
+
+def test_kibana_saved_search_uses_record_fields():
+    objects = [json.loads(l) for l in (OBS / "kibana" / "saved-objects.ndjson").read_text().splitlines() if l]
+    search = next(o for o in objects if o["type"] == "search")
+    view = next(o for o in objects if o["type"] == "index-pattern")
+    assert view["attributes"]["timeFieldName"] in PATHS
+    assert set(search["attributes"]["columns"]) <= PATHS
+    query = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+    assert set(re.findall(r"([a-z_.]+)\s*:", query)) <= PATHS
+
+
+def onig_to_python(regex: str) -> str:
+    return regex.replace("(?<", "(?P<")
+
+
+def test_collectors_extract_real_records_from_envoys_log(live):
+    _, lines = live
+    assert lines
+    parsers = (OBS / "fluent-bit" / "parsers.conf").read_text()
+    fluent_bit = re.compile(onig_to_python(re.search(r"Regex\s+(.+)", parsers).group(1).strip()))
+    grep = re.compile(re.search(r"Regex\s+log\s+(.+)", (OBS / "fluent-bit" / "istio-proxy.conf").read_text()).group(1).strip())
+    fluentd_conf = (OBS / "fluentd" / "istio-proxy.conf").read_text()
+    fluentd = re.compile(onig_to_python(re.search(r"expression /(.+)/", fluentd_conf).group(1)))
+    fluentd_grep = re.compile(re.search(r"pattern /(.+)/", fluentd_conf).group(1))
+    logstash = (OBS / "logstash" / "meshaudit.conf").read_text()
+    marker = re.search(r'if "([^"]+)" not in \[message\]', logstash).group(1)
+    dissect_sep = re.search(r'%\{envoy_prefix\}(.+?)%\{record\}', logstash).group(1)
+    for line in lines:
+        assert grep.search(line) and fluentd_grep.search(line) and marker in line
+        for record_text in (fluent_bit.search(line).group("record"), fluentd.search(line).group("record"),
+                            line.split(dissect_sep, 1)[1]):
+            harness.validate_record(json.loads(record_text))
+    # Envoy's other messages are left out by every collector.
+    other = "[2026-11-25 17:16:00.087][1][warning][main] [source/server/server.cc:1059] There is no configured limit"
+    assert not grep.search(other) and not fluentd_grep.search(other) and marker not in other
+
+
+def test_collectors_reference_only_record_fields():
+    logstash = (OBS / "logstash" / "meshaudit.conf").read_text()
+    refs = {".".join(re.findall(r"\[([a-z_@]+)\]", m)) for m in re.findall(r"((?:\[[a-z_@]+\])+)", logstash)}
+    own = {"message", "tags", "@metadata.stream", "event.outcome", "@timestamp"}
+    assert refs - own <= PATHS, refs - own - PATHS
+    for conf in ("istio-proxy.conf", "compose.conf"):
+        labels = re.findall(r"\$([a-z_]+)", (OBS / "fluent-bit" / conf).read_text())
+        assert labels and set(labels) <= PATHS
+    assert re.search(r"time_key ts", (OBS / "fluentd" / "istio-proxy.conf").read_text()) and "ts" in PATHS
+
+
+def test_loki_keeps_records_60_days():
+    loki = yaml.safe_load((OBS / "loki" / "loki-config.yaml").read_text())
+    assert loki["limits_config"]["retention_period"] == "1440h"
+    assert loki["compactor"]["retention_enabled"] is True
+
+
+def test_observability_compose_stack_is_valid():
+    docker_compose = shutil.which("docker-compose")
+    assert docker_compose, "docker-compose is installed by scripts/setup.sh"
+    compose = harness.E2E / "docker-compose.observability.yaml"
+    out = subprocess.run([docker_compose, "-f", str(compose), "config"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert set(resolved["services"]) == {"envoy", "upstream", "fluent-bit", "loki", "prometheus", "grafana"}
+    for name, service in resolved["services"].items():
+        assert ":" in service["image"] and not service["image"].endswith(":latest"), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith("/"):
+                assert Path(source).exists() or source.endswith("meshaudit.wasm"), f"{name}: {source} missing"
+    envoy_mounts = resolved["services"]["envoy"]["volumes"]
+    assert any(str(v).startswith(str(harness.E2E / "envoy.yaml")) for v in envoy_mounts), "the same envoy.yaml as the tests"
