@@ -77,6 +77,13 @@ def file_log(path: Path, cel: str | None = None) -> dict:
     return log
 
 
+def handoff_log(path: Path) -> dict:
+    """Envoy's file access logger writing the records the plugin hands off (as in e2e/envoy.yaml)."""
+    log = file_log(path, "'wasm.meshaudit_record' in filter_state")
+    log["typed_config"]["log_format"] = {"text_format_source": {"inline_string": "%FILTER_STATE(wasm.meshaudit_record:PLAIN)%\n"}}
+    return log
+
+
 # name -> (extra http filters, access loggers, request headers wrk sends, what it shows)
 def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
     request_level = {
@@ -93,6 +100,11 @@ def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
         ("reference filter (:path + :status)", [wasm_filter(BENCH_WASM, "reference", None)], [], []),
         ("meshaudit, routine sampled out (1%)", meshaudit({"default_sample_rate": 0.01}), [], []),
         ("meshaudit, audit all, metadata", meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}), [], []),
+        # The same records handed to Envoy's file access logger instead of its log (buffered I/O).
+        ("meshaudit, audit all, metadata, via access log",
+         meshaudit({"budgets": UNBOUNDED, "output": {"log": False, "filter_state": True},
+                    "rules": [{"name": "all", "action": "audit"}]}),
+         [handoff_log(workdir / "handoff.log")], []),
         # The same records at a level Envoy's logger discards: the cost of deciding and encoding alone.
         ("meshaudit, audit all, metadata, not written", meshaudit({"budgets": UNBOUNDED, "log_level": "debug",
                                                                   "rules": [{"name": "all", "action": "audit"}]}), [], []),

@@ -100,26 +100,24 @@ mod fake {
         }
     }
 
+    /// A map serialised as Envoy would, in a stable order.
+    fn serialize_sorted(map: &HashMap<String, Vec<u8>>) -> Vec<u8> {
+        let mut pairs: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        pairs.sort();
+        crate::core::headers::serialize(&pairs)
+    }
+
     impl Host for FakeHost {
         fn request_header_map(&self) -> Option<Vec<u8>> {
             self.count();
-            let mut pairs: Vec<(&str, &[u8])> = self
-                .request_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            pairs.sort();
-            Some(crate::core::headers::serialize(&pairs))
+            Some(serialize_sorted(&self.request_headers))
         }
         fn response_header_map(&self) -> Option<Vec<u8>> {
             self.count();
-            let mut pairs: Vec<(&str, &[u8])> = self
-                .response_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            pairs.sort();
-            Some(crate::core::headers::serialize(&pairs))
+            Some(serialize_sorted(&self.response_headers))
         }
         fn response_header(&self, name: &str) -> Option<Vec<u8>> {
             self.count();

@@ -43,6 +43,14 @@ pub fn split_query(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// The canonical path: percent-decoded where decoding cannot change meaning,
 /// slashes merged, `;params` removed, `.` and `..` resolved. Idempotent.
 pub fn canonicalize(path: &[u8], options: CanonicalOptions) -> Vec<u8> {
+    if is_plainly_canonical(path) {
+        return path.to_vec();
+    }
+    canonicalize_in_full(path, options)
+}
+
+/// The general algorithm, without the fast path.
+pub(crate) fn canonicalize_in_full(path: &[u8], options: CanonicalOptions) -> Vec<u8> {
     let decoded = decode_and_unify_slashes(path, options);
     let ends_with_slash = decoded.last() == Some(&b'/');
     let mut segments: Vec<&[u8]> = Vec::new();
@@ -73,6 +81,25 @@ pub fn canonicalize(path: &[u8], options: CanonicalOptions) -> Vec<u8> {
         out.push(b'/');
     }
     out
+}
+
+/// Most paths are canonical already: nothing to decode, merge or resolve. Checked
+/// in one pass so the routine path skips the general algorithm's allocations.
+fn is_plainly_canonical(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut previous = 0u8;
+    for &byte in path {
+        if matches!(byte, b'%' | b'\\' | b';') || (byte == b'/' && previous == b'/') {
+            return false;
+        }
+        previous = byte;
+    }
+    // A `.` or `..` segment anywhere.
+    !path
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
 }
 
 /// Lowercases ASCII letters, for rules that match without regard to case.
@@ -218,49 +245,43 @@ impl Glob {
     }
 }
 
-/// Segment-level matching, where `**` is the star. The classic linear
-/// backtracking match: correct for one kind of star, O(pattern × path) at worst.
+/// Segment-level matching, where `**` is the star.
 fn segments_match(pattern: &[GlobSegment], path: &[&[u8]]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while let Some(segment) = path.get(t) {
-        match pattern.get(p) {
-            Some(GlobSegment::AnySegments) => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(GlobSegment::Pattern(glob)) if segment_matches(glob, segment) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern
-        .get(p..)
-        .unwrap_or_default()
-        .iter()
-        .all(|segment| *segment == GlobSegment::AnySegments)
+    wildcard_match(
+        pattern,
+        path,
+        |segment| *segment == GlobSegment::AnySegments,
+        |glob, segment| matches!(glob, GlobSegment::Pattern(g) if segment_matches(g, segment)),
+    )
 }
 
 /// Byte-level matching inside one segment, where `*` is the star and `?` any one byte.
 pub(crate) fn segment_matches(pattern: &[u8], segment: &[u8]) -> bool {
+    wildcard_match(
+        pattern,
+        segment,
+        |&b| b == b'*',
+        |&pc, &tc| pc == b'?' || pc == tc,
+    )
+}
+
+/// The classic linear-backtracking wildcard match: correct for one kind of star,
+/// and O(pattern × input) at worst, whatever an attacker sends.
+fn wildcard_match<P, T>(
+    pattern: &[P],
+    input: &[T],
+    is_star: impl Fn(&P) -> bool,
+    matches_one: impl Fn(&P, &T) -> bool,
+) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while t < segment.len() {
-        match (pattern.get(p), segment.get(t)) {
-            (Some(b'*'), _) => {
+    while let Some(item) = input.get(t) {
+        match pattern.get(p) {
+            Some(pat) if is_star(pat) => {
                 star = Some((p, t));
                 p += 1;
             }
-            (Some(&pc), Some(&tc)) if pc == b'?' || pc == tc => {
+            Some(pat) if matches_one(pat, item) => {
                 p += 1;
                 t += 1;
             }
@@ -274,11 +295,7 @@ pub(crate) fn segment_matches(pattern: &[u8], segment: &[u8]) -> bool {
             },
         }
     }
-    pattern
-        .get(p..)
-        .unwrap_or_default()
-        .iter()
-        .all(|&b| b == b'*')
+    pattern.get(p..).unwrap_or_default().iter().all(is_star)
 }
 
 #[cfg(test)]

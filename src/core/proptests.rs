@@ -93,6 +93,11 @@ proptest! {
     }
 
     #[test]
+    fn the_fast_path_agrees_with_the_full_algorithm(path in path_bytes(), options in options()) {
+        prop_assert_eq!(canonicalize(&path, options), super::path::canonicalize_in_full(&path, options));
+    }
+
+    #[test]
     fn any_bytes_encode_to_one_json_string(bytes in vec(any::<u8>(), 0..200), cap in 1usize..300) {
         let mut w = JsonWriter::default();
         w.bytes_value(&bytes, cap);
