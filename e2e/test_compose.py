@@ -1,6 +1,7 @@
 """The docker-compose stack for users: validated here (CI has no Docker engine to run it)."""
 
 import shutil
+from pathlib import Path
 import subprocess
 
 import harness
@@ -31,6 +32,10 @@ def test_compose_file_is_valid_and_images_are_pinned(resolved):
 def test_compose_runs_the_same_envoy_config_and_wasm_as_the_tests(resolved):
     volumes = resolved["services"]["envoy"]["volumes"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in volumes}
+    # The directory of the hand-off access log exists in the container.
+    shipped_log = yaml.safe_load((harness.E2E / "envoy.yaml").read_text())
+    log_path = harness.http_connection_manager(shipped_log)["access_log"][0]["typed_config"]["path"]
+    assert str(Path(log_path).parent) in mounts, f"{log_path} needs a volume"
     assert mounts["/etc/envoy/envoy.yaml"] == str(harness.E2E / "envoy.yaml")
     assert mounts["/etc/envoy/meshaudit.wasm"] == str(harness.WASM)
     shipped = yaml.safe_load((harness.E2E / "envoy.yaml").read_text())
