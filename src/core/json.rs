@@ -165,17 +165,30 @@ fn escape_into(out: &mut String, value: &[u8], cap: usize) {
         (value, false)
     };
     out.push('"');
-    for chunk in kept.utf8_chunks() {
-        push_escaped(out, chunk.valid());
-        for byte in chunk.invalid() {
-            let _ = write!(out, "\\\\x{byte:02x}");
-        }
+    // The common case: printable ASCII with nothing to escape, copied in one go.
+    let plain = kept
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if let (true, Ok(text)) = (plain, std::str::from_utf8(kept)) {
+        out.push_str(text);
+    } else {
+        push_escaped_bytes(out, kept);
     }
     if truncated {
         out.push_str(TRUNCATION_MARKER);
         let _ = write!(out, "{} bytes]", value.len());
     }
     out.push('"');
+}
+
+/// Escapes arbitrary bytes: valid text escaped where needed, invalid bytes as `\xNN`.
+fn push_escaped_bytes(out: &mut String, kept: &[u8]) {
+    for chunk in kept.utf8_chunks() {
+        push_escaped(out, chunk.valid());
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\\\x{byte:02x}");
+        }
+    }
 }
 
 /// Cuts at most `cap` bytes without splitting a UTF-8 sequence (invalid bytes count as one).
