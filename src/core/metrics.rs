@@ -6,21 +6,23 @@ use super::settings::Settings;
 use super::volume::{Counters, RuleCounts, KINDS};
 use super::worker::DEFAULT_RULE;
 
-const RULE_FIELDS: [&str; 5] = [
+const RULE_FIELDS: [&str; 6] = [
     "requests",
     "records",
     "sampled_out",
     "dropped",
     "suppressed",
+    "sink_errors",
 ];
 
-fn rule_values(c: &RuleCounts) -> [u64; 5] {
+fn rule_values(c: &RuleCounts) -> [u64; 6] {
     [
         c.requests,
         c.records,
         c.sampled_out,
         c.dropped,
         c.suppressed,
+        c.sink_errors,
     ]
 }
 
@@ -55,7 +57,8 @@ pub fn values(counts: &Counters) -> Vec<u64> {
         out.extend(rule_values(rule));
     }
     out.extend(counts.records_by_kind);
-    out.push(counts.sink_errors);
+    // All records lost, whatever their kind: the number to alert on.
+    out.push(counts.totals().sink_errors);
     out.push(counts.caller_evictions);
     out.push(counts.suppressed_overflow);
     out
@@ -84,6 +87,7 @@ mod tests {
         c.by_rule[1].sampled_out = 7;
         c.records_by_kind[kind_index(Kind::Denied)] = 2;
         c.sink_errors = 1;
+        c.by_rule[0].sink_errors = 2;
         let values = values(&c);
         assert_eq!(names.len(), values.len());
         let by_name: std::collections::HashMap<_, _> =
@@ -91,7 +95,8 @@ mod tests {
         assert_eq!(by_name["meshaudit.rule.admin.records"], 3);
         assert_eq!(by_name["meshaudit.rule._default.sampled_out"], 7);
         assert_eq!(by_name["meshaudit.kind.denied.records"], 2);
-        assert_eq!(by_name["meshaudit.sink_errors"], 1);
+        assert_eq!(by_name["meshaudit.sink_errors"], 3, "all records lost");
+        assert_eq!(by_name["meshaudit.rule.admin.sink_errors"], 2);
         assert_eq!(by_name["meshaudit.rule.admin.requests"], 0);
     }
 }

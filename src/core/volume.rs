@@ -51,6 +51,8 @@ pub struct RuleCounts {
     pub sampled_out: u64,
     pub dropped: u64,
     pub suppressed: u64,
+    /// Records of this rule that Envoy refused to take (the only records lost).
+    pub sink_errors: u64,
 }
 
 impl RuleCounts {
@@ -60,6 +62,7 @@ impl RuleCounts {
         self.sampled_out += other.sampled_out;
         self.dropped += other.dropped;
         self.suppressed += other.suppressed;
+        self.sink_errors += other.sink_errors;
     }
 }
 
@@ -86,7 +89,7 @@ pub struct Counters {
     pub by_rule: Vec<RuleCounts>,
     /// Records written, by kind (`KINDS` order).
     pub records_by_kind: [u64; KINDS.len()],
-    /// Records the plugin produced but Envoy's log refused.
+    /// Records not tied to a request (configuration, accounting, suppressed) that Envoy refused.
     pub sink_errors: u64,
     /// Callers evicted from the per-caller table to make room.
     pub caller_evictions: u64,
@@ -111,8 +114,12 @@ impl Counters {
         self.by_rule.get_mut(rule.unwrap_or(default).min(default))
     }
 
+    /// Sums over the rules; `sink_errors` also counts records not tied to a request.
     pub fn totals(&self) -> RuleCounts {
-        let mut total = RuleCounts::default();
+        let mut total = RuleCounts {
+            sink_errors: self.sink_errors,
+            ..RuleCounts::default()
+        };
         for counts in &self.by_rule {
             total.add(counts);
         }

@@ -32,6 +32,8 @@ pub struct Worker {
     suppressor: Suppressor,
     pub(crate) callers: CallerTable,
     interval_start_ns: u64,
+    /// The rule of the request record produced last, until it is written.
+    last_record_rule: Option<Option<usize>>,
 }
 
 fn bucket(budget: Budget) -> TokenBucket {
@@ -59,6 +61,7 @@ impl Worker {
             suppressor: Suppressor::new(settings.max_suppressed_callers),
             callers: CallerTable::new(settings.max_callers, settings.caller_window_seconds),
             interval_start_ns: now_ns,
+            last_record_rule: None,
         }
     }
 
@@ -69,9 +72,13 @@ impl Worker {
         seq
     }
 
-    /// Envoy's log refused a record: its sequence number is a gap, and this says why.
+    /// Envoy refused the record just produced: its sequence number is a gap, and
+    /// this says why (by the record's rule when it was a request record).
     pub fn note_sink_error(&mut self) {
-        self.counters.sink_errors += 1;
+        match self.last_record_rule.take() {
+            Some(rule) => self.tally(rule, |c| c.sink_errors += 1),
+            None => self.counters.sink_errors += 1,
+        }
     }
 
     /// Updates the interval's counts of a rule (`None`: the `_default` slot).
@@ -107,6 +114,7 @@ impl Worker {
 
     /// Counts a record written, by rule and kind.
     pub(crate) fn count_record(&mut self, rule: Option<usize>, kind: Kind) {
+        self.last_record_rule = Some(rule);
         self.tally(rule, |c| c.records += 1);
         if let Some(n) = self.counters.records_by_kind.get_mut(kind_index(kind)) {
             *n += 1;
@@ -192,7 +200,7 @@ impl Worker {
         w.u64_field("sampled_out", totals.sampled_out);
         w.u64_field("dropped", totals.dropped);
         w.u64_field("suppressed", totals.suppressed);
-        w.u64_field("sink_errors", counts.sink_errors);
+        w.u64_field("sink_errors", totals.sink_errors);
         w.u64_field("caller_evictions", counts.caller_evictions);
         w.u64_field("suppressed_overflow", counts.suppressed_overflow);
         w.end_object();
@@ -214,6 +222,7 @@ impl Worker {
             w.u64_field("sampled_out", c.sampled_out);
             w.u64_field("dropped", c.dropped);
             w.u64_field("suppressed", c.suppressed);
+            w.u64_field("sink_errors", c.sink_errors);
             w.end_object();
         }
         w.end_object();

@@ -572,3 +572,41 @@ fn the_request_cannot_forge_a_policy_name() {
         serde_json::json!({"decision": "denied", "by": "upstream"})
     );
 }
+
+#[test]
+fn accounting_adds_up_and_names_lost_records_by_rule() {
+    let s = settings(CONFIG);
+    let mut w = worker(&s);
+    let requests = [
+        ("/admin/a", 200),  // audited
+        ("/healthz", 200),  // dropped
+        ("/orders/1", 200), // sampled at 0.5: written or sampled out
+        ("/x", 403),        // security outcome
+    ];
+    for (path, status) in requests {
+        let host = FakeHost::request("GET", path, status).with_request_header("x-request-id", path);
+        let _ = on_log(&s, &mut w, true, &host);
+    }
+    // Envoy refuses the last record written (the 403): lost, and said so.
+    w.note_sink_error();
+    let report = w.report(&s, 2_000_000_000);
+    let accounting: Value = serde_json::from_str(report.lines.last().unwrap()).unwrap();
+    let totals = &accounting["totals"];
+    assert_eq!(totals["requests"], 4);
+    let sum = |k: &str| totals[k].as_u64().unwrap();
+    assert_eq!(
+        sum("records") + sum("sampled_out") + sum("dropped") + sum("suppressed"),
+        4
+    );
+    assert_eq!(totals["sink_errors"], 1);
+    assert_eq!(
+        accounting["by_rule"]["_default"]["sink_errors"], 1,
+        "the lost record was the 403, matched by no rule"
+    );
+    assert_eq!(accounting["by_rule"]["health"]["dropped"], 1);
+    assert_eq!(
+        accounting["seq"], totals["records"],
+        "request records took seq 0.. before the accounting record"
+    );
+    assert_eq!(report.counts.totals().sink_errors, 1);
+}
