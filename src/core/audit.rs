@@ -9,7 +9,7 @@
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
-use super::batch::{fact, RECORD_FACTS};
+use super::batch::{fact, Attr, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
 use super::decide::{classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput};
 use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
@@ -117,7 +117,12 @@ pub fn on_log(
     let sensitive = verdict.action == Action::Audit && verdict.rule.is_some();
     let security = kind.is_security_outcome() || sensitive;
     // Most of what a record carries, in one host call (see `batch`).
-    let mut facts = host.properties(&RECORD_FACTS);
+    let attrs: &[Attr] = if sensitive {
+        &SENSITIVE_RECORD_FACTS
+    } else {
+        &RECORD_FACTS
+    };
+    let mut facts = host.properties(attrs);
     let mut take_fact = |i: usize| facts.get_mut(i).and_then(Option::take);
     let source_address = take_fact(fact::SOURCE_ADDRESS);
     let peer = peer.get_or_insert_with(Peer::default);
@@ -150,11 +155,13 @@ pub fn on_log(
             if evicted {
                 worker.counters.caller_evictions += 1;
             }
-            Some(rate_limit_usage(
-                host,
+            Some(RateLimitUsage {
+                limit: take_fact(fact::RATELIMIT_LIMIT),
+                remaining: take_fact(fact::RATELIMIT_REMAINING),
+                reset: take_fact(fact::RATELIMIT_RESET),
                 window_calls,
-                settings.caller_window_seconds,
-            ))
+                window_seconds: settings.caller_window_seconds,
+            })
         }
         _ => None,
     };
@@ -164,8 +171,12 @@ pub fn on_log(
         take_fact(fact::CODE_DETAILS)
     };
     // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
-    if rbac.is_none() && verdict.action == Action::Audit && rule.is_some() {
-        rbac = Some(Rbac::read(host));
+    if rbac.is_none() && sensitive {
+        rbac = Some(
+            take_fact(fact::RBAC)
+                .map(|bytes| Rbac::from_struct(&HeaderMap::from_serialized(bytes)))
+                .unwrap_or_default(),
+        );
     }
     peer.read_certificates(host);
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
@@ -252,21 +263,6 @@ pub fn on_log(
         duration_nanos: duration,
     };
     Some(record.encode(settings.max_field_bytes, settings.max_record_bytes))
-}
-
-/// The caller's rate-limit position: the limiter's `x-ratelimit-*` response headers
-/// (Envoy's local_ratelimit with `enable_x_ratelimit_headers`), read in one call, and
-/// the plugin's own count of this caller's calls to the rule in the current window.
-fn rate_limit_usage(host: &impl Host, window_calls: u64, window_seconds: u64) -> RateLimitUsage {
-    let headers = HeaderMap::from_serialized(host.response_header_map().unwrap_or_default());
-    let get = |name: &str| headers.get(name).map(<[u8]>::to_vec);
-    RateLimitUsage {
-        limit: get("x-ratelimit-limit"),
-        remaining: get("x-ratelimit-remaining"),
-        reset: get("x-ratelimit-reset"),
-        window_calls,
-        window_seconds,
-    }
 }
 
 /// Verified JWT claims, from jwt_authn's `payload_in_metadata`.

@@ -29,40 +29,49 @@ pub struct Attr {
     pub kind: AttrKind,
 }
 
+const fn attr(path: &'static [&'static str], kind: AttrKind) -> Attr {
+    Attr { path, kind }
+}
+
 /// What every record reads once it is decided: in one call where Envoy allows.
 pub const RECORD_FACTS: [Attr; 8] = [
-    Attr {
-        path: &["response", "code_details"],
-        kind: AttrKind::Bytes,
-    },
-    Attr {
-        path: &["response", "flags"],
-        kind: AttrKind::Int,
-    },
-    Attr {
-        path: &["request", "duration"],
-        kind: AttrKind::Duration,
-    },
-    Attr {
-        path: &["source", "address"],
-        kind: AttrKind::Bytes,
-    },
-    Attr {
-        path: &["xds", "route_name"],
-        kind: AttrKind::Bytes,
-    },
-    Attr {
-        path: &["xds", "cluster_name"],
-        kind: AttrKind::Bytes,
-    },
-    Attr {
-        path: &["connection", "tls_version"],
-        kind: AttrKind::Bytes,
-    },
-    Attr {
-        path: &["connection", "mtls"],
-        kind: AttrKind::Bool,
-    },
+    attr(&["response", "code_details"], AttrKind::Bytes),
+    attr(&["response", "flags"], AttrKind::Int),
+    attr(&["request", "duration"], AttrKind::Duration),
+    attr(&["source", "address"], AttrKind::Bytes),
+    attr(&["xds", "route_name"], AttrKind::Bytes),
+    attr(&["xds", "cluster_name"], AttrKind::Bytes),
+    attr(&["connection", "tls_version"], AttrKind::Bytes),
+    attr(&["connection", "mtls"], AttrKind::Bool),
+];
+
+/// A record of a sensitive endpoint (an `audit` rule) also carries RBAC's decision and the
+/// caller's rate-limit position: the same call, a longer list.
+pub const SENSITIVE_RECORD_FACTS: [Attr; 12] = [
+    RECORD_FACTS[0],
+    RECORD_FACTS[1],
+    RECORD_FACTS[2],
+    RECORD_FACTS[3],
+    RECORD_FACTS[4],
+    RECORD_FACTS[5],
+    RECORD_FACTS[6],
+    RECORD_FACTS[7],
+    attr(
+        &["metadata", "filter_metadata", "envoy.filters.http.rbac"],
+        AttrKind::Bytes,
+    ),
+    attr(
+        &["response", "headers", "x-ratelimit-limit"],
+        AttrKind::Bytes,
+    ),
+    attr(
+        &["response", "headers", "x-ratelimit-remaining"],
+        AttrKind::Bytes,
+    ),
+    attr(
+        &["response", "headers", "x-ratelimit-reset"],
+        AttrKind::Bytes,
+    ),
 ];
 
 /// Positions in `RECORD_FACTS`.
@@ -75,6 +84,11 @@ pub mod fact {
     pub const CLUSTER_NAME: usize = 5;
     pub const TLS_VERSION: usize = 6;
     pub const MTLS: usize = 7;
+    /// In `SENSITIVE_RECORD_FACTS` only.
+    pub const RBAC: usize = 8;
+    pub const RATELIMIT_LIMIT: usize = 9;
+    pub const RATELIMIT_REMAINING: usize = 10;
+    pub const RATELIMIT_RESET: usize = 11;
 }
 
 /// Stands for an absent attribute in the list (no attribute value holds a NUL byte alone).
@@ -82,18 +96,32 @@ const ABSENT: &str = "\\x00";
 
 /// The CEL expression that lists `attrs` as strings, absent ones as a lone NUL.
 pub fn cel_expression(attrs: &[Attr]) -> String {
-    let items: Vec<String> = attrs
-        .iter()
-        .map(|a| {
-            let path = a.path.join(".");
-            let value = match a.kind {
-                AttrKind::Bytes => path.clone(),
-                AttrKind::Int | AttrKind::Duration | AttrKind::Bool => format!("string({path})"),
-            };
-            format!("has({path}) ? {value} : '{ABSENT}'")
-        })
-        .collect();
+    let items: Vec<String> = attrs.iter().map(cel_item).collect();
     format!("[{}]", items.join(", "))
+}
+
+/// `has(a.b) ? a.b : absent`, or for a key that is not an identifier (a header name,
+/// a filter name with dots) `'k' in a.b ? a.b['k'] : absent`.
+fn cel_item(attr: &Attr) -> String {
+    let (parent, last) = match attr.path.split_last() {
+        Some((last, parent)) => (parent.join("."), *last),
+        None => (String::new(), ""),
+    };
+    let identifier = last.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let (present, value) = if identifier {
+        let path = attr.path.join(".");
+        (format!("has({path})"), path)
+    } else {
+        (
+            format!("'{last}' in {parent}"),
+            format!("{parent}['{last}']"),
+        )
+    };
+    let value = match attr.kind {
+        AttrKind::Bytes => value,
+        AttrKind::Int | AttrKind::Duration | AttrKind::Bool => format!("string({value})"),
+    };
+    format!("{present} ? {value} : '{ABSENT}'")
 }
 
 /// Decodes an evaluated list back into single-read encodings; `None` if the
@@ -190,6 +218,16 @@ mod tests {
         assert_eq!(values[fact::CLUSTER_NAME], None);
         assert_eq!(values[fact::TLS_VERSION], None);
         assert_eq!(values[fact::MTLS], Some(vec![0]));
+    }
+
+    #[test]
+    fn keys_that_are_not_identifiers_are_indexed() {
+        let expr = cel_expression(&SENSITIVE_RECORD_FACTS[8..10]);
+        assert_eq!(
+            expr,
+            "['envoy.filters.http.rbac' in metadata.filter_metadata ? metadata.filter_metadata['envoy.filters.http.rbac'] : '\\x00', \
+             'x-ratelimit-limit' in response.headers ? response.headers['x-ratelimit-limit'] : '\\x00']"
+        );
     }
 
     #[test]

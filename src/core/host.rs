@@ -11,8 +11,6 @@ pub trait Host {
     /// one host call instead of one per header.
     fn request_header_map(&self) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// The whole response header map, serialised like the request's.
-    fn response_header_map(&self) -> Option<Vec<u8>>;
     /// An Envoy attribute, such as `["response", "code_details"]`, in its serialized form.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Wall-clock time, Unix nanoseconds.
@@ -91,6 +89,14 @@ mod fake {
                 .with_response_header(":status", status.to_string())
         }
 
+        /// An attribute: `response.headers.<name>` from the response headers, as in Envoy.
+        fn lookup(&self, path: &[&str]) -> Option<Vec<u8>> {
+            match path {
+                ["response", "headers", name] => self.response_headers.get(*name).cloned(),
+                _ => self.properties.get(&path.join(".")).cloned(),
+            }
+        }
+
         pub fn reset_calls(&self) {
             self.calls.set(0);
         }
@@ -115,17 +121,13 @@ mod fake {
             self.count();
             Some(serialize_sorted(&self.request_headers))
         }
-        fn response_header_map(&self) -> Option<Vec<u8>> {
-            self.count();
-            Some(serialize_sorted(&self.response_headers))
-        }
         fn response_header(&self, name: &str) -> Option<Vec<u8>> {
             self.count();
             self.response_headers.get(name).cloned()
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
             self.count();
-            self.properties.get(&path.join(".")).cloned()
+            self.lookup(path)
         }
         fn now_unix_nanos(&self) -> u64 {
             self.count();
@@ -134,10 +136,7 @@ mod fake {
         /// Like Envoy's CEL batch: one call for all.
         fn properties(&self, attrs: &[crate::core::batch::Attr]) -> Vec<Option<Vec<u8>>> {
             self.count();
-            attrs
-                .iter()
-                .map(|a| self.properties.get(&a.path.join(".")).cloned())
-                .collect()
+            attrs.iter().map(|a| self.lookup(a.path)).collect()
         }
     }
 }

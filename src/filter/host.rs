@@ -1,25 +1,31 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{self, Attr, RECORD_FACTS};
+use crate::core::batch::{self, Attr, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
 use crate::core::host::Host;
 use std::cell::Cell;
 
 thread_local! {
-    /// Envoy's token for the compiled `RECORD_FACTS` expression, per VM.
+    /// Envoy's tokens for the compiled batch expressions, per VM.
     static RECORD_FACTS_EXPR: Cell<Option<[u8; 4]>> = const { Cell::new(None) };
+    static SENSITIVE_FACTS_EXPR: Cell<Option<[u8; 4]>> = const { Cell::new(None) };
 }
 
-/// Compiles the batch expression once per VM. Without Envoy's CEL foreign
+/// Compiles the batch expressions once per VM. Without Envoy's CEL foreign
 /// functions (another host, or a build without them) attributes are read one by one.
 pub fn prepare_batches() {
-    if RECORD_FACTS_EXPR.get().is_some() {
-        return;
+    for (attrs, token) in [
+        (&RECORD_FACTS[..], &RECORD_FACTS_EXPR),
+        (&SENSITIVE_RECORD_FACTS[..], &SENSITIVE_FACTS_EXPR),
+    ] {
+        if token.get().is_none() {
+            let expression = batch::cel_expression(attrs);
+            token.set(
+                abi::foreign("expr_create", expression.as_bytes())
+                    .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok()),
+            );
+        }
     }
-    let expression = batch::cel_expression(&RECORD_FACTS);
-    let token = abi::foreign("expr_create", expression.as_bytes())
-        .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok());
-    RECORD_FACTS_EXPR.set(token);
 }
 
 pub struct EnvoyHost;
@@ -33,10 +39,6 @@ impl Host for EnvoyHost {
         abi::header(MapType::ResponseHeaders, name)
     }
 
-    fn response_header_map(&self) -> Option<Vec<u8>> {
-        abi::header_map(MapType::ResponseHeaders)
-    }
-
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path)
     }
@@ -46,9 +48,14 @@ impl Host for EnvoyHost {
     }
 
     fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
-        let batched = (attrs == RECORD_FACTS.as_slice())
-            .then(|| RECORD_FACTS_EXPR.get())
-            .flatten()
+        let token = if attrs == RECORD_FACTS.as_slice() {
+            RECORD_FACTS_EXPR.get()
+        } else if attrs == SENSITIVE_RECORD_FACTS.as_slice() {
+            SENSITIVE_FACTS_EXPR.get()
+        } else {
+            None
+        };
+        let batched = token
             .and_then(|token| abi::foreign("expr_evaluate", &token))
             .and_then(|answer| batch::decode(answer, attrs));
         batched.unwrap_or_else(|| attrs.iter().map(|a| self.property(a.path)).collect())
