@@ -6,26 +6,6 @@ use super::settings::Settings;
 use super::volume::{Counters, RuleCounts, KINDS};
 use super::worker::DEFAULT_RULE;
 
-const RULE_FIELDS: [&str; 6] = [
-    "requests",
-    "records",
-    "sampled_out",
-    "dropped",
-    "suppressed",
-    "sink_errors",
-];
-
-fn rule_values(c: &RuleCounts) -> [u64; 6] {
-    [
-        c.requests,
-        c.records,
-        c.sampled_out,
-        c.dropped,
-        c.suppressed,
-        c.sink_errors,
-    ]
-}
-
 /// Counter names, in the order `values` reports them. Envoy shows them under
 /// `wasmcustom.`; the rule and kind in the name become Prometheus labels through
 /// the `stats_tags` shipped in `e2e/envoy.yaml`.
@@ -37,7 +17,7 @@ pub fn counter_names(settings: &Settings) -> Vec<String> {
         .map(|r| r.name.as_str())
         .chain(std::iter::once(DEFAULT_RULE));
     for rule in rules {
-        for field in RULE_FIELDS {
+        for (field, _) in RuleCounts::default().named() {
             names.push(format!("meshaudit.rule.{rule}.{field}"));
         }
     }
@@ -54,7 +34,7 @@ pub fn counter_names(settings: &Settings) -> Vec<String> {
 pub fn values(counts: &Counters) -> Vec<u64> {
     let mut out = Vec::new();
     for rule in &counts.by_rule {
-        out.extend(rule_values(rule));
+        out.extend(rule.named().map(|(_, value)| value));
     }
     out.extend(counts.records_by_kind);
     // All records lost, whatever their kind: the number to alert on.

@@ -56,6 +56,18 @@ pub struct RuleCounts {
 }
 
 impl RuleCounts {
+    /// The counts with their names, as accounting records and Envoy stats show them.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("requests", self.requests),
+            ("records", self.records),
+            ("sampled_out", self.sampled_out),
+            ("dropped", self.dropped),
+            ("suppressed", self.suppressed),
+            ("sink_errors", self.sink_errors),
+        ]
+    }
+
     fn add(&mut self, other: &RuleCounts) {
         self.requests += other.requests;
         self.records += other.records;

@@ -193,14 +193,10 @@ impl Worker {
         w.str_field("start", &rfc3339_millis(self.interval_start_ns));
         w.str_field("end", &rfc3339_millis(now_ns));
         w.end_object();
-        let totals = counts.totals();
         w.object_field("totals");
-        w.u64_field("requests", totals.requests);
-        w.u64_field("records", totals.records);
-        w.u64_field("sampled_out", totals.sampled_out);
-        w.u64_field("dropped", totals.dropped);
-        w.u64_field("suppressed", totals.suppressed);
-        w.u64_field("sink_errors", totals.sink_errors);
+        for (name, value) in counts.totals().named() {
+            w.u64_field(name, value);
+        }
         w.u64_field("caller_evictions", counts.caller_evictions);
         w.u64_field("suppressed_overflow", counts.suppressed_overflow);
         w.end_object();
@@ -213,16 +209,14 @@ impl Worker {
         w.end_object();
         w.object_field("by_rule");
         for (i, c) in counts.by_rule.iter().enumerate() {
-            if c.requests == 0 && c.records == 0 && c.suppressed == 0 {
+            let named = c.named();
+            if named.iter().all(|(_, value)| *value == 0) {
                 continue;
             }
             w.object_field(rule_name(settings, Some(i)).unwrap_or(DEFAULT_RULE));
-            w.u64_field("requests", c.requests);
-            w.u64_field("records", c.records);
-            w.u64_field("sampled_out", c.sampled_out);
-            w.u64_field("dropped", c.dropped);
-            w.u64_field("suppressed", c.suppressed);
-            w.u64_field("sink_errors", c.sink_errors);
+            for (name, value) in named {
+                w.u64_field(name, value);
+            }
             w.end_object();
         }
         w.end_object();
