@@ -41,6 +41,7 @@ def main() -> None:
         for record in records:
             print(json.dumps(record, indent=None))
         print(f"\nEnvoy's full log: {stack.envoy.log_path}")
+        print(f"The same request records, written by Envoy's access logger (hand-off): {stack.audit_log_path}")
         if serve:
             print(f"\nServing; try: curl -s http://127.0.0.1:{stack.listen_port}/admin/x ; records go to {stack.envoy.log_path}")
             while True:
