@@ -10,7 +10,9 @@
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
 use super::batch::{fact, Attr, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
-use super::decide::{classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput};
+use super::decide::{
+    classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
+};
 use super::headers::HeaderMap;
 use super::host::{decode_i64, Host};
 use super::identity::{attr, jwt_failure_reason, Peer, Rbac};
@@ -114,7 +116,8 @@ pub fn on_log(
     // Sampled in: now the budgets. Security events (and audit-rule requests, the
     // sensitive endpoints) have their own, which routine traffic cannot exhaust.
     let now = host.now_unix_nanos();
-    let sensitive = verdict.action == Action::Audit && verdict.rule.is_some();
+    // Sensitive: an `audit` rule decided (not a security outcome overriding some other rule).
+    let sensitive = verdict.reason == Reason::Rule && verdict.action == Action::Audit;
     let security = kind.is_security_outcome() || sensitive;
     // Most of what a record carries, in one host call (see `batch`).
     let attrs: &[Attr] = if sensitive {

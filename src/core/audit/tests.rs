@@ -141,6 +141,10 @@ fn security_outcome_is_audited_even_under_a_drop_rule() {
     assert_eq!(r["kind"], "denied");
     assert_eq!(r["why"]["reason"], "security_outcome");
     assert_eq!(r["why"]["rule"], "health");
+    assert!(
+        r.get("rate_limit").is_none(),
+        "not a sensitive-endpoint call: the drop rule did not decide"
+    );
     assert_eq!(
         r["response"]["code_details"],
         "rbac_access_denied_matched_policy[ns[default]-policy[deny]-rule[0]]"
