@@ -11,6 +11,7 @@ pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod json;
+pub mod jsonpath;
 pub mod metrics;
 pub mod network;
 pub mod path;

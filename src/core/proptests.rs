@@ -164,3 +164,14 @@ proptest! {
         prop_assert!(!line.contains(&secret), "secret leaked: {}", line);
     }
 }
+
+proptest! {
+    #[test]
+    fn error_paths_from_any_text_and_position_never_panic(
+        text in vec(prop::sample::select(&b"{}[],:\"\\ab1 \n"[..]), 0..200),
+        line in 0usize..5,
+        column in 0usize..300,
+    ) {
+        let _ = super::jsonpath::path_at(&text, line, column);
+    }
+}

@@ -269,8 +269,10 @@ impl Settings {
             RawConfig::default()
         } else {
             let mut de = serde_json::Deserializer::from_slice(bytes);
-            let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
-                .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+            let raw = <RawConfig as serde::Deserialize>::deserialize(&mut de).map_err(|e| {
+                let at = super::jsonpath::path_at(bytes, e.line(), e.column());
+                error(at, e.to_string())
+            })?;
             de.end().map_err(|e| error("", e.to_string()))?;
             raw
         };

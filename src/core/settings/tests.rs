@@ -137,7 +137,7 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"exact": "//admin/./x"}]}}]}"#, "rules[0].match.paths[0].exact: \"//admin/./x\" is not in canonical form (rules match canonical paths); write \"/admin/x\""),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"exact": "/a?b=1"}]}}]}"#, "rules[0].match.paths[0].exact: rules match the path without its query string; remove '?' and what follows"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"glob": "/a**"}]}}]}"#, "rules[0].match.paths[0].glob: '**' must be a whole path segment (as in '/a/**/b'), got segment 'a**'"),
-        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"regex": "/a"}]}}]}"#, "rules[0].match.paths[0]: unknown variant `regex`, expected one of `exact`, `prefix`, `glob` at line 1 column 72"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "match": {"paths": [{"regex": "/a"}]}}]}"#, "rules[0].match.paths[0].regex: unknown variant `regex`, expected one of `exact`, `prefix`, `glob` at line 1 column 72"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"methods": ["GET POST"]}}]}"#, "rules[0].match.methods[0]: \"GET POST\" is not an HTTP method (a token such as GET or POST)"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"hosts": ["https://x.com"]}}]}"#, "rules[0].match.hosts[0]: \"https://x.com\" is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"headers": [{"name": "x"}]}}]}"#, "rules[0].match.headers[0]: give exactly one of \"present\" (true/false) or \"equals\" (a value)"),
