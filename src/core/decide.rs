@@ -176,7 +176,8 @@ fn host_matches(hosts: &[HostMatcher], authority: &[u8]) -> bool {
     })
 }
 
-fn strip_port(authority: &[u8]) -> &[u8] {
+/// An address or authority without its `:port` (`[::1]:8080` keeps its brackets).
+pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
     // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
     match authority.iter().rposition(|&b| b == b':') {
         Some(colon)

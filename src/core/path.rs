@@ -102,11 +102,6 @@ fn is_plainly_canonical(path: &[u8]) -> bool {
         .any(|segment| segment == b"." || segment == b"..")
 }
 
-/// Lowercases ASCII letters, for rules that match without regard to case.
-pub fn ascii_lowercase(path: &[u8]) -> Vec<u8> {
-    path.to_ascii_lowercase()
-}
-
 /// `;params` (matrix parameters, `;jsessionid=`) are ignored by rules: many servers drop them.
 fn strip_params(segment: &[u8]) -> &[u8] {
     match segment.iter().position(|&b| b == b';') {
@@ -215,21 +210,6 @@ impl Glob {
             segments,
             trailing_slash,
         })
-    }
-
-    /// Lowercases the pattern, for case-insensitive rules.
-    pub fn to_ascii_lowercase(&self) -> Self {
-        Self {
-            segments: self
-                .segments
-                .iter()
-                .map(|s| match s {
-                    GlobSegment::AnySegments => GlobSegment::AnySegments,
-                    GlobSegment::Pattern(p) => GlobSegment::Pattern(p.to_ascii_lowercase()),
-                })
-                .collect(),
-            trailing_slash: self.trailing_slash,
-        }
     }
 
     /// Matches a canonical path (no empty segments except a trailing slash).

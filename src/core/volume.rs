@@ -5,7 +5,7 @@
 //! All state is per worker (one Wasm VM per Envoy worker thread), bounded in
 //! entries, and costs no host call.
 
-use super::decide::Kind;
+use super::decide::{strip_port, Kind};
 
 /// A token bucket: `rate` tokens per second, at most `burst` stored.
 #[derive(Debug, Clone)]
@@ -329,17 +329,8 @@ pub fn caller_key(principal: Option<&[u8]>, source_address: Option<&[u8]>) -> Ve
     let Some(address) = source_address else {
         return b"unknown".to_vec();
     };
-    // `1.2.3.4:5678` or `[::1]:5678`: every connection has its own port, the caller is the host.
-    let host = match address.iter().rposition(|&b| b == b':') {
-        Some(colon)
-            if address.first() != Some(&b'[')
-                || address.get(colon.saturating_sub(1)) == Some(&b']') =>
-        {
-            address.get(..colon).unwrap_or(address)
-        }
-        _ => address,
-    };
-    host.to_vec()
+    // Every connection has its own port: the caller is the host.
+    strip_port(address).to_vec()
 }
 
 #[cfg(test)]
