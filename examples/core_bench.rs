@@ -1,5 +1,6 @@
 //! The core's own cost per request, natively, without Envoy: `cargo run --release --example core_bench`.
-//! The benchmark (bench/run.py) reports it beside the in-Envoy numbers.
+//! The benchmark (bench/run.py) reports it beside the in-Envoy numbers. ITERATIONS sets the
+//! loop count; ONLY=<name prefix> runs one case (for a profiler).
 
 use meshaudit::core::audit::{on_log, Worker};
 use meshaudit::core::headers::serialize;
@@ -34,6 +35,8 @@ impl Host for StaticHost {
             }
             ["source", "address"] => Some(b"10.1.2.3:45678".to_vec()),
             ["connection", "mtls"] => Some(vec![0]),
+            // One keep-alive connection, as wrk drives it.
+            ["connection", "id"] => Some(7i64.to_le_bytes().to_vec()),
             ["xds", "route_name"] => Some(b"backend".to_vec()),
             ["xds", "cluster_name"] => Some(b"outbound|8080||api.shop.svc.cluster.local".to_vec()),
             _ => None,
@@ -72,6 +75,10 @@ fn host(path: &str) -> StaticHost {
 }
 
 fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
+    // ONLY=<name prefix> runs one case, for profiling it alone.
+    if std::env::var("ONLY").is_ok_and(|only| !name.starts_with(&only)) {
+        return;
+    }
     let settings = Settings::from_json_with_env(config.as_bytes(), &|_| {
         Some("bench-key-0123456789abcdef".into())
     })

@@ -73,7 +73,7 @@ pub fn on_log(
         .flatten();
     let mut rbac = (settings.shadow_results || likely_security).then(|| Rbac::read(host));
     let kind = classify(status.unwrap_or(0), early_details.as_deref(), rbac.as_ref());
-    let mut peer = settings
+    let matching_peer = settings
         .match_needs_peer
         .then(|| Peer::read_for_matching(host));
 
@@ -88,7 +88,7 @@ pub fn on_log(
             authority,
             match_headers: &match_headers,
             status: status.unwrap_or(0),
-            peer: peer.as_ref(),
+            peer: matching_peer.as_ref(),
         },
     );
     let verdict = verdict(settings, kind, rule);
@@ -127,16 +127,13 @@ pub fn on_log(
     };
     let mut facts = host.properties(attrs);
     let mut take_fact = |i: usize| facts.get_mut(i).and_then(Option::take);
-    let source_address = take_fact(fact::SOURCE_ADDRESS);
-    let peer = peer.get_or_insert_with(Peer::default);
-    if peer.mtls.is_none() {
-        peer.mtls = Some(take_fact(fact::MTLS).is_some_and(|b| b.first() == Some(&1)));
-    }
-    peer.tls_version = take_fact(fact::TLS_VERSION);
-    if peer.mtls == Some(true) && peer.principal.is_none() {
-        peer.principal = host.property(attr::PEER_URI_SAN);
-    }
-    let caller = caller_key(peer.principal.as_deref(), source_address.as_deref());
+    let connection_id = take_fact(fact::CONNECTION_ID)
+        .as_deref()
+        .and_then(decode_i64)
+        .and_then(|id| u64::try_from(id).ok());
+    let connection = worker.connections.facts(connection_id, host);
+    let (peer, source_address) = (&connection.peer, connection.source_address.as_deref());
+    let caller = caller_key(peer.principal.as_deref(), source_address);
     if !worker.admit(verdict.rule, security, now) {
         worker.suppress(
             SuppressedKey {
@@ -181,7 +178,6 @@ pub fn on_log(
                 .unwrap_or_default(),
         );
     }
-    peer.read_certificates(host);
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
             JwtClaims::read(host, key)
@@ -260,7 +256,7 @@ pub fn on_log(
         trace_id: traceparent.and_then(traceparent_trace_id),
         span_id: traceparent.and_then(traceparent_span_id),
         b3_trace_id: b3,
-        source_address: source_address.as_deref(),
+        source_address,
         route_name: route_name.as_deref(),
         cluster_name: cluster_name.as_deref(),
         duration_nanos: duration,

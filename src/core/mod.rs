@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod batch;
 pub mod config;
+pub mod connection;
 pub mod decide;
 pub mod flags;
 pub mod headers;

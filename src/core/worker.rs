@@ -2,6 +2,7 @@
 //! and its sequence numbers, budgets, aggregation, counters, and the periodic
 //! report that writes `suppressed` and `accounting` records.
 
+use super::connection::ConnectionCache;
 use super::decide::Kind;
 use super::json::JsonWriter;
 use super::record::Envelope;
@@ -31,6 +32,8 @@ pub struct Worker {
     rule_buckets: Vec<Option<TokenBucket>>,
     suppressor: Suppressor,
     pub(crate) callers: CallerTable,
+    /// The caller facts of recent downstream connections.
+    pub(crate) connections: ConnectionCache,
     interval_start_ns: u64,
     /// The rule of the request record produced last, until it is written.
     last_record_rule: Option<Option<usize>>,
@@ -60,6 +63,7 @@ impl Worker {
                 .collect(),
             suppressor: Suppressor::new(settings.max_suppressed_callers),
             callers: CallerTable::new(settings.max_callers, settings.caller_window_seconds),
+            connections: ConnectionCache::default(),
             interval_start_ns: now_ns,
             last_record_rule: None,
         }

@@ -1,31 +1,32 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{self, Attr, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
+use crate::core::batch::{self, Attr, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
 use crate::core::host::Host;
 use std::cell::Cell;
 
+/// The attribute lists read in one call each.
+const BATCHES: [&[Attr]; 3] = [&RECORD_FACTS, &SENSITIVE_RECORD_FACTS, &CONNECTION_FACTS];
+
 thread_local! {
-    /// Envoy's tokens for the compiled batch expressions, per VM.
-    static RECORD_FACTS_EXPR: Cell<Option<[u8; 4]>> = const { Cell::new(None) };
-    static SENSITIVE_FACTS_EXPR: Cell<Option<[u8; 4]>> = const { Cell::new(None) };
+    /// Envoy's tokens for the compiled expressions of `BATCHES`, per VM.
+    static TOKENS: [Cell<Option<[u8; 4]>>; 3] = const { [const { Cell::new(None) }; 3] };
 }
 
 /// Compiles the batch expressions once per VM. Without Envoy's CEL foreign
 /// functions (another host, or a build without them) attributes are read one by one.
 pub fn prepare_batches() {
-    for (attrs, token) in [
-        (&RECORD_FACTS[..], &RECORD_FACTS_EXPR),
-        (&SENSITIVE_RECORD_FACTS[..], &SENSITIVE_FACTS_EXPR),
-    ] {
-        if token.get().is_none() {
-            let expression = batch::cel_expression(attrs);
-            token.set(
-                abi::foreign("expr_create", expression.as_bytes())
-                    .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok()),
-            );
+    TOKENS.with(|tokens| {
+        for (attrs, token) in BATCHES.iter().zip(tokens) {
+            if token.get().is_none() {
+                let expression = batch::cel_expression(attrs);
+                token.set(
+                    abi::foreign("expr_create", expression.as_bytes())
+                        .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok()),
+                );
+            }
         }
-    }
+    });
 }
 
 pub struct EnvoyHost;
@@ -48,13 +49,13 @@ impl Host for EnvoyHost {
     }
 
     fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
-        let token = if attrs == RECORD_FACTS.as_slice() {
-            RECORD_FACTS_EXPR.get()
-        } else if attrs == SENSITIVE_RECORD_FACTS.as_slice() {
-            SENSITIVE_FACTS_EXPR.get()
-        } else {
-            None
-        };
+        let token = TOKENS.with(|tokens| {
+            BATCHES
+                .iter()
+                .zip(tokens)
+                .find(|(batch, _)| std::ptr::eq(**batch, attrs) || **batch == attrs)
+                .and_then(|(_, token)| token.get())
+        });
         let batched = token
             .and_then(|token| abi::foreign("expr_evaluate", &token))
             .and_then(|answer| batch::decode(answer, attrs));

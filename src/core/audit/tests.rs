@@ -365,6 +365,34 @@ fn mtls_host(method: &str, path: &str, status: u16) -> FakeHost {
 }
 
 #[test]
+fn records_of_one_connection_read_its_identity_once() {
+    let s = settings(CONFIG);
+    let mut w = worker(&s);
+    let first = mtls_host("GET", "/admin/x", 200).with_int_property("connection.id", 41);
+    let r1: Value = serde_json::from_str(&on_log(&s, &mut w, true, &first).unwrap()).unwrap();
+    // The header map, :status, the time, the request facts, the connection facts.
+    assert_eq!(first.calls.get(), 5);
+    let again = FakeHost::request("GET", "/admin/y", 200).with_int_property("connection.id", 41);
+    let r2: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
+    assert_eq!(
+        again.calls.get(),
+        4,
+        "no connection read for a known connection"
+    );
+    assert_eq!(r2["peer"], r1["peer"]);
+    assert_eq!(
+        r2["peer"]["principal"],
+        "spiffe://cluster.local/ns/shop/sa/checkout"
+    );
+    // Another connection, even with the same facts on offer, is read for itself.
+    let other = FakeHost::request("GET", "/admin/z", 200)
+        .with_int_property("connection.id", 42)
+        .with_property("connection.mtls", [0]);
+    let r3: Value = serde_json::from_str(&on_log(&s, &mut w, true, &other).unwrap()).unwrap();
+    assert_eq!(r3["peer"], serde_json::json!({"mtls": false}));
+}
+
+#[test]
 fn every_record_says_who_called_over_mtls_or_that_it_was_plaintext() {
     let s = settings(CONFIG);
     let r = run(&s, &mtls_host("GET", "/admin/x", 200), true).unwrap();
