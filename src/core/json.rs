@@ -5,13 +5,15 @@
 //! misread. Here every value is escaped so that one record is always one
 //! line of valid JSON, and every string can be capped in bytes.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// Text appended to a capped string: the original length lets a reader see how much was cut.
 const TRUNCATION_MARKER: &str = "...[truncated, ";
 
 pub struct JsonWriter {
-    out: String,
+    /// Bytes, not a `String`: only valid UTF-8 is ever appended, so the text is
+    /// checked once in `finish` instead of value by value.
+    out: Vec<u8>,
     /// Whether the next value in the current object or array needs a comma before it.
     needs_comma: bool,
 }
@@ -26,13 +28,14 @@ impl Default for JsonWriter {
 impl JsonWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            out: String::with_capacity(capacity),
+            out: Vec::with_capacity(capacity),
             needs_comma: false,
         }
     }
 
     pub fn finish(self) -> String {
-        self.out
+        String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     pub fn len(&self) -> usize {
@@ -45,30 +48,30 @@ impl JsonWriter {
 
     fn separate(&mut self) {
         if self.needs_comma {
-            self.out.push(',');
+            self.out.push(b',');
         }
         self.needs_comma = true;
     }
 
     pub fn begin_object(&mut self) {
         self.separate();
-        self.out.push('{');
+        self.out.push(b'{');
         self.needs_comma = false;
     }
 
     pub fn end_object(&mut self) {
-        self.out.push('}');
+        self.out.push(b'}');
         self.needs_comma = true;
     }
 
     pub fn begin_array(&mut self) {
         self.separate();
-        self.out.push('[');
+        self.out.push(b'[');
         self.needs_comma = false;
     }
 
     pub fn end_array(&mut self) {
-        self.out.push(']');
+        self.out.push(b']');
         self.needs_comma = true;
     }
 
@@ -80,13 +83,13 @@ impl JsonWriter {
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         {
-            self.out.push('"');
-            self.out.push_str(key);
-            self.out.push('"');
+            self.out.push(b'"');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.push(b'"');
         } else {
             escape_into(&mut self.out, key.as_bytes(), usize::MAX);
         }
-        self.out.push(':');
+        self.out.push(b':');
         self.needs_comma = false;
     }
 
@@ -135,59 +138,95 @@ impl JsonWriter {
     pub fn u64_field(&mut self, key: &str, value: u64) {
         self.key(key);
         self.separate();
-        let _ = write!(self.out, "{value}");
+        push_u64(&mut self.out, value);
     }
 
     pub fn bool_field(&mut self, key: &str, value: bool) {
         self.key(key);
         self.separate();
-        self.out.push_str(if value { "true" } else { "false" });
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     /// Finite numbers only; rates and ratios are always in range when they get here.
     pub fn f64_field(&mut self, key: &str, value: f64) {
         self.key(key);
         self.separate();
-        if value.is_finite() {
-            let _ = write!(self.out, "{value}");
+        if !value.is_finite() {
+            self.out.extend_from_slice(b"null");
+        } else if value.fract() == 0.0 && (0.0..1e15).contains(&value) {
+            // Whole numbers (a sample rate of 1) as `Display` writes them, without its cost.
+            push_u64(&mut self.out, value as u64);
         } else {
-            self.out.push_str("null");
+            let _ = write!(self.out, "{value}");
         }
     }
 }
 
 /// Writes `value` as a quoted JSON string. Invalid UTF-8 bytes are written as
 /// the text `\xNN`, so a reader sees exactly which bytes were sent.
-fn escape_into(out: &mut String, value: &[u8], cap: usize) {
+fn escape_into(out: &mut Vec<u8>, value: &[u8], cap: usize) {
     let (kept, truncated) = if value.len() > cap {
         (floor_char_boundary(value, cap), true)
     } else {
         (value, false)
     };
-    out.push('"');
+    out.push(b'"');
     // The common case: printable ASCII with nothing to escape, copied in one go.
-    let plain = kept
+    if kept
         .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if let (true, Ok(text)) = (plain, std::str::from_utf8(kept)) {
-        out.push_str(text);
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(kept);
     } else {
         push_escaped_bytes(out, kept);
     }
     if truncated {
-        out.push_str(TRUNCATION_MARKER);
-        let _ = write!(out, "{} bytes]", value.len());
+        out.extend_from_slice(TRUNCATION_MARKER.as_bytes());
+        push_u64(out, u64::try_from(value.len()).unwrap_or(u64::MAX));
+        out.extend_from_slice(b" bytes]");
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 /// Escapes arbitrary bytes: valid text escaped where needed, invalid bytes as `\xNN`.
-fn push_escaped_bytes(out: &mut String, kept: &[u8]) {
+fn push_escaped_bytes(out: &mut Vec<u8>, kept: &[u8]) {
     for chunk in kept.utf8_chunks() {
         push_escaped(out, chunk.valid());
         for byte in chunk.invalid() {
-            let _ = write!(out, "\\\\x{byte:02x}");
+            out.extend_from_slice(b"\\\\x");
+            push_hex(out, u32::from(*byte), 2);
         }
+    }
+}
+
+/// Decimal digits of `value`.
+fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (value % 10) as u8;
+        }
+        value /= 10;
+        if value == 0 || start == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+}
+
+/// The last `width` lowercase hex digits of `value`.
+fn push_hex(out: &mut Vec<u8>, value: u32, width: u32) {
+    for position in (0..width).rev() {
+        let nibble = (value >> (4 * position)) & 0xf;
+        out.push(
+            b"0123456789abcdef"
+                .get(nibble as usize)
+                .copied()
+                .unwrap_or(b'0'),
+        );
     }
 }
 
@@ -204,7 +243,7 @@ fn floor_char_boundary(value: &[u8], cap: usize) -> &[u8] {
 }
 
 /// Appends valid text, copying runs that need no escape in one go (the common case).
-fn push_escaped(out: &mut String, text: &str) {
+fn push_escaped(out: &mut Vec<u8>, text: &str) {
     let mut start = 0;
     for (i, byte) in text.bytes().enumerate() {
         // Only these bytes can start a character that needs escaping; other
@@ -221,27 +260,28 @@ fn push_escaped(out: &mut String, text: &str) {
         if byte >= 0x80 && !needs_unicode_escape(ch) {
             continue;
         }
-        out.push_str(text.get(start..i).unwrap_or_default());
+        out.extend_from_slice(text.get(start..i).unwrap_or_default().as_bytes());
         escape_char(out, ch);
         start = i + ch.len_utf8();
     }
-    out.push_str(text.get(start..).unwrap_or_default());
+    out.extend_from_slice(text.get(start..).unwrap_or_default().as_bytes());
 }
 
-fn escape_char(out: &mut String, ch: char) {
+fn escape_char(out: &mut Vec<u8>, ch: char) {
     match ch {
-        '"' => out.push_str("\\\""),
-        '\\' => out.push_str("\\\\"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        '\t' => out.extend_from_slice(b"\\t"),
         c if needs_unicode_escape(c) => {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{unit:04x}");
+                out.extend_from_slice(b"\\u");
+                push_hex(out, u32::from(*unit), 4);
             }
         }
-        c => out.push(c),
+        c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
     }
 }
 
@@ -293,6 +333,32 @@ mod tests {
         let out = encode("aéb".as_bytes(), 2);
         assert_eq!(out, r#""a...[truncated, 4 bytes]""#);
         assert_eq!(encode(b"abc", 3), r#""abc""#);
+    }
+
+    #[test]
+    fn numbers_read_back_as_written() {
+        for n in [0, 7, 10, 1_000_000, u64::MAX] {
+            let mut w = JsonWriter::default();
+            w.begin_object();
+            w.u64_field("n", n);
+            w.end_object();
+            let back: serde_json::Value = serde_json::from_str(&w.finish()).unwrap();
+            assert_eq!(back["n"].as_u64(), Some(n));
+        }
+        for (rate, text) in [
+            (1.0, "1"),
+            (0.01, "0.01"),
+            (0.5, "0.5"),
+            (0.0, "0"),
+            (3.0, "3"),
+        ] {
+            let mut w = JsonWriter::default();
+            w.begin_object();
+            w.f64_field("r", rate);
+            w.end_object();
+            assert_eq!(w.finish(), format!(r#"{{"r":{text}}}"#), "{rate}");
+        }
+        assert_eq!(encode(b"\x01\xc2\x85", usize::MAX), r#""\u0001\u0085""#);
     }
 
     #[test]

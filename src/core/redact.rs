@@ -5,6 +5,7 @@
 
 use super::path::segment_matches;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Headers that carry credentials: never recorded in clear, even when a rule allow-lists them.
@@ -259,18 +260,27 @@ impl Redaction {
     }
 
     /// The path with segments that look like personal data replaced by placeholders.
-    pub fn path(&self, path: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(path.len());
-        for (i, segment) in path.split(|&b| b == b'/').enumerate() {
-            if i > 0 {
-                out.push(b'/');
+    /// Borrows the path when nothing in it is replaced (the common case: no copy).
+    pub fn path<'a>(&self, path: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied_to = 0;
+        let mut at = 0;
+        for segment in path.split(|&b| b == b'/') {
+            if let Some(placeholder) = self.placeholder_for(segment) {
+                let out = out.get_or_insert_with(|| Vec::with_capacity(path.len()));
+                out.extend_from_slice(path.get(copied_to..at).unwrap_or_default());
+                out.extend_from_slice(placeholder.as_bytes());
+                copied_to = at + segment.len();
             }
-            match self.placeholder_for(segment) {
-                Some(placeholder) => out.extend_from_slice(placeholder.as_bytes()),
-                None => out.extend_from_slice(segment),
-            }
+            at += segment.len() + 1;
         }
-        out
+        match out {
+            Some(mut out) => {
+                out.extend_from_slice(path.get(copied_to..).unwrap_or_default());
+                Cow::Owned(out)
+            }
+            None => Cow::Borrowed(path),
+        }
     }
 
     fn placeholder_for(&self, segment: &[u8]) -> Option<&str> {
@@ -314,7 +324,10 @@ fn looks_like_number(segment: &[u8], min_digits: usize) -> bool {
 }
 
 /// Decodes every valid `%XX` (for detection only; invalid escapes stay as they are).
-fn percent_decode_lossy(input: &[u8]) -> Vec<u8> {
+fn percent_decode_lossy(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while let Some(&b) = input.get(i) {
@@ -336,7 +349,7 @@ fn percent_decode_lossy(input: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -463,7 +476,7 @@ mod tests {
         ];
         for (path, expected) in cases {
             assert_eq!(
-                String::from_utf8(r.path(path.as_bytes())).unwrap(),
+                String::from_utf8(r.path(path.as_bytes()).into_owned()).unwrap(),
                 *expected,
                 "{path}"
             );

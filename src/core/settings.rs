@@ -681,7 +681,7 @@ impl Settings {
             RawPathMatch::Exact(p) | RawPathMatch::Prefix(p) => {
                 // A pattern the canonical form can never equal would silently never match.
                 let canonical = canonicalize(p.as_bytes(), self.canonical);
-                if canonical != p.as_bytes() {
+                if *canonical != *p.as_bytes() {
                     return Err(error(
                         at,
                         format!(
