@@ -144,7 +144,8 @@ def set_audit_log_path(config: dict, path: Path) -> None:
 class Envoy:
     """A real Envoy process with one worker; its log is a file we parse."""
 
-    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = (), pin_cpu: int | None = None) -> None:
+    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = (), pin_cpu: int | None = None,
+                 log_collector_cpu: int | None = None) -> None:
         if not WASM.exists():
             raise FileNotFoundError(f"{WASM} is missing: run `cargo build --release --target wasm32-wasip1`")
         self.config = config
@@ -157,6 +158,12 @@ class Envoy:
         # Envoy's log goes to stderr, which it writes line by line; a --log-path
         # file would only be flushed every few seconds.
         self._log_file = open(self.log_path, "wb")
+        # With log_collector_cpu, stderr is a pipe drained by another process into the file,
+        # as a container runtime collects a sidecar's log: the file I/O is not Envoy's.
+        self._collector = None
+        if log_collector_cpu is not None:
+            self._collector = subprocess.Popen(["taskset", "-c", str(log_collector_cpu), "cat"],
+                                               stdin=subprocess.PIPE, stdout=self._log_file)
         pin = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
         self.proc = subprocess.Popen(
             [
@@ -171,8 +178,10 @@ class Envoy:
                 *extra_args,
             ],
             stdout=subprocess.DEVNULL,
-            stderr=self._log_file,
+            stderr=self._collector.stdin if self._collector else self._log_file,
         )
+        if self._collector:
+            self._collector.stdin.close()  # Envoy holds the write end now
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -232,6 +241,8 @@ class Envoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._collector:
+            self._collector.wait(timeout=10)
         self._log_file.close()
 
 

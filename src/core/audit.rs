@@ -5,7 +5,8 @@
 //! Host calls on the routine path (a request that will not be recorded): two.
 //! The request header map, once (path, method, host, the headers rules match
 //! on, trace ids: one call costs less than two single reads), and `:status`.
-//! Everything else is read only for requests that produce a record. Reading
+//! Everything else is read only for requests that produce a record: one batch
+//! of attributes, and the caller's facts once per connection. Reading
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
@@ -14,7 +15,7 @@ use super::decide::{
     classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
 };
 use super::headers::HeaderMap;
-use super::host::{decode_i64, Host};
+use super::host::Host;
 use super::identity::{attr, jwt_failure_reason, Peer, Rbac};
 use super::path::{canonicalize, split_query};
 use super::record::{AccessRecord, Authn, Authz, RateLimitUsage, Why};
@@ -119,17 +120,16 @@ pub fn on_log(
     // Sensitive: an `audit` rule decided (not a security outcome overriding some other rule).
     let sensitive = verdict.reason == Reason::Rule && verdict.action == Action::Audit;
     let security = kind.is_security_outcome() || sensitive;
-    // Most of what a record carries, in one host call (see `batch`).
+    // Most of what a record carries, in one host call (see `batch`); the caller's
+    // identity once per connection (see `connection`).
     let attrs: &[Attr] = if sensitive {
         &SENSITIVE_RECORD_FACTS
     } else {
         &RECORD_FACTS
     };
-    let mut facts = host.properties(attrs);
-    let mut take_fact = |i: usize| facts.get_mut(i).and_then(Option::take);
-    let connection_id = take_fact(fact::CONNECTION_ID)
-        .as_deref()
-        .and_then(decode_i64)
+    let facts = host.properties(attrs);
+    let connection_id = facts
+        .int(fact::CONNECTION_ID)
         .and_then(|id| u64::try_from(id).ok());
     let connection = worker.connections.facts(connection_id, host);
     let (peer, source_address) = (&connection.peer, connection.source_address.as_deref());
@@ -139,7 +139,7 @@ pub fn on_log(
             SuppressedKey {
                 kind,
                 rule: verdict.rule,
-                caller,
+                caller: caller.to_vec(),
             },
             now,
         );
@@ -151,14 +151,14 @@ pub fn on_log(
     let rule = verdict.rule.and_then(|i| settings.rules.get(i));
     let rate_limit = match (sensitive, verdict.rule) {
         (true, Some(index)) => {
-            let (window_calls, evicted) = worker.callers.hit(index, &caller, now);
+            let (window_calls, evicted) = worker.callers.hit(index, caller, now);
             if evicted {
                 worker.counters.caller_evictions += 1;
             }
             Some(RateLimitUsage {
-                limit: take_fact(fact::RATELIMIT_LIMIT),
-                remaining: take_fact(fact::RATELIMIT_REMAINING),
-                reset: take_fact(fact::RATELIMIT_RESET),
+                limit: facts.bytes(fact::RATELIMIT_LIMIT),
+                remaining: facts.bytes(fact::RATELIMIT_REMAINING),
+                reset: facts.bytes(fact::RATELIMIT_RESET),
                 window_calls,
                 window_seconds: settings.caller_window_seconds,
             })
@@ -166,15 +166,16 @@ pub fn on_log(
         _ => None,
     };
     let code_details = if likely_security {
-        early_details
+        early_details.as_deref()
     } else {
-        take_fact(fact::CODE_DETAILS)
+        facts.bytes(fact::CODE_DETAILS)
     };
     // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
     if rbac.is_none() && sensitive {
         rbac = Some(
-            take_fact(fact::RBAC)
-                .map(|bytes| Rbac::from_struct(&HeaderMap::from_serialized(bytes)))
+            facts
+                .bytes(fact::RBAC)
+                .map(|bytes| Rbac::from_struct(&HeaderMap::from_serialized(bytes.to_vec())))
                 .unwrap_or_default(),
         );
     }
@@ -184,10 +185,8 @@ pub fn on_log(
         }
         _ => None,
     };
-    let response_flags = take_fact(fact::FLAGS).as_deref().and_then(decode_i64);
-    let duration = take_fact(fact::DURATION).as_deref().and_then(decode_i64);
-    let route_name = take_fact(fact::ROUTE_NAME);
-    let cluster_name = take_fact(fact::CLUSTER_NAME);
+    let response_flags = facts.int(fact::FLAGS);
+    let duration = facts.duration_nanos(fact::DURATION);
     let traceparent = map.get("traceparent");
     let b3 = map
         .get("x-b3-traceid")
@@ -202,7 +201,7 @@ pub fn on_log(
     let recorded_query = query.and_then(|q| redaction.query(q));
     let recorded_path = redaction.path(path);
     let recorded_canonical = redaction.path(&canonical);
-    let authz = authorization(kind, status, code_details.as_deref(), rbac.as_ref());
+    let authz = authorization(kind, status, code_details, rbac.as_ref());
     let subject = jwt_claims
         .as_ref()
         .and_then(|claims| claims.subject.as_deref())
@@ -216,7 +215,7 @@ pub fn on_log(
         });
     let authn = authentication(
         kind,
-        code_details.as_deref(),
+        code_details,
         jwt_claims.as_ref(),
         subject.as_deref(),
     );
@@ -247,7 +246,7 @@ pub fn on_log(
             .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
             .flatten(),
         status,
-        code_details: code_details.as_deref(),
+        code_details,
         response_flags: response_flags.and_then(|f| u64::try_from(f).ok()),
         replied_before_plugin,
         peer: Some(peer),
@@ -257,8 +256,8 @@ pub fn on_log(
         span_id: traceparent.and_then(traceparent_span_id),
         b3_trace_id: b3,
         source_address,
-        route_name: route_name.as_deref(),
-        cluster_name: cluster_name.as_deref(),
+        route_name: facts.bytes(fact::ROUTE_NAME),
+        cluster_name: facts.bytes(fact::CLUSTER_NAME),
         duration_nanos: duration,
     };
     Some(record.encode(settings.max_field_bytes, settings.max_record_bytes))

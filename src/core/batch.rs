@@ -9,6 +9,7 @@
 //! attribute read returns, so callers cannot tell the two paths apart.
 
 use super::headers::HeaderMap;
+use super::host::decode_i64;
 
 /// How an attribute is encoded by a single read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,40 +150,67 @@ fn cel_item(attr: &Attr) -> String {
     format!("{present} ? {value} : ''")
 }
 
-/// Decodes an evaluated list back into single-read encodings; `None` if the
-/// answer does not have the expected shape (the caller then reads one by one).
-pub fn decode(bytes: Vec<u8>, attrs: &[Attr]) -> Option<Vec<Option<Vec<u8>>>> {
-    let list = HeaderMap::from_serialized(bytes);
-    if list.len() != attrs.len() {
-        return None;
+/// The values of a batch of attributes, in the order asked, borrowed where they lie.
+/// Empty values count as absent (see `cel_expression`).
+#[derive(Debug)]
+pub enum Facts {
+    /// Envoy's answer to the batch expression: every value as text.
+    Batched(HeaderMap),
+    /// One read per attribute, each in a single read's encoding.
+    Single(Vec<Option<Vec<u8>>>),
+}
+
+impl Facts {
+    /// The evaluated list; `None` if it does not have the expected shape
+    /// (the caller then reads one by one).
+    pub fn from_answer(answer: Vec<u8>, attrs: &[Attr]) -> Option<Self> {
+        let list = HeaderMap::from_serialized(answer);
+        (list.len() == attrs.len()).then_some(Self::Batched(list))
     }
-    Some(
-        list.iter()
-            .zip(attrs)
-            .map(|((value, _), attr)| {
-                if value.is_empty() {
-                    return None;
-                }
-                match attr.kind {
-                    AttrKind::Bytes => Some(value.to_vec()),
-                    AttrKind::Int => text(value)?
-                        .parse::<i64>()
-                        .ok()
-                        .map(|n| n.to_le_bytes().to_vec()),
-                    AttrKind::Duration => text(value)?
-                        .parse::<i64>()
-                        .ok()?
-                        .checked_mul(1_000_000)
-                        .map(|n| n.to_le_bytes().to_vec()),
-                    AttrKind::Bool => match value {
-                        b"true" => Some(vec![1]),
-                        b"false" => Some(vec![0]),
-                        _ => None,
-                    },
-                }
-            })
-            .collect(),
-    )
+
+    fn raw(&self, i: usize) -> Option<&[u8]> {
+        let value = match self {
+            Self::Batched(list) => list.key_at(i),
+            Self::Single(values) => values.get(i)?.as_deref(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// A `Bytes` attribute.
+    pub fn bytes(&self, i: usize) -> Option<&[u8]> {
+        self.raw(i)
+    }
+
+    /// An `Int` attribute.
+    pub fn int(&self, i: usize) -> Option<i64> {
+        let raw = self.raw(i)?;
+        match self {
+            Self::Batched(_) => text(raw)?.parse().ok(),
+            Self::Single(_) => decode_i64(raw),
+        }
+    }
+
+    /// A `Bool` attribute.
+    pub fn flag(&self, i: usize) -> Option<bool> {
+        let raw = self.raw(i)?;
+        match self {
+            Self::Batched(_) => match raw {
+                b"true" => Some(true),
+                b"false" => Some(false),
+                _ => None,
+            },
+            Self::Single(_) => raw.first().map(|b| *b == 1),
+        }
+    }
+
+    /// A `Duration` attribute, in nanoseconds (whole milliseconds when batched).
+    pub fn duration_nanos(&self, i: usize) -> Option<i64> {
+        let raw = self.raw(i)?;
+        match self {
+            Self::Batched(_) => text(raw)?.parse::<i64>().ok()?.checked_mul(1_000_000),
+            Self::Single(_) => decode_i64(raw),
+        }
+    }
 }
 
 fn text(value: &[u8]) -> Option<&str> {
@@ -218,22 +246,16 @@ mod tests {
             ("direct", b""),
             ("", b""),
         ]);
-        let values = decode(answer, &RECORD_FACTS).unwrap();
+        let facts = Facts::from_answer(answer, &RECORD_FACTS).unwrap();
+        assert_eq!(facts.int(fact::CONNECTION_ID), Some(7));
         assert_eq!(
-            values[fact::CONNECTION_ID],
-            Some(7i64.to_le_bytes().to_vec())
-        );
-        assert_eq!(
-            values[fact::CODE_DETAILS].as_deref(),
+            facts.bytes(fact::CODE_DETAILS),
             Some(&b"direct_response"[..])
         );
-        assert_eq!(values[fact::FLAGS], Some(0i64.to_le_bytes().to_vec()));
-        assert_eq!(
-            values[fact::DURATION],
-            Some(12_000_000i64.to_le_bytes().to_vec())
-        );
-        assert_eq!(values[fact::ROUTE_NAME].as_deref(), Some(&b"direct"[..]));
-        assert_eq!(values[fact::CLUSTER_NAME], None);
+        assert_eq!(facts.int(fact::FLAGS), Some(0));
+        assert_eq!(facts.duration_nanos(fact::DURATION), Some(12_000_000));
+        assert_eq!(facts.bytes(fact::ROUTE_NAME), Some(&b"direct"[..]));
+        assert_eq!(facts.bytes(fact::CLUSTER_NAME), None);
 
         let answer = serialize(&[
             ("127.0.0.1:50860", b""),
@@ -244,10 +266,29 @@ mod tests {
             ("", b""),
             ("", b""),
         ]);
-        let values = decode(answer, &CONNECTION_FACTS).unwrap();
-        assert_eq!(values[connection_fact::MTLS], Some(vec![0]));
-        assert_eq!(values[connection_fact::TLS_VERSION], None);
-        assert_eq!(values[connection_fact::PEER_URI_SAN], None);
+        let facts = Facts::from_answer(answer, &CONNECTION_FACTS).unwrap();
+        assert_eq!(facts.flag(connection_fact::MTLS), Some(false));
+        assert_eq!(facts.bytes(connection_fact::TLS_VERSION), None);
+        assert_eq!(facts.bytes(connection_fact::PEER_URI_SAN), None);
+    }
+
+    #[test]
+    fn single_reads_answer_like_the_batch() {
+        let facts = Facts::Single(vec![
+            Some(7i64.to_le_bytes().to_vec()),
+            Some(b"via_upstream".to_vec()),
+            Some(0i64.to_le_bytes().to_vec()),
+            Some(12_000_000i64.to_le_bytes().to_vec()),
+            Some(Vec::new()),
+            None,
+        ]);
+        assert_eq!(facts.int(fact::CONNECTION_ID), Some(7));
+        assert_eq!(facts.bytes(fact::CODE_DETAILS), Some(&b"via_upstream"[..]));
+        assert_eq!(facts.duration_nanos(fact::DURATION), Some(12_000_000));
+        assert_eq!(facts.bytes(fact::ROUTE_NAME), None, "empty is absent");
+        assert_eq!(facts.bytes(fact::CLUSTER_NAME), None);
+        assert_eq!(facts.int(99), None);
+        assert_eq!(Facts::Single(vec![Some(vec![1])]).flag(0), Some(true));
     }
 
     #[test]
@@ -262,17 +303,16 @@ mod tests {
 
     #[test]
     fn odd_answers_fall_back_rather_than_mislead() {
-        assert!(decode(serialize(&[("x", b"")]), &RECORD_FACTS).is_none());
-        assert!(decode(b"garbage".to_vec(), &RECORD_FACTS).is_none());
+        assert!(Facts::from_answer(serialize(&[("x", b"")]), &RECORD_FACTS).is_none());
+        assert!(Facts::from_answer(b"garbage".to_vec(), &RECORD_FACTS).is_none());
         let with_duration = |text: &'static str| {
             let mut answer: Vec<(&str, &[u8])> = vec![("", b""); RECORD_FACTS.len()];
             answer[fact::DURATION] = (text, b"");
-            decode(serialize(&answer), &RECORD_FACTS).unwrap()[fact::DURATION].clone()
+            Facts::from_answer(serialize(&answer), &RECORD_FACTS)
+                .unwrap()
+                .duration_nanos(fact::DURATION)
         };
-        assert_eq!(
-            with_duration("1500"),
-            Some(1_500_000_000i64.to_le_bytes().to_vec())
-        );
+        assert_eq!(with_duration("1500"), Some(1_500_000_000));
         assert_eq!(with_duration("1.5s"), None);
         assert_eq!(
             with_duration("9223372036854775807"),

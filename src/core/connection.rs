@@ -24,11 +24,11 @@ pub struct ConnectionFacts {
 
 impl ConnectionFacts {
     pub fn read(host: &impl Host) -> Self {
-        let mut values = host.properties(&CONNECTION_FACTS);
-        let mut take = |i: usize| values.get_mut(i).and_then(Option::take);
+        let facts = host.properties(&CONNECTION_FACTS);
+        let take = |i: usize| facts.bytes(i).map(<[u8]>::to_vec);
         let source_address = take(connection_fact::SOURCE_ADDRESS);
         let tls_version = take(connection_fact::TLS_VERSION);
-        let mtls = take(connection_fact::MTLS).is_some_and(|b| b.first() == Some(&1));
+        let mtls = facts.flag(connection_fact::MTLS).unwrap_or(false);
         // Certificate facts only where the session has them: none on plaintext, no peer's without mTLS.
         let (principal, subject, cert_sha256) = if mtls {
             (

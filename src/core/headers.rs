@@ -30,6 +30,12 @@ impl HeaderMap {
         })
     }
 
+    /// The name of the `i`-th pair (the `i`-th item of a list, which Envoy serialises as names).
+    pub fn key_at(&self, i: usize) -> Option<&[u8]> {
+        let (key, _) = self.pairs.get(i)?;
+        self.bytes.get(key.clone())
+    }
+
     /// The first value of `name` (Envoy keeps names lowercase).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()

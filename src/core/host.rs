@@ -16,14 +16,14 @@ pub trait Host {
     /// Wall-clock time, Unix nanoseconds.
     fn now_unix_nanos(&self) -> u64;
 
-    /// Several attributes, each as `property` would answer. Envoy does it in one
-    /// call (see `batch`); the default reads them one by one.
-    fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
-        attrs.iter().map(|a| self.property(a.path)).collect()
+    /// Several attributes. Envoy answers them in one call (see `batch`); the
+    /// default reads them one by one.
+    fn properties(&self, attrs: &[Attr]) -> Facts {
+        Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect())
     }
 }
 
-use super::batch::Attr;
+use super::batch::{Attr, Facts};
 
 /// Envoy serialises integer attributes as 8-byte little-endian.
 pub fn decode_i64(bytes: &[u8]) -> Option<i64> {
@@ -134,9 +134,9 @@ mod fake {
             self.now
         }
         /// Like Envoy's CEL batch: one call for all.
-        fn properties(&self, attrs: &[crate::core::batch::Attr]) -> Vec<Option<Vec<u8>>> {
+        fn properties(&self, attrs: &[crate::core::batch::Attr]) -> crate::core::batch::Facts {
             self.count();
-            attrs.iter().map(|a| self.lookup(a.path)).collect()
+            crate::core::batch::Facts::Single(attrs.iter().map(|a| self.lookup(a.path)).collect())
         }
     }
 }

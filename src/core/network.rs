@@ -69,7 +69,7 @@ pub fn on_connection_close(
             SuppressedKey {
                 kind,
                 rule: None,
-                caller,
+                caller: caller.to_vec(),
             },
             now,
         );

@@ -57,10 +57,10 @@ pub struct Why<'a> {
 
 /// The caller's rate-limit position on a sensitive endpoint (`rate_limit` in the record).
 #[derive(Debug, Clone, Default)]
-pub struct RateLimitUsage {
-    pub limit: Option<Vec<u8>>,
-    pub remaining: Option<Vec<u8>>,
-    pub reset: Option<Vec<u8>>,
+pub struct RateLimitUsage<'a> {
+    pub limit: Option<&'a [u8]>,
+    pub remaining: Option<&'a [u8]>,
+    pub reset: Option<&'a [u8]>,
     /// The plugin's count of this caller's calls to the rule in the current window (per worker).
     pub window_calls: u64,
     pub window_seconds: u64,
@@ -123,7 +123,7 @@ pub struct AccessRecord<'a> {
     pub peer: Option<&'a Peer>,
     pub authz: Option<Authz<'a>>,
     pub authn: Option<Authn<'a>>,
-    pub rate_limit: Option<RateLimitUsage>,
+    pub rate_limit: Option<RateLimitUsage<'a>>,
     pub trace_id: Option<&'a [u8]>,
     pub span_id: Option<&'a [u8]>,
     pub b3_trace_id: Option<&'a [u8]>,
@@ -244,9 +244,9 @@ impl AccessRecord<'_> {
         }
         if let Some(usage) = &self.rate_limit {
             w.object_field("rate_limit");
-            w.opt_bytes_field("limit", usage.limit.as_deref(), cap);
-            w.opt_bytes_field("remaining", usage.remaining.as_deref(), cap);
-            w.opt_bytes_field("reset", usage.reset.as_deref(), cap);
+            w.opt_bytes_field("limit", usage.limit, cap);
+            w.opt_bytes_field("remaining", usage.remaining, cap);
+            w.opt_bytes_field("reset", usage.reset, cap);
             w.u64_field("window_calls", usage.window_calls);
             w.u64_field("window_seconds", usage.window_seconds);
             w.end_object();

@@ -322,15 +322,15 @@ impl CallerTable {
 }
 
 /// The caller as one key: the principal when the connection is mTLS, else the source IP.
-pub fn caller_key(principal: Option<&[u8]>, source_address: Option<&[u8]>) -> Vec<u8> {
+pub fn caller_key<'a>(principal: Option<&'a [u8]>, source_address: Option<&'a [u8]>) -> &'a [u8] {
     if let Some(principal) = principal {
-        return principal.to_vec();
+        return principal;
     }
     let Some(address) = source_address else {
-        return b"unknown".to_vec();
+        return b"unknown";
     };
     // Every connection has its own port: the caller is the host.
-    strip_port(address).to_vec()
+    strip_port(address)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{self, Attr, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
+use crate::core::batch::{self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
 use crate::core::host::Host;
 use std::cell::Cell;
 
@@ -48,7 +48,7 @@ impl Host for EnvoyHost {
         abi::now_unix_nanos().unwrap_or(0)
     }
 
-    fn properties(&self, attrs: &[Attr]) -> Vec<Option<Vec<u8>>> {
+    fn properties(&self, attrs: &[Attr]) -> Facts {
         let token = TOKENS.with(|tokens| {
             BATCHES
                 .iter()
@@ -58,7 +58,7 @@ impl Host for EnvoyHost {
         });
         let batched = token
             .and_then(|token| abi::foreign("expr_evaluate", &token))
-            .and_then(|answer| batch::decode(answer, attrs));
-        batched.unwrap_or_else(|| attrs.iter().map(|a| self.property(a.path)).collect())
+            .and_then(|answer| Facts::from_answer(answer, attrs));
+        batched.unwrap_or_else(|| Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect()))
     }
 }
