@@ -25,12 +25,53 @@ use super::settings::{Action, Level, RecordedHeader, Settings, SubjectMode};
 use super::volume::{caller_key, SuppressedKey};
 pub use super::worker::Worker;
 
-/// Headers clients use to tunnel a method through POST; rules match on them too.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+/// The request headers the flow reads, picked out in one pass over the map
+/// (the first value of each, as Envoy keeps names lowercase).
+#[derive(Debug, Default)]
+struct KnownHeaders<'a> {
+    method: Option<&'a [u8]>,
+    path: Option<&'a [u8]>,
+    authority: Option<&'a [u8]>,
+    /// The headers clients use to tunnel a method through POST (rules match on
+    /// them too), in order of precedence.
+    method_overrides: [Option<&'a [u8]>; 3],
+    request_id: Option<&'a [u8]>,
+    traceparent: Option<&'a [u8]>,
+    b3_trace_id: Option<&'a [u8]>,
+    b3_single: Option<&'a [u8]>,
+}
+
+impl<'a> KnownHeaders<'a> {
+    fn find(map: &'a HeaderMap) -> Self {
+        let mut known = Self::default();
+        for (name, value) in map.iter() {
+            let slot = match name {
+                b":method" => &mut known.method,
+                b":path" => &mut known.path,
+                b":authority" => &mut known.authority,
+                b"x-http-method-override" => &mut known.method_overrides[0],
+                b"x-http-method" => &mut known.method_overrides[1],
+                b"x-method-override" => &mut known.method_overrides[2],
+                b"x-request-id" => &mut known.request_id,
+                b"traceparent" => &mut known.traceparent,
+                b"x-b3-traceid" => &mut known.b3_trace_id,
+                b"b3" => &mut known.b3_single,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        known
+    }
+
+    fn method_override(&self) -> Option<&'a [u8]> {
+        self.method_overrides.iter().find_map(|value| *value)
+    }
+
+    /// The B3 trace id, from `x-b3-traceid` or the single `b3` header.
+    fn b3_trace_id(&self) -> Option<&'a [u8]> {
+        self.b3_trace_id.or(self.b3_single).and_then(b3_trace_id)
+    }
+}
 
 fn read_map(host: &impl Host) -> HeaderMap {
     HeaderMap::from_serialized(host.request_header_map().unwrap_or_default())
@@ -53,11 +94,9 @@ pub fn on_log(
     worker.requests_seen += 1;
     let replied_before_plugin = !headers_reached_plugin;
     let map = read_map(host);
-    let method = map.get(":method");
-    let method_override = METHOD_OVERRIDE_HEADERS
-        .iter()
-        .find_map(|name| map.get(name));
-    let authority = map.get(":authority");
+    let known = KnownHeaders::find(&map);
+    let (method, authority) = (known.method, known.authority);
+    let method_override = known.method_override();
     let match_headers: Vec<Option<&[u8]>> = settings
         .match_headers
         .iter()
@@ -78,7 +117,7 @@ pub fn on_log(
         .match_needs_peer
         .then(|| Peer::read_for_matching(host));
 
-    let (path, query) = split_query(map.get(":path").unwrap_or_default());
+    let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
     let rule = first_matching_rule(
         settings,
@@ -103,7 +142,7 @@ pub fn on_log(
         Action::Audit => ("audit", 1.0, None),
         Action::Sample(rate) if rate >= 1.0 => ("sample", rate, None),
         Action::Sample(rate) => {
-            let draw = (rate > 0.0).then(|| sampling_draw(&map, &mut worker.rng));
+            let draw = (rate > 0.0).then(|| sampling_draw(&known, &mut worker.rng));
             match draw {
                 Some((key, draw)) if sample::keep(rate, draw) => ("sample", rate, Some(key)),
                 _ => {
@@ -187,11 +226,8 @@ pub fn on_log(
     };
     let response_flags = facts.int(fact::FLAGS);
     let duration = facts.duration_nanos(fact::DURATION);
-    let traceparent = map.get("traceparent");
-    let b3 = map
-        .get("x-b3-traceid")
-        .or_else(|| map.get("b3"))
-        .and_then(b3_trace_id);
+    let traceparent = known.traceparent;
+    let b3 = known.b3_trace_id();
 
     let redaction = &settings.redaction;
     let (headers, mut hashed) = match (verdict.level, rule) {
@@ -233,7 +269,7 @@ pub fn on_log(
             sample_rate,
             sampled_by,
         }),
-        request_id: map.get("x-request-id"),
+        request_id: known.request_id,
         method,
         method_override,
         authority,
@@ -366,18 +402,14 @@ fn authentication<'a>(
 }
 
 /// The sampling draw: from the trace id when the request has one, so every hop agrees.
-fn sampling_draw(map: &HeaderMap, rng: &mut Rng) -> (SampleKey, u64) {
-    if let Some(id) = map.get("traceparent").and_then(traceparent_trace_id) {
+fn sampling_draw(known: &KnownHeaders, rng: &mut Rng) -> (SampleKey, u64) {
+    if let Some(id) = known.traceparent.and_then(traceparent_trace_id) {
         return (SampleKey::TraceId, sample::hash_id(id));
     }
-    if let Some(id) = map
-        .get("x-b3-traceid")
-        .or_else(|| map.get("b3"))
-        .and_then(b3_trace_id)
-    {
+    if let Some(id) = known.b3_trace_id() {
         return (SampleKey::B3TraceId, sample::hash_id(id));
     }
-    match map.get("x-request-id").filter(|id| !id.is_empty()) {
+    match known.request_id.filter(|id| !id.is_empty()) {
         Some(id) => (SampleKey::RequestId, sample::hash_id(id)),
         None => (SampleKey::Random, rng.next_u64()),
     }
