@@ -3,12 +3,11 @@
 //! key and value followed by a NUL byte; all integers little-endian.
 //! Reading the whole map is one host call, cheaper than several single reads.
 
-/// A borrowed view over a serialised header map; malformed input yields fewer (or no) pairs.
+/// A view over a serialised header map, read in place (no index is built: the
+/// routine path walks it once); malformed input yields fewer (or no) pairs.
 #[derive(Debug, Default)]
 pub struct HeaderMap {
     bytes: Vec<u8>,
-    /// Byte ranges of each key and value inside `bytes`.
-    pairs: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 /// Upper bound on pairs decoded, whatever the count field claims.
@@ -16,24 +15,23 @@ const MAX_PAIRS: usize = 8192;
 
 impl HeaderMap {
     pub fn from_serialized(bytes: Vec<u8>) -> Self {
-        let pairs = decode_ranges(&bytes).unwrap_or_default();
-        Self { bytes, pairs }
+        Self { bytes }
     }
 
     /// All `(name, value)` pairs, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.pairs.iter().map(|(k, v)| {
-            (
-                self.bytes.get(k.clone()).unwrap_or_default(),
-                self.bytes.get(v.clone()).unwrap_or_default(),
-            )
-        })
+    pub fn iter(&self) -> Pairs<'_> {
+        let count = read_u32(&self.bytes, 0).unwrap_or(0).min(MAX_PAIRS);
+        Pairs {
+            bytes: &self.bytes,
+            remaining: count,
+            sizes_at: 4,
+            data_at: count.saturating_mul(8).saturating_add(4),
+        }
     }
 
     /// The name of the `i`-th pair (the `i`-th item of a list, which Envoy serialises as names).
     pub fn key_at(&self, i: usize) -> Option<&[u8]> {
-        let (key, _) = self.pairs.get(i)?;
-        self.bytes.get(key.clone())
+        self.iter().nth(i).map(|(key, _)| key)
     }
 
     /// The first value of `name` (Envoy keeps names lowercase).
@@ -51,40 +49,56 @@ impl HeaderMap {
     }
 
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.iter().next().is_none()
+    }
+}
+
+/// The pairs of a `HeaderMap`: the sizes come first, then each name and value, NUL-terminated.
+pub struct Pairs<'a> {
+    bytes: &'a [u8],
+    remaining: usize,
+    sizes_at: usize,
+    data_at: usize,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let pair = self.decode_next();
+        // A malformed pair ends the map.
+        self.remaining = if pair.is_some() { self.remaining - 1 } else { 0 };
+        pair
+    }
+}
+
+impl<'a> Pairs<'a> {
+    fn decode_next(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let key_len = read_u32(self.bytes, self.sizes_at)?;
+        let value_len = read_u32(self.bytes, self.sizes_at.checked_add(4)?)?;
+        let key_end = self.data_at.checked_add(key_len)?;
+        let value_start = key_end.checked_add(1)?;
+        let value_end = value_start.checked_add(value_len)?;
+        let key = self.bytes.get(self.data_at..key_end)?;
+        let value = self.bytes.get(value_start..value_end)?;
+        // The value's NUL terminator must be there too.
+        self.bytes.get(value_end)?;
+        self.sizes_at += 8;
+        self.data_at = value_end + 1;
+        Some((key, value))
     }
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let array: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
     usize::try_from(u32::from_le_bytes(array)).ok()
-}
-
-type Ranges = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
-
-fn decode_ranges(bytes: &[u8]) -> Option<Ranges> {
-    let count = read_u32(bytes, 0)?.min(MAX_PAIRS);
-    let mut sizes_at = 4usize;
-    let mut data_at = count.checked_mul(8)?.checked_add(4)?;
-    let mut pairs = Vec::with_capacity(count);
-    for _ in 0..count {
-        let key_len = read_u32(bytes, sizes_at)?;
-        let value_len = read_u32(bytes, sizes_at + 4)?;
-        sizes_at += 8;
-        let key = data_at..data_at.checked_add(key_len)?;
-        let value_start = key.end.checked_add(1)?;
-        let value = value_start..value_start.checked_add(value_len)?;
-        data_at = value.end.checked_add(1)?;
-        if data_at > bytes.len() {
-            return Some(pairs);
-        }
-        pairs.push((key, value));
-    }
-    Some(pairs)
 }
 
 /// Serialises pairs the way Envoy does; for tests and the fake host.
