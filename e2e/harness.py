@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "e2e"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "meshaudit.wasm"
 RECORD_PREFIX = "meshaudit.record "
+# The plugin's warning when Envoy does not answer its attribute batch (see src/filter/host.rs).
+BATCH_FALLBACK = "could not evaluate an attribute batch"
 RECORD_SCHEMA = ROOT / "observability" / "record.schema.json"
 _record_validator = None
 

@@ -214,3 +214,10 @@ def test_non_utf8_and_control_bytes_stay_one_valid_line(stack):
         assert raw_char not in line, f"{raw_char!r} must be escaped in the log line itself"
     # Envoy is still serving.
     assert stack.request("GET", "/healthz")[0] == 200
+
+
+def test_every_record_came_from_one_attribute_batch(stack):
+    """Runs last: after direct replies, RBAC denials, 404s, 5xx and odd bytes, Envoy answered
+    every batch (the attributes it assumes present were present)."""
+    assert stack.envoy.records()
+    assert harness.BATCH_FALLBACK not in stack.envoy.log()

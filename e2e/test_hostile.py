@@ -134,3 +134,9 @@ def test_vm_memory_is_flat_across_100k_hostile_requests(stack):
     assert stack.envoy.proc.poll() is None
     assert stack.request("GET", "/healthz")[0] == 200
     assert "flood-secret" not in stack.envoy.log()
+
+
+def test_every_record_came_from_one_attribute_batch(stack):
+    """Runs last: hostile requests over HTTP/1.1 and HTTP/2 never broke the attribute batch."""
+    assert stack.envoy.records()
+    assert harness.BATCH_FALLBACK not in stack.envoy.log()

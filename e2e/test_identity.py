@@ -468,3 +468,9 @@ def test_successful_connections_produce_no_network_record(mesh):
     mesh.via_client("GET", "/admin/conn", {"x-request-id": "conn-1"})
     mesh.record("conn-1")
     assert not [r for r in mesh.server.records() if r["kind"] == "connection"]
+
+
+def test_every_record_came_from_one_attribute_batch(mesh):
+    """Runs last: after mTLS, JWT, ext_authz and RBAC outcomes, Envoy answered every batch."""
+    assert mesh.server.records()
+    assert harness.BATCH_FALLBACK not in mesh.server.log()

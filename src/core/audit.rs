@@ -249,12 +249,7 @@ pub fn on_log(
                 key.pseudonym(subject)
             }),
         });
-    let authn = authentication(
-        kind,
-        code_details,
-        jwt_claims.as_ref(),
-        subject.as_deref(),
-    );
+    let authn = authentication(kind, code_details, jwt_claims.as_ref(), subject.as_deref());
     let seq = worker.next_seq();
     let record = AccessRecord {
         ts_unix_nanos: now,

@@ -29,20 +29,38 @@ pub enum AttrKind {
 pub struct Attr {
     pub path: &'static [&'static str],
     pub kind: AttrKind,
+    /// Envoy 1.40 has this attribute for every HTTP stream it logs, so the batch
+    /// reads it without a presence test (0.15 µs each). Should it ever be absent,
+    /// the evaluation fails and the attributes are read one by one: slower, still right.
+    pub always: bool,
 }
 
 const fn attr(path: &'static [&'static str], kind: AttrKind) -> Attr {
-    Attr { path, kind }
+    Attr {
+        path,
+        kind,
+        always: false,
+    }
+}
+
+/// An attribute Envoy has for every logged HTTP stream (see `Attr::always`).
+const fn always(path: &'static [&'static str], kind: AttrKind) -> Attr {
+    Attr {
+        path,
+        kind,
+        always: true,
+    }
 }
 
 /// What every record reads once it is decided, in one call where Envoy allows.
 /// The connection's id tells whether its facts (`CONNECTION_FACTS`) are known already.
 pub const RECORD_FACTS: [Attr; 6] = [
-    attr(&["connection", "id"], AttrKind::Int),
+    always(&["connection", "id"], AttrKind::Int),
     attr(&["response", "code_details"], AttrKind::Bytes),
-    attr(&["response", "flags"], AttrKind::Int),
-    attr(&["request", "duration"], AttrKind::Duration),
-    attr(&["xds", "route_name"], AttrKind::Bytes),
+    always(&["response", "flags"], AttrKind::Int),
+    always(&["request", "duration"], AttrKind::Duration),
+    always(&["xds", "route_name"], AttrKind::Bytes),
+    // None for a direct response.
     attr(&["xds", "cluster_name"], AttrKind::Bytes),
 ];
 
@@ -76,9 +94,9 @@ pub const SENSITIVE_RECORD_FACTS: [Attr; 10] = [
 /// What a connection's records share: read once per connection (see `connection`).
 /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
 pub const CONNECTION_FACTS: [Attr; 7] = [
-    attr(&["source", "address"], AttrKind::Bytes),
+    always(&["source", "address"], AttrKind::Bytes),
     attr(&["connection", "tls_version"], AttrKind::Bytes),
-    attr(&["connection", "mtls"], AttrKind::Bool),
+    always(&["connection", "mtls"], AttrKind::Bool),
     attr(&["connection", "uri_san_peer_certificate"], AttrKind::Bytes),
     attr(&["connection", "subject_peer_certificate"], AttrKind::Bytes),
     attr(
@@ -126,7 +144,7 @@ pub fn cel_expression(attrs: &[Attr]) -> String {
 }
 
 /// `has(a.b) ? a.b : absent`, or for a key that is not an identifier (a header name,
-/// a filter name with dots) `'k' in a.b ? a.b['k'] : absent`.
+/// a filter name with dots) `'k' in a.b ? a.b['k'] : absent`; just `a.b` when it is always there.
 fn cel_item(attr: &Attr) -> String {
     let (parent, last) = match attr.path.split_last() {
         Some((last, parent)) => (parent.join("."), *last),
@@ -147,6 +165,9 @@ fn cel_item(attr: &Attr) -> String {
         AttrKind::Int | AttrKind::Bool => format!("string({value})"),
         AttrKind::Duration => format!("string({value}.getMilliseconds())"),
     };
+    if attr.always {
+        return value;
+    }
     format!("{present} ? {value} : ''")
 }
 
@@ -230,8 +251,8 @@ mod tests {
         assert_eq!(
             expr,
             "[has(response.code_details) ? response.code_details : '', \
-             has(response.flags) ? string(response.flags) : '', \
-             has(request.duration) ? string(request.duration.getMilliseconds()) : '']"
+             string(response.flags), \
+             string(request.duration.getMilliseconds())]"
         );
     }
 

@@ -74,7 +74,11 @@ impl<'a> Iterator for Pairs<'a> {
         }
         let pair = self.decode_next();
         // A malformed pair ends the map.
-        self.remaining = if pair.is_some() { self.remaining - 1 } else { 0 };
+        self.remaining = if pair.is_some() {
+            self.remaining - 1
+        } else {
+            0
+        };
         pair
     }
 }

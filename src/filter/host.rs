@@ -1,8 +1,11 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
+use crate::core::batch::{
+    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS,
+};
 use crate::core::host::Host;
+use crate::core::settings::LogLevel;
 use std::cell::Cell;
 
 /// The attribute lists read in one call each.
@@ -11,7 +14,13 @@ const BATCHES: [&[Attr]; 3] = [&RECORD_FACTS, &SENSITIVE_RECORD_FACTS, &CONNECTI
 thread_local! {
     /// Envoy's tokens for the compiled expressions of `BATCHES`, per VM.
     static TOKENS: [Cell<Option<[u8; 4]>>; 3] = const { [const { Cell::new(None) }; 3] };
+    /// Whether this VM has said that a batch could not be evaluated.
+    static FALLBACK_REPORTED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// Said once per VM: the attributes are still read, one by one, at a higher cost.
+pub const BATCH_FALLBACK_WARNING: &str =
+    "meshaudit: Envoy could not evaluate an attribute batch; reading attributes one by one (slower)";
 
 /// Compiles the batch expressions once per VM. Without Envoy's CEL foreign
 /// functions (another host, or a build without them) attributes are read one by one.
@@ -56,9 +65,18 @@ impl Host for EnvoyHost {
                 .find(|(batch, _)| std::ptr::eq(**batch, attrs) || **batch == attrs)
                 .and_then(|(_, token)| token.get())
         });
-        let batched = token
-            .and_then(|token| abi::foreign("expr_evaluate", &token))
-            .and_then(|answer| Facts::from_answer(answer, attrs));
-        batched.unwrap_or_else(|| Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect()))
+        let batched = token.map(|token| {
+            abi::foreign("expr_evaluate", &token)
+                .and_then(|answer| Facts::from_answer(answer, attrs))
+        });
+        if let Some(None) = batched {
+            // Compiled, yet not answered: an attribute assumed always present was not.
+            if !FALLBACK_REPORTED.replace(true) {
+                abi::log(LogLevel::Warn, BATCH_FALLBACK_WARNING);
+            }
+        }
+        batched
+            .flatten()
+            .unwrap_or_else(|| Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect()))
     }
 }

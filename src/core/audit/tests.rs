@@ -330,7 +330,11 @@ fn personal_data_and_secrets_are_redacted_in_the_record() {
 #[test]
 fn method_override_headers_cannot_dodge_a_method_rule() {
     let s = privacy_settings();
-    for header in ["x-http-method-override", "x-http-method", "x-method-override"] {
+    for header in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
         let host =
             FakeHost::request("POST", "/orders/1", 200).with_request_header(header, "DELETE");
         let r = run(&s, &host, true).unwrap_or_else(|| panic!("{header} dodged the rule"));
