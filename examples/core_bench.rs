@@ -27,6 +27,9 @@ impl Host for StaticHost {
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         (name == ":status").then(|| self.status.to_vec())
     }
+    fn response_header_map(&self) -> Option<Vec<u8>> {
+        Some(serialize(&[(":status", self.status)]))
+    }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         match path {
             ["response", "code_details"] => Some(b"via_upstream".to_vec()),

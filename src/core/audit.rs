@@ -10,7 +10,7 @@
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
-use super::batch::{fact, Attr, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
+use super::batch::{fact, RECORD_FACTS};
 use super::decide::{
     classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
 };
@@ -161,12 +161,7 @@ pub fn on_log(
     let security = kind.is_security_outcome() || sensitive;
     // Most of what a record carries, in one host call (see `batch`); the caller's
     // identity once per connection (see `connection`).
-    let attrs: &[Attr] = if sensitive {
-        &SENSITIVE_RECORD_FACTS
-    } else {
-        &RECORD_FACTS
-    };
-    let facts = host.properties(attrs);
+    let facts = host.properties(&RECORD_FACTS);
     let connection_id = facts
         .int(fact::CONNECTION_ID)
         .and_then(|id| u64::try_from(id).ok());
@@ -188,6 +183,13 @@ pub fn on_log(
 
     // From here on the request is recorded: read what the record carries.
     let rule = verdict.rule.and_then(|i| settings.rules.get(i));
+    // A sensitive endpoint's record carries the caller's rate-limit position, from the
+    // limiter's response headers (CEL cannot test a header's presence in Envoy 1.40).
+    let response_headers = if sensitive {
+        HeaderMap::from_serialized(host.response_header_map().unwrap_or_default())
+    } else {
+        HeaderMap::default()
+    };
     let rate_limit = match (sensitive, verdict.rule) {
         (true, Some(index)) => {
             let (window_calls, evicted) = worker.callers.hit(index, caller, now);
@@ -195,9 +197,9 @@ pub fn on_log(
                 worker.counters.caller_evictions += 1;
             }
             Some(RateLimitUsage {
-                limit: facts.bytes(fact::RATELIMIT_LIMIT),
-                remaining: facts.bytes(fact::RATELIMIT_REMAINING),
-                reset: facts.bytes(fact::RATELIMIT_RESET),
+                limit: response_headers.get("x-ratelimit-limit"),
+                remaining: response_headers.get("x-ratelimit-remaining"),
+                reset: response_headers.get("x-ratelimit-reset"),
                 window_calls,
                 window_seconds: settings.caller_window_seconds,
             })
@@ -211,12 +213,7 @@ pub fn on_log(
     };
     // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
     if rbac.is_none() && sensitive {
-        rbac = Some(
-            facts
-                .bytes(fact::RBAC)
-                .map(|bytes| Rbac::from_struct(&HeaderMap::from_serialized(bytes.to_vec())))
-                .unwrap_or_default(),
-        );
+        rbac = Some(Rbac::read(host));
     }
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {

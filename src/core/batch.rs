@@ -54,46 +54,19 @@ const fn always(path: &'static [&'static str], kind: AttrKind) -> Attr {
 
 /// What every record reads once it is decided, in one call where Envoy allows.
 /// The connection's id tells whether its facts (`CONNECTION_FACTS`) are known already.
-pub const RECORD_FACTS: [Attr; 6] = [
+pub static RECORD_FACTS: [Attr; 6] = [
     always(&["connection", "id"], AttrKind::Int),
     attr(&["response", "code_details"], AttrKind::Bytes),
     always(&["response", "flags"], AttrKind::Int),
     always(&["request", "duration"], AttrKind::Duration),
-    always(&["xds", "route_name"], AttrKind::Bytes),
-    // None for a direct response.
+    // None for a route without a name, and no cluster for a direct response.
+    attr(&["xds", "route_name"], AttrKind::Bytes),
     attr(&["xds", "cluster_name"], AttrKind::Bytes),
-];
-
-/// A record of a sensitive endpoint (an `audit` rule) also carries RBAC's decision and the
-/// caller's rate-limit position: the same call, a longer list.
-pub const SENSITIVE_RECORD_FACTS: [Attr; 10] = [
-    RECORD_FACTS[0],
-    RECORD_FACTS[1],
-    RECORD_FACTS[2],
-    RECORD_FACTS[3],
-    RECORD_FACTS[4],
-    RECORD_FACTS[5],
-    attr(
-        &["metadata", "filter_metadata", "envoy.filters.http.rbac"],
-        AttrKind::Bytes,
-    ),
-    attr(
-        &["response", "headers", "x-ratelimit-limit"],
-        AttrKind::Bytes,
-    ),
-    attr(
-        &["response", "headers", "x-ratelimit-remaining"],
-        AttrKind::Bytes,
-    ),
-    attr(
-        &["response", "headers", "x-ratelimit-reset"],
-        AttrKind::Bytes,
-    ),
 ];
 
 /// What a connection's records share: read once per connection (see `connection`).
 /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
-pub const CONNECTION_FACTS: [Attr; 7] = [
+pub static CONNECTION_FACTS: [Attr; 7] = [
     always(&["source", "address"], AttrKind::Bytes),
     attr(&["connection", "tls_version"], AttrKind::Bytes),
     always(&["connection", "mtls"], AttrKind::Bool),
@@ -109,7 +82,7 @@ pub const CONNECTION_FACTS: [Attr; 7] = [
     ),
 ];
 
-/// Positions in `RECORD_FACTS` and `SENSITIVE_RECORD_FACTS`.
+/// Positions in `RECORD_FACTS`.
 pub mod fact {
     pub const CONNECTION_ID: usize = 0;
     pub const CODE_DETAILS: usize = 1;
@@ -117,11 +90,6 @@ pub mod fact {
     pub const DURATION: usize = 3;
     pub const ROUTE_NAME: usize = 4;
     pub const CLUSTER_NAME: usize = 5;
-    /// In `SENSITIVE_RECORD_FACTS` only.
-    pub const RBAC: usize = 6;
-    pub const RATELIMIT_LIMIT: usize = 7;
-    pub const RATELIMIT_REMAINING: usize = 8;
-    pub const RATELIMIT_RESET: usize = 9;
 }
 
 /// Positions in `CONNECTION_FACTS`.
@@ -314,11 +282,13 @@ mod tests {
 
     #[test]
     fn keys_that_are_not_identifiers_are_indexed() {
-        let expr = cel_expression(&SENSITIVE_RECORD_FACTS[fact::RBAC..fact::RATELIMIT_REMAINING]);
+        const HEADER: Attr = attr(
+            &["response", "headers", "x-ratelimit-limit"],
+            AttrKind::Bytes,
+        );
         assert_eq!(
-            expr,
-            "['envoy.filters.http.rbac' in metadata.filter_metadata ? metadata.filter_metadata['envoy.filters.http.rbac'] : '', \
-             'x-ratelimit-limit' in response.headers ? response.headers['x-ratelimit-limit'] : '']"
+            cel_expression(&[HEADER]),
+            "['x-ratelimit-limit' in response.headers ? response.headers['x-ratelimit-limit'] : '']"
         );
     }
 

@@ -1,19 +1,15 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{
-    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS,
-};
+use crate::core::batch::{self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS};
 use crate::core::host::Host;
 use crate::core::settings::LogLevel;
 use std::cell::Cell;
 
 /// The attribute lists read in one call each.
-const BATCHES: [&[Attr]; 3] = [&RECORD_FACTS, &SENSITIVE_RECORD_FACTS, &CONNECTION_FACTS];
+const BATCHES: [&[Attr]; 2] = [&RECORD_FACTS, &CONNECTION_FACTS];
 
 thread_local! {
-    /// Envoy's tokens for the compiled expressions of `BATCHES`, per VM.
-    static TOKENS: [Cell<Option<[u8; 4]>>; 3] = const { [const { Cell::new(None) }; 3] };
     /// Whether this VM has said that a batch could not be evaluated.
     static FALLBACK_REPORTED: Cell<bool> = const { Cell::new(false) };
 }
@@ -22,23 +18,37 @@ thread_local! {
 pub const BATCH_FALLBACK_WARNING: &str =
     "meshaudit: Envoy could not evaluate an attribute batch; reading attributes one by one (slower)";
 
-/// Compiles the batch expressions once per VM. Without Envoy's CEL foreign
-/// functions (another host, or a build without them) attributes are read one by one.
-pub fn prepare_batches() {
-    TOKENS.with(|tokens| {
-        for (attrs, token) in BATCHES.iter().zip(tokens) {
-            if token.get().is_none() {
-                let expression = batch::cel_expression(attrs);
-                token.set(
-                    abi::foreign("expr_create", expression.as_bytes())
-                        .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok()),
-                );
-            }
-        }
-    });
+/// Envoy's tokens for the compiled expressions of `BATCHES`. Envoy keeps compiled
+/// expressions per root context, and one VM can hold several (the HTTP and the
+/// network filter of one module share it): each root compiles its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchTokens([Option<[u8; 4]>; 2]);
+
+impl BatchTokens {
+    /// Compiles the batches for the current root context. Without Envoy's CEL foreign
+    /// functions (another host, or a build without them) attributes are read one by one.
+    pub fn compile() -> Self {
+        Self(BATCHES.map(|attrs| {
+            let expression = batch::cel_expression(attrs);
+            abi::foreign("expr_create", expression.as_bytes())
+                .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok())
+        }))
+    }
+
+    fn token_for(&self, attrs: &[Attr]) -> Option<[u8; 4]> {
+        BATCHES
+            .iter()
+            .zip(self.0)
+            // The lists are statics: the address decides, the contents only for another copy.
+            .find(|(batch, _)| std::ptr::eq(**batch, attrs) || **batch == attrs)
+            .and_then(|(_, token)| token)
+    }
 }
 
-pub struct EnvoyHost;
+/// The current stream, as seen from the root context that created it.
+pub struct EnvoyHost {
+    pub batches: BatchTokens,
+}
 
 impl Host for EnvoyHost {
     fn request_header_map(&self) -> Option<Vec<u8>> {
@@ -47,6 +57,10 @@ impl Host for EnvoyHost {
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         abi::header(MapType::ResponseHeaders, name)
+    }
+
+    fn response_header_map(&self) -> Option<Vec<u8>> {
+        abi::header_map(MapType::ResponseHeaders)
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -58,13 +72,7 @@ impl Host for EnvoyHost {
     }
 
     fn properties(&self, attrs: &[Attr]) -> Facts {
-        let token = TOKENS.with(|tokens| {
-            BATCHES
-                .iter()
-                .zip(tokens)
-                .find(|(batch, _)| std::ptr::eq(**batch, attrs) || **batch == attrs)
-                .and_then(|(_, token)| token.get())
-        });
+        let token = self.batches.token_for(attrs);
         let batched = token.map(|token| {
             abi::foreign("expr_evaluate", &token)
                 .and_then(|answer| Facts::from_answer(answer, attrs))

@@ -11,7 +11,7 @@ use crate::core::network;
 use crate::core::record::{ConfigRecord, RECORD_PREFIX};
 use crate::core::settings::{sha256_hex, LogLevel, Settings, CONFIG_VERSION};
 use abi::{BufferType, MetricType};
-use host::EnvoyHost;
+use host::{BatchTokens, EnvoyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -38,6 +38,7 @@ struct Active {
     worker: RefCell<Worker>,
     /// Envoy counter ids, in the order of `metrics::counter_names`.
     counters: Vec<Option<u32>>,
+    batches: BatchTokens,
 }
 
 struct Root {
@@ -47,6 +48,16 @@ struct Root {
     network: bool,
     memory_gauge: Option<u32>,
     config_errors: Option<u32>,
+    /// Compiled at the first configuration, kept across later ones.
+    batches: Option<BatchTokens>,
+}
+
+impl Active {
+    fn host(&self) -> EnvoyHost {
+        EnvoyHost {
+            batches: self.batches,
+        }
+    }
 }
 
 impl Root {
@@ -57,6 +68,7 @@ impl Root {
             network: false,
             memory_gauge: abi::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES),
             config_errors: abi::define_metric(MetricType::Counter, metrics::CONFIG_ERRORS),
+            batches: None,
         }
     }
 
@@ -110,7 +122,7 @@ impl RootContext for Root {
             Err(error) => return self.reject(now, &bytes, &error.to_string()),
         };
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
-        host::prepare_batches();
+        let batches = *self.batches.get_or_insert_with(BatchTokens::compile);
         self.network = abi::property(&["plugin_root_id"]).as_deref() == Some(NETWORK_ROOT_ID);
         let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
         let mut worker = Worker::new(&settings, instance, seed, now);
@@ -125,6 +137,7 @@ impl RootContext for Root {
             settings,
             worker: RefCell::new(worker),
             counters,
+            batches,
         }));
         true
     }
@@ -264,7 +277,8 @@ impl StreamContext for Connection {
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
-        if let Some(json) = network::on_connection_close(&active.settings, &mut worker, &EnvoyHost)
+        if let Some(json) =
+            network::on_connection_close(&active.settings, &mut worker, &active.host())
         {
             emit(active.settings.log_level, &json, &mut worker);
         }
@@ -291,9 +305,12 @@ impl HttpContext for Stream {
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
-        if let Some(json) =
-            audit::on_log(&active.settings, &mut worker, self.headers_seen, &EnvoyHost)
-        {
+        if let Some(json) = audit::on_log(
+            &active.settings,
+            &mut worker,
+            self.headers_seen,
+            &active.host(),
+        ) {
             emit_request_record(&active.settings, &json, &mut worker);
         }
     }
