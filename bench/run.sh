@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --target wasm32-wasip1
+bash scripts/build.sh
 cargo build --release --target wasm32-wasip1 --manifest-path bench/filters/Cargo.toml
 cargo build --release --example core_bench
 python3 bench/run.py

@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "e2e"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "meshaudit.wasm"
+WASM = ROOT / "target" / "meshaudit.wasm"
 RECORD_PREFIX = "meshaudit.record "
 # The plugin's warning when Envoy does not answer its attribute batch (see src/filter/host.rs).
 BATCH_FALLBACK = "could not evaluate an attribute batch"
@@ -149,7 +149,7 @@ class Envoy:
     def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = (), pin_cpu: int | None = None,
                  log_collector_cpu: int | None = None) -> None:
         if not WASM.exists():
-            raise FileNotFoundError(f"{WASM} is missing: run `cargo build --release --target wasm32-wasip1`")
+            raise FileNotFoundError(f"{WASM} is missing: run `bash scripts/build.sh`")
         self.config = config
         self.workdir = workdir
         self.config_path = workdir / "envoy.yaml"

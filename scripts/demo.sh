@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh demo
-cargo build --release --target wasm32-wasip1
+bash scripts/build.sh
 python3 e2e/demo.py "$@"

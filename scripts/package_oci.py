@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "meshaudit.wasm"
+WASM = ROOT / "target" / "meshaudit.wasm"
 LAYER_MEDIA_TYPE = "application/vnd.module.wasm.content.layer.v1+wasm"
 CONFIG_MEDIA_TYPE = "application/vnd.module.wasm.config.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -20,6 +20,15 @@ if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint,
   python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
 fi
 
+# binaryen's wasm-opt finishes the plugin's build (scripts/build.sh): the demo needs it too.
+apt_install() {
+  step "apt: $*"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+command -v wasm-opt >/dev/null || apt_install binaryen
+
 [ "$what" = demo ] && exit 0
 
 # Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
@@ -33,10 +42,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
-  step "apt: ${missing[*]}"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock exactly.

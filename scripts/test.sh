@@ -26,9 +26,9 @@ step "unit tests of the core compiled to wasm32 (wasm-bindgen-test under Node)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --no-default-features --target wasm32-unknown-unknown
 
-step "build the plugin"
-cargo build --release --target wasm32-wasip1
-ls -l target/wasm32-wasip1/release/meshaudit.wasm
+step "build the plugin (cargo, then wasm-opt)"
+bash scripts/build.sh
+ls -l target/meshaudit.wasm
 
 step "end-to-end: real Envoy 1.40 with the built .wasm"
 python3 -m pytest -q e2e
