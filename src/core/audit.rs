@@ -10,7 +10,7 @@
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
-use super::batch::{fact, RECORD_FACTS};
+use super::batch::{fact, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
 use super::decide::{
     classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
 };
@@ -161,7 +161,11 @@ pub fn on_log(
     let security = kind.is_security_outcome() || sensitive;
     // Most of what a record carries, in one host call (see `batch`); the caller's
     // identity once per connection (see `connection`).
-    let facts = host.properties(&RECORD_FACTS);
+    let facts = host.properties(if sensitive {
+        &SENSITIVE_RECORD_FACTS
+    } else {
+        &RECORD_FACTS
+    });
     let connection_id = facts
         .int(fact::CONNECTION_ID)
         .and_then(|id| u64::try_from(id).ok());
@@ -213,7 +217,11 @@ pub fn on_log(
     };
     // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
     if rbac.is_none() && sensitive {
-        rbac = Some(Rbac::read(host));
+        // Read only where RBAC left a decision (unknown counts as yes).
+        rbac = Some(match facts.present(fact::RBAC_PRESENT) {
+            Some(false) => Rbac::default(),
+            _ => Rbac::read(host),
+        });
     }
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {

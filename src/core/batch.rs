@@ -23,6 +23,8 @@ pub enum AttrKind {
     Duration,
     /// One byte, 0 or 1.
     Bool,
+    /// Only whether the attribute exists: its value is not fetched.
+    Presence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,22 @@ pub static RECORD_FACTS: [Attr; 6] = [
     attr(&["xds", "cluster_name"], AttrKind::Bytes),
 ];
 
+/// A sensitive endpoint's record (an `audit` rule's) also says what RBAC decided. Its
+/// metadata is a map, which Envoy 1.40 cannot put in a list: the batch asks only whether it
+/// exists, and the map is read on its own when it does.
+pub static SENSITIVE_RECORD_FACTS: [Attr; 7] = [
+    RECORD_FACTS[0],
+    RECORD_FACTS[1],
+    RECORD_FACTS[2],
+    RECORD_FACTS[3],
+    RECORD_FACTS[4],
+    RECORD_FACTS[5],
+    attr(
+        &["metadata", "filter_metadata", "envoy.filters.http.rbac"],
+        AttrKind::Presence,
+    ),
+];
+
 /// What a connection's records share: read once per connection (see `connection`).
 /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
 pub static CONNECTION_FACTS: [Attr; 7] = [
@@ -82,7 +100,7 @@ pub static CONNECTION_FACTS: [Attr; 7] = [
     ),
 ];
 
-/// Positions in `RECORD_FACTS`.
+/// Positions in `RECORD_FACTS` and `SENSITIVE_RECORD_FACTS`.
 pub mod fact {
     pub const CONNECTION_ID: usize = 0;
     pub const CODE_DETAILS: usize = 1;
@@ -90,6 +108,8 @@ pub mod fact {
     pub const DURATION: usize = 3;
     pub const ROUTE_NAME: usize = 4;
     pub const CLUSTER_NAME: usize = 5;
+    /// In `SENSITIVE_RECORD_FACTS` only.
+    pub const RBAC_PRESENT: usize = 6;
 }
 
 /// Positions in `CONNECTION_FACTS`.
@@ -132,6 +152,7 @@ fn cel_item(attr: &Attr) -> String {
         AttrKind::Bytes => value,
         AttrKind::Int | AttrKind::Bool => format!("string({value})"),
         AttrKind::Duration => format!("string({value}.getMilliseconds())"),
+        AttrKind::Presence => return format!("string({present})"),
     };
     if attr.always {
         return value;
@@ -189,6 +210,14 @@ impl Facts {
                 _ => None,
             },
             Self::Single(_) => raw.first().map(|b| *b == 1),
+        }
+    }
+
+    /// A `Presence` attribute: whether it exists (`None` if the answer is unreadable).
+    pub fn present(&self, i: usize) -> Option<bool> {
+        match self {
+            Self::Batched(_) => self.flag(i),
+            Self::Single(values) => Some(values.get(i)?.is_some()),
         }
     }
 
@@ -278,6 +307,24 @@ mod tests {
         assert_eq!(facts.bytes(fact::CLUSTER_NAME), None);
         assert_eq!(facts.int(99), None);
         assert_eq!(Facts::Single(vec![Some(vec![1])]).flag(0), Some(true));
+    }
+
+    #[test]
+    fn presence_is_asked_without_fetching_the_value() {
+        assert_eq!(
+            cel_expression(&SENSITIVE_RECORD_FACTS[fact::RBAC_PRESENT..]),
+            "[string('envoy.filters.http.rbac' in metadata.filter_metadata)]"
+        );
+        // As Envoy 1.40 answered with and without RBAC's metadata (seen in e2e).
+        for (answer, present) in [("true", true), ("false", false)] {
+            let mut items: Vec<(&str, &[u8])> = vec![("", b""); SENSITIVE_RECORD_FACTS.len()];
+            items[fact::RBAC_PRESENT] = (answer, b"");
+            let facts = Facts::from_answer(serialize(&items), &SENSITIVE_RECORD_FACTS).unwrap();
+            assert_eq!(facts.present(fact::RBAC_PRESENT), Some(present));
+        }
+        let single = Facts::Single(vec![Some(b"x".to_vec()), None]);
+        assert_eq!(single.present(0), Some(true));
+        assert_eq!(single.present(1), Some(false));
     }
 
     #[test]

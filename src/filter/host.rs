@@ -1,13 +1,15 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS};
+use crate::core::batch::{
+    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS,
+};
 use crate::core::host::Host;
 use crate::core::settings::LogLevel;
 use std::cell::Cell;
 
 /// The attribute lists read in one call each.
-const BATCHES: [&[Attr]; 2] = [&RECORD_FACTS, &CONNECTION_FACTS];
+const BATCHES: [&[Attr]; 3] = [&RECORD_FACTS, &SENSITIVE_RECORD_FACTS, &CONNECTION_FACTS];
 
 thread_local! {
     /// Whether this VM has said that a batch could not be evaluated.
@@ -22,7 +24,7 @@ pub const BATCH_FALLBACK_WARNING: &str =
 /// expressions per root context, and one VM can hold several (the HTTP and the
 /// network filter of one module share it): each root compiles its own.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BatchTokens([Option<[u8; 4]>; 2]);
+pub struct BatchTokens([Option<[u8; 4]>; 3]);
 
 impl BatchTokens {
     /// Compiles the batches for the current root context. Without Envoy's CEL foreign
