@@ -7,7 +7,7 @@ p50/p99 latency and Envoy's CPU time per request (all threads' on-CPU time from
 /proc/<pid>/task/*/schedstat over the round, divided by the requests served).
 
 Run it with `bash bench/run.sh` (which builds everything first). Environment:
-ROUNDS (default 5), DURATION seconds per round (default 5), CONNECTIONS (default 32),
+ROUNDS (default 7), DURATION seconds per round (default 5), CONNECTIONS (default 32),
 OUT (default bench/RESULTS.md), VARIANTS (name prefixes to run, with the two baselines),
 LOG_TO_FILE=1 (Envoy writes its log file itself instead of a pipe a collector drains).
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "e2e"))
 import harness  # noqa: E402
 
 BENCH_WASM = ROOT / "bench" / "filters" / "target" / "wasm32-wasip1" / "release" / "bench_filters.wasm"
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "7"))
 DURATION = int(os.environ.get("DURATION", "5"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
 OUT = Path(os.environ.get("OUT", ROOT / "bench" / "RESULTS.md"))
