@@ -15,8 +15,8 @@ use super::decide::{
     classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
 };
 use super::headers::HeaderMap;
-use super::host::Host;
-use super::identity::{attr, jwt_failure_reason, Peer, Rbac};
+use super::host::{decode_i64, Host};
+use super::identity::{attr, jwt_failure_reason, Rbac};
 use super::path::{canonicalize, split_query};
 use super::record::{AccessRecord, Authn, Authz, RateLimitUsage, Why};
 use super::redact::Redaction;
@@ -113,9 +113,17 @@ pub fn on_log(
         .flatten();
     let mut rbac = (settings.shadow_results || likely_security).then(|| Rbac::read(host));
     let kind = classify(status.unwrap_or(0), early_details.as_deref(), rbac.as_ref());
-    let matching_peer = settings
-        .match_needs_peer
-        .then(|| Peer::read_for_matching(host));
+    // Rules on the caller's identity need the connection's facts before deciding: one
+    // attribute (the connection id) for a connection already known.
+    let matched_connection = settings.match_needs_peer.then(|| {
+        let id = host
+            .property(&["connection", "id"])
+            .as_deref()
+            .and_then(decode_i64);
+        worker
+            .connections
+            .facts(id.and_then(|id| u64::try_from(id).ok()), host)
+    });
 
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
@@ -128,7 +136,7 @@ pub fn on_log(
             authority,
             match_headers: &match_headers,
             status: status.unwrap_or(0),
-            peer: matching_peer.as_ref(),
+            peer: matched_connection.as_deref().map(|c| &c.peer),
         },
     );
     let verdict = verdict(settings, kind, rule);
@@ -169,7 +177,10 @@ pub fn on_log(
     let connection_id = facts
         .int(fact::CONNECTION_ID)
         .and_then(|id| u64::try_from(id).ok());
-    let connection = worker.connections.facts(connection_id, host);
+    let connection = match matched_connection {
+        Some(known) => known,
+        None => worker.connections.facts(connection_id, host),
+    };
     let (peer, source_address) = (&connection.peer, connection.source_address.as_deref());
     let caller = caller_key(peer.principal.as_deref(), source_address);
     if !worker.admit(verdict.rule, security, now) {

@@ -56,21 +56,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// What rules need: whether the connection is mTLS, and the caller's principal.
-    pub fn read_for_matching(host: &impl Host) -> Self {
-        let mtls = host.property(attr::MTLS).map(|b| b.first() == Some(&1));
-        let principal = if mtls == Some(true) {
-            host.property(attr::PEER_URI_SAN)
-        } else {
-            None
-        };
-        Self {
-            mtls,
-            principal,
-            ..Self::default()
-        }
-    }
-
     /// Everything a record carries. Reads only what can exist: no peer
     /// certificate facts on a connection without mTLS.
     pub fn complete(&mut self, host: &impl Host) {

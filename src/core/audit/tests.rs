@@ -404,6 +404,31 @@ fn records_of_one_connection_read_its_identity_once() {
 }
 
 #[test]
+fn rules_on_identity_read_a_known_connection_by_its_id_alone() {
+    let s = settings(
+        r#"{"default_sample_rate": 0,
+            "rules": [{"name": "plaintext", "match": {"mtls": false}, "action": "audit"}]}"#,
+    );
+    let mut w = worker(&s);
+    let mtls = mtls_host("GET", "/x", 200).with_int_property("connection.id", 9);
+    assert!(
+        on_log(&s, &mut w, true, &mtls).is_none(),
+        "an mTLS caller is not matched"
+    );
+    // The header map, :status, the connection id, the connection's facts.
+    assert_eq!(mtls.calls.get(), 4);
+    let again = FakeHost::request("GET", "/y", 200).with_int_property("connection.id", 9);
+    assert!(on_log(&s, &mut w, true, &again).is_none());
+    assert_eq!(again.calls.get(), 3, "a known connection: its id alone");
+    let plain = FakeHost::request("GET", "/z", 200)
+        .with_int_property("connection.id", 10)
+        .with_property("connection.mtls", [0]);
+    let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &plain).unwrap()).unwrap();
+    assert_eq!(r["why"]["rule"], "plaintext");
+    assert_eq!(r["peer"], serde_json::json!({"mtls": false}));
+}
+
+#[test]
 fn every_record_says_who_called_over_mtls_or_that_it_was_plaintext() {
     let s = settings(CONFIG);
     let r = run(&s, &mtls_host("GET", "/admin/x", 200), true).unwrap();
