@@ -9,6 +9,7 @@ a network filter for TLS handshake failures. Certificates and tokens are made at
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import socket
 import ssl
@@ -243,7 +244,7 @@ class ExtAuthz(http.server.BaseHTTPRequestHandler):
 class Mesh:
     def __init__(self, workdir) -> None:
         self.dir = workdir
-        ca = pki.CA(workdir, "mesh-ca")
+        ca = self.ca = pki.CA(workdir, "mesh-ca")
         rogue = pki.CA(workdir, "rogue-ca")
         self.certs = {
             "ca": ca.cert_path,
@@ -337,6 +338,32 @@ def test_allowed_request_carries_the_callers_certificate_identity(mesh):
         # The dry-run policy was evaluated too, and would not have denied this one.
         "shadow": [{"result": "allowed", "prefix": "istio_dry_run_deny_"}],
     }
+
+
+def test_each_connection_is_recorded_with_its_own_caller(mesh):
+    """The plugin remembers a caller per connection: two workloads on two kept-alive mTLS
+    connections, their requests interleaved, and every record names its own caller."""
+    other_id = pki.spiffe("billing", "reports")
+    cert, key = mesh.ca.issue("billing", other_id)
+    ctx = ssl.create_default_context(cafile=str(mesh.certs["ca"]))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(cert), str(key))
+    direct = http.client.HTTPConnection("127.0.0.1", mesh.ports["mtls"], timeout=5)
+    direct.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", mesh.ports["mtls"]), timeout=5),
+                                  server_hostname="pay.local")
+    try:
+        for i in range(3):
+            direct.request("GET", "/admin/users", headers={"x-request-id": f"id-billing-{i}"})
+            response = direct.getresponse()
+            response.read()
+            assert response.status == 200
+            assert mesh.via_client("GET", "/admin/users", {"x-request-id": f"id-shop-{i}"})[0] == 200
+    finally:
+        direct.close()
+    for i in range(3):
+        assert mesh.record(f"id-billing-{i}")["peer"]["principal"] == other_id
+        assert mesh.record(f"id-billing-{i}")["peer"]["namespace"] == "billing"
+        assert mesh.record(f"id-shop-{i}")["peer"]["principal"] == CLIENT_ID
 
 
 def test_enforced_deny_names_the_istio_policy(mesh):
