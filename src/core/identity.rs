@@ -7,12 +7,6 @@ use super::host::Host;
 
 /// Envoy attribute paths this module reads.
 pub mod attr {
-    pub const MTLS: &[&str] = &["connection", "mtls"];
-    pub const TLS_VERSION: &[&str] = &["connection", "tls_version"];
-    pub const PEER_URI_SAN: &[&str] = &["connection", "uri_san_peer_certificate"];
-    pub const PEER_SUBJECT: &[&str] = &["connection", "subject_peer_certificate"];
-    pub const PEER_CERT_SHA256: &[&str] = &["connection", "sha256_peer_certificate_digest"];
-    pub const LOCAL_URI_SAN: &[&str] = &["connection", "uri_san_local_certificate"];
     pub const TRANSPORT_FAILURE: &[&str] = &["connection", "transport_failure_reason"];
     pub const RBAC_METADATA: &[&str] = &["metadata", "filter_metadata", "envoy.filters.http.rbac"];
     pub const JWT_METADATA: &str = "envoy.filters.http.jwt_authn";
@@ -56,32 +50,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Everything a record carries. Reads only what can exist: no peer
-    /// certificate facts on a connection without mTLS.
-    pub fn complete(&mut self, host: &impl Host) {
-        if self.mtls.is_none() {
-            self.mtls = host.property(attr::MTLS).map(|b| b.first() == Some(&1));
-        }
-        self.tls_version = host.property(attr::TLS_VERSION);
-        self.read_certificates(host);
-    }
-
-    /// The certificate facts, once `mtls` and `tls_version` are known.
-    pub fn read_certificates(&mut self, host: &impl Host) {
-        if self.tls_version.is_none() {
-            // Plaintext (Istio PERMISSIVE): no certificate of either side.
-            return;
-        }
-        if self.mtls == Some(true) {
-            if self.principal.is_none() {
-                self.principal = host.property(attr::PEER_URI_SAN);
-            }
-            self.subject = host.property(attr::PEER_SUBJECT);
-            self.cert_sha256 = host.property(attr::PEER_CERT_SHA256);
-        }
-        self.local_principal = host.property(attr::LOCAL_URI_SAN);
-    }
-
     pub fn namespace(&self) -> Option<&[u8]> {
         self.principal
             .as_deref()

@@ -2,6 +2,7 @@
 //! HTTP filter, so the same plugin, loaded as a network filter (root id
 //! `network`), records them when the connection closes.
 
+use super::connection::ConnectionFacts;
 use super::decide::Kind;
 use super::host::Host;
 use super::identity::{attr, Peer};
@@ -47,14 +48,17 @@ pub fn on_connection_close(
         worker.tally(None, |c| c.dropped += 1);
         return None;
     }
-    let mut peer = Peer::default();
-    if failure.is_none() {
-        peer.complete(host);
+    let (peer, source) = if failure.is_none() {
+        let facts = ConnectionFacts::read(host);
+        (facts.peer, facts.source_address)
     } else {
         // The handshake failed: no session, so no certificate facts to read.
-        peer.mtls = Some(false);
-    }
-    let source = host.property(&["source", "address"]);
+        let peer = Peer {
+            mtls: Some(false),
+            ..Peer::default()
+        };
+        (peer, host.property(&["source", "address"]))
+    };
     let destination = host.property(&["destination", "address"]);
     let cap = settings.max_field_bytes;
     let kind = if failure.is_some() {
@@ -154,6 +158,9 @@ mod tests {
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "connection");
         assert_eq!(r["peer"]["namespace"], "a");
+        // Per connection: the failure reason, the caller's facts in one batch, the local
+        // address, the time (the quiet run before made one call).
+        assert_eq!(host.calls.get(), 1 + 4);
     }
 
     #[test]
