@@ -5,6 +5,7 @@
 //! misread. Here every value is escaped so that one record is always one
 //! line of valid JSON, and every string can be capped in bytes.
 
+use super::redact::hex;
 use std::io::Write as _;
 
 /// Text appended to a capped string: the original length lets a reader see how much was cut.
@@ -195,7 +196,7 @@ fn push_escaped_bytes(out: &mut Vec<u8>, kept: &[u8]) {
         push_escaped(out, chunk.valid());
         for byte in chunk.invalid() {
             out.extend_from_slice(b"\\\\x");
-            push_hex(out, u32::from(*byte), 2);
+            out.extend_from_slice(hex(&[*byte]).as_bytes());
         }
     }
 }
@@ -215,19 +216,6 @@ fn push_u64(out: &mut Vec<u8>, mut value: u64) {
         }
     }
     out.extend_from_slice(digits.get(start..).unwrap_or_default());
-}
-
-/// The last `width` lowercase hex digits of `value`.
-fn push_hex(out: &mut Vec<u8>, value: u32, width: u32) {
-    for position in (0..width).rev() {
-        let nibble = (value >> (4 * position)) & 0xf;
-        out.push(
-            b"0123456789abcdef"
-                .get(nibble as usize)
-                .copied()
-                .unwrap_or(b'0'),
-        );
-    }
 }
 
 /// Cuts at most `cap` bytes without splitting a UTF-8 sequence (invalid bytes count as one).
@@ -278,7 +266,7 @@ fn escape_char(out: &mut Vec<u8>, ch: char) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 out.extend_from_slice(b"\\u");
-                push_hex(out, u32::from(*unit), 4);
+                out.extend_from_slice(hex(&unit.to_be_bytes()).as_bytes());
             }
         }
         c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
