@@ -216,6 +216,15 @@ def test_non_utf8_and_control_bytes_stay_one_valid_line(stack):
     assert stack.request("GET", "/healthz")[0] == 200
 
 
+def test_duration_is_the_requests_own(stack):
+    """The duration comes from Envoy (in the attribute batch); a unit slip would show here."""
+    request_id = rid()
+    status, _, _ = stack.request("GET", "/admin/slow?delay_ms=300", {"x-request-id": request_id})
+    assert status == 200
+    r = record_for(stack, request_id)
+    assert 300 <= r["duration_ms"] < 3_000, r["duration_ms"]
+
+
 def test_every_record_came_from_one_attribute_batch(stack):
     """Runs last: after direct replies, RBAC denials, 404s, 5xx and odd bytes, Envoy answered
     every batch (the attributes it assumes present were present)."""

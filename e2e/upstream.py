@@ -2,13 +2,16 @@
 
 GET/POST/... any path: 200 with a small JSON body.
 /status/<code>: answers with that status.
+?delay_ms=<n>: answers after n milliseconds (at most 5000).
 Run: python3 upstream.py [port]   (binds 127.0.0.1; UPSTREAM_HOST overrides)
 """
 
 import json
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -24,6 +27,9 @@ class Handler(BaseHTTPRequestHandler):
         parts = self.path.split("?")[0].split("/")
         if len(parts) >= 3 and parts[1] == "status" and parts[2].isdigit():
             status = int(parts[2])
+        delay = parse_qs(urlsplit(self.path).query).get("delay_ms", ["0"])[0]
+        if delay.isdigit():
+            time.sleep(min(int(delay), 5000) / 1000)
         body = json.dumps({"service": "upstream", "method": self.command, "path": self.path}).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

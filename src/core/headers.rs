@@ -106,15 +106,16 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Serialises pairs the way Envoy does; for tests and the fake host.
-pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+pub fn serialize<K: AsRef<[u8]>>(pairs: &[(K, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(u32::MAX).to_le_bytes());
     for (k, v) in pairs {
+        let k = k.as_ref();
         out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k.as_ref());
         out.push(0);
         out.extend_from_slice(v);
         out.push(0);

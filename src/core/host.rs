@@ -11,8 +11,6 @@ pub trait Host {
     /// one host call instead of one per header.
     fn request_header_map(&self) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// The whole response header map, serialised like the request's.
-    fn response_header_map(&self) -> Option<Vec<u8>>;
     /// An Envoy attribute, such as `["response", "code_details"]`, in its serialized form.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Wall-clock time, Unix nanoseconds.
@@ -126,10 +124,6 @@ mod fake {
         fn response_header(&self, name: &str) -> Option<Vec<u8>> {
             self.count();
             self.response_headers.get(name).cloned()
-        }
-        fn response_header_map(&self) -> Option<Vec<u8>> {
-            self.count();
-            Some(serialize_sorted(&self.response_headers))
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
             self.count();

@@ -6,7 +6,28 @@
 //! line of valid JSON, and every string can be capped in bytes.
 
 use super::redact::hex;
+use super::time::push_rfc3339_millis;
 use std::io::Write as _;
+
+/// Bytes written into a JSON string as they are: printable ASCII but `"` and `\`.
+/// A table: one load per byte where the comparisons cost several in Wasm.
+// Evaluated by the compiler: an index out of range would fail the build, not the filter.
+#[allow(clippy::indexing_slicing)]
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0x20;
+    while byte < 0x7f {
+        table[byte] = byte != b'"' as usize && byte != b'\\' as usize;
+        byte += 1;
+    }
+    table
+};
+
+fn is_plain(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| PLAIN.get(usize::from(b)).copied().unwrap_or(false))
+}
 
 /// Text appended to a capped string: the original length lets a reader see how much was cut.
 const TRUNCATION_MARKER: &str = "...[truncated, ";
@@ -80,17 +101,15 @@ impl JsonWriter {
     /// HTTP tokens or rule names, none of which needs escaping; anything else is escaped.
     pub fn key(&mut self, key: &str) {
         self.separate();
-        if key
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
+        if is_plain(key.as_bytes()) {
+            self.out.reserve(key.len() + 3);
             self.out.push(b'"');
             self.out.extend_from_slice(key.as_bytes());
-            self.out.push(b'"');
+            self.out.extend_from_slice(b"\":");
         } else {
             escape_into(&mut self.out, key.as_bytes(), usize::MAX);
+            self.out.push(b':');
         }
-        self.out.push(b':');
         self.needs_comma = false;
     }
 
@@ -142,6 +161,15 @@ impl JsonWriter {
         push_u64(&mut self.out, value);
     }
 
+    /// A time as RFC 3339 text in UTC, to the millisecond.
+    pub fn timestamp_field(&mut self, key: &str, unix_nanos: u64) {
+        self.key(key);
+        self.separate();
+        self.out.push(b'"');
+        push_rfc3339_millis(&mut self.out, unix_nanos);
+        self.out.push(b'"');
+    }
+
     pub fn bool_field(&mut self, key: &str, value: bool) {
         self.key(key);
         self.separate();
@@ -172,12 +200,10 @@ fn escape_into(out: &mut Vec<u8>, value: &[u8], cap: usize) {
     } else {
         (value, false)
     };
+    out.reserve(kept.len() + 2);
     out.push(b'"');
     // The common case: printable ASCII with nothing to escape, copied in one go.
-    if kept
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if is_plain(kept) {
         out.extend_from_slice(kept);
     } else {
         push_escaped_bytes(out, kept);

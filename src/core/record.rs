@@ -6,7 +6,6 @@ use super::flags;
 use super::identity::{parse_istio_policy, parse_spiffe, EngineResult, Peer};
 use super::json::JsonWriter;
 use super::sample::SampleKey;
-use super::time::rfc3339_millis;
 
 /// Record schema version, written as `"v"` in every record.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -34,7 +33,7 @@ impl Envelope<'_> {
     pub fn begin(&self, w: &mut JsonWriter, cap: usize) {
         w.begin_object();
         w.u64_field("v", SCHEMA_VERSION);
-        w.str_field("ts", &rfc3339_millis(self.ts_unix_nanos));
+        w.timestamp_field("ts", self.ts_unix_nanos);
         w.str_field("kind", self.kind);
         w.bytes_field("instance", self.instance.as_bytes(), cap);
         if let Some((stream, seq)) = self.stream {

@@ -73,8 +73,16 @@ impl Rng {
     }
 }
 
-/// The trace-id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
-pub fn traceparent_trace_id(value: &[u8]) -> Option<&[u8]> {
+/// The ids of a W3C `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent<'a> {
+    pub trace_id: &'a [u8],
+    /// The caller's span: the parent of this hop's.
+    pub span_id: &'a [u8],
+}
+
+/// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
+pub fn traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
     let mut parts = value.split(|&b| b == b'-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -86,13 +94,7 @@ pub fn traceparent_trace_id(value: &[u8]) -> Option<&[u8]> {
         && is_hex_id(span_id, 16)
         && flags.len() == 2
         && flags.iter().all(u8::is_ascii_hexdigit);
-    well_formed.then_some(trace_id)
-}
-
-/// The span (parent) id of a well-formed `traceparent`.
-pub fn traceparent_span_id(value: &[u8]) -> Option<&[u8]> {
-    traceparent_trace_id(value)?;
-    value.split(|&b| b == b'-').nth(2)
+    well_formed.then_some(TraceParent { trace_id, span_id })
 }
 
 /// A B3 trace id: 16 or 32 hex digits, from `x-b3-traceid` or the first field of `b3`.
@@ -154,19 +156,22 @@ mod tests {
     fn parses_trace_headers() {
         let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            traceparent_trace_id(tp),
-            Some(&b"4bf92f3577b34da6a3ce929d0e0e4736"[..])
-        );
-        assert_eq!(traceparent_span_id(tp), Some(&b"00f067aa0ba902b7"[..]));
-        assert_eq!(
-            traceparent_trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
+            traceparent(tp),
+            Some(TraceParent {
+                trace_id: b"4bf92f3577b34da6a3ce929d0e0e4736",
+                span_id: b"00f067aa0ba902b7"
+            })
         );
         assert_eq!(
-            traceparent_trace_id(b"00-4bf92f35-00f067aa0ba902b7-01"),
+            traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
             None
         );
-        assert_eq!(traceparent_trace_id(b"garbage"), None);
+        assert_eq!(traceparent(b"00-4bf92f35-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            traceparent(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(traceparent(b"garbage"), None);
         assert_eq!(
             b3_trace_id(b"80f198ee56343ba864fe8b2a57d3eff7"),
             Some(&b"80f198ee56343ba864fe8b2a57d3eff7"[..])

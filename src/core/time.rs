@@ -1,36 +1,34 @@
 //! RFC 3339 timestamps without a date-time dependency.
 
-/// Formats Unix time in nanoseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
-/// Written digit by digit: it runs for every record, and `format!` is slow in Wasm.
-pub fn rfc3339_millis(unix_nanos: u64) -> String {
+/// Appends Unix time in nanoseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+/// Written digit by digit into the record: it runs for every record, and `format!` is slow in Wasm.
+pub fn push_rfc3339_millis(out: &mut Vec<u8>, unix_nanos: u64) {
     let millis = unix_nanos / 1_000_000;
     let secs = millis / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    let mut out = String::with_capacity(24);
-    push_digits(&mut out, year, 4);
-    out.push('-');
-    push_digits(&mut out, month, 2);
-    out.push('-');
-    push_digits(&mut out, day, 2);
-    out.push('T');
-    push_digits(&mut out, rem / 3600, 2);
-    out.push(':');
-    push_digits(&mut out, (rem % 3600) / 60, 2);
-    out.push(':');
-    push_digits(&mut out, rem % 60, 2);
-    out.push('.');
-    push_digits(&mut out, millis % 1000, 3);
-    out.push('Z');
-    out
+    push_digits(out, year, 4);
+    out.push(b'-');
+    push_digits(out, month, 2);
+    out.push(b'-');
+    push_digits(out, day, 2);
+    out.push(b'T');
+    push_digits(out, rem / 3600, 2);
+    out.push(b':');
+    push_digits(out, (rem % 3600) / 60, 2);
+    out.push(b':');
+    push_digits(out, rem % 60, 2);
+    out.push(b'.');
+    push_digits(out, millis % 1000, 3);
+    out.push(b'Z');
 }
 
 /// The last `width` decimal digits of `value`, zero-padded.
-fn push_digits(out: &mut String, value: u64, width: u32) {
+fn push_digits(out: &mut Vec<u8>, value: u64, width: u32) {
     for position in (0..width).rev() {
         let digit = (value / 10u64.pow(position)) % 10;
-        out.push(char::from_digit(u32::try_from(digit).unwrap_or(0), 10).unwrap_or('0'));
+        out.push(b'0' + digit as u8);
     }
 }
 
@@ -53,6 +51,12 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn rfc3339_millis(unix_nanos: u64) -> String {
+        let mut out = Vec::new();
+        push_rfc3339_millis(&mut out, unix_nanos);
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn formats_known_instants() {

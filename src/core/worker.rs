@@ -8,7 +8,6 @@ use super::json::JsonWriter;
 use super::record::Envelope;
 use super::sample::Rng;
 use super::settings::{Budget, Settings};
-use super::time::rfc3339_millis;
 use super::volume::{
     kind_index, CallerTable, Counters, RuleCounts, SuppressedGroup, SuppressedKey, Suppressor,
     TokenBucket, KINDS,
@@ -183,8 +182,8 @@ impl Worker {
             w.bool_field("overflow", true);
         }
         w.u64_field("count", group.count);
-        w.str_field("first", &rfc3339_millis(group.first_ns));
-        w.str_field("last", &rfc3339_millis(group.last_ns));
+        w.timestamp_field("first", group.first_ns);
+        w.timestamp_field("last", group.last_ns);
         w.end_object();
         w.end_object();
         w.finish()
@@ -194,8 +193,8 @@ impl Worker {
         let mut w = JsonWriter::default();
         self.begin_record(&mut w, "accounting", now_ns, settings.max_field_bytes);
         w.object_field("interval");
-        w.str_field("start", &rfc3339_millis(self.interval_start_ns));
-        w.str_field("end", &rfc3339_millis(now_ns));
+        w.timestamp_field("start", self.interval_start_ns);
+        w.timestamp_field("end", now_ns);
         w.end_object();
         w.object_field("totals");
         for (name, value) in counts.totals().named() {

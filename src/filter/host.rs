@@ -61,10 +61,6 @@ impl Host for EnvoyHost {
         abi::header(MapType::ResponseHeaders, name)
     }
 
-    fn response_header_map(&self) -> Option<Vec<u8>> {
-        abi::header_map(MapType::ResponseHeaders)
-    }
-
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path)
     }

@@ -131,6 +131,27 @@ fn routine_request_sampled_out_costs_two_host_calls() {
 }
 
 #[test]
+fn sensitive_endpoint_record_carries_the_limiters_headers() {
+    let s = settings(CONFIG);
+    let limited = FakeHost::request("GET", "/admin/users", 200)
+        .with_response_header("x-ratelimit-limit", "3, 3;w=60")
+        .with_response_header("x-ratelimit-remaining", "2")
+        .with_response_header("x-ratelimit-reset", "41");
+    let r = run(&s, &limited, true).expect("audited");
+    assert_eq!(r["rate_limit"]["limit"], "3, 3;w=60");
+    assert_eq!(r["rate_limit"]["remaining"], "2");
+    assert_eq!(r["rate_limit"]["reset"], "41");
+    assert_eq!(r["rate_limit"]["window_calls"], 1);
+    // Without a limiter, one probe: the header map, :status, the time, the facts, the probe, the connection.
+    let unlimited = FakeHost::request("GET", "/admin/users", 200);
+    let r = run(&s, &unlimited, true).expect("audited");
+    assert!(r["rate_limit"].get("limit").is_none());
+    assert_eq!(r["rate_limit"]["window_calls"], 1);
+    assert_eq!(unlimited.calls.get(), 6);
+    assert_eq!(limited.calls.get(), 8, "the other two headers read once the probe finds one");
+}
+
+#[test]
 fn security_outcome_is_audited_even_under_a_drop_rule() {
     let s = settings(CONFIG);
     let host = FakeHost::request("GET", "/healthz", 403).with_property(
@@ -381,7 +402,7 @@ fn records_of_one_connection_read_its_identity_once() {
     let first = mtls_host("GET", "/admin/x", 200).with_int_property("connection.id", 41);
     let r1: Value = serde_json::from_str(&on_log(&s, &mut w, true, &first).unwrap()).unwrap();
     // The header map, :status, the time, the request facts (RBAC left no decision here),
-    // the response headers (an audit rule's record), and the connection facts.
+    // the rate-limit probe (an audit rule's record), and the connection facts.
     assert_eq!(first.calls.get(), 6);
     let again = FakeHost::request("GET", "/admin/y", 200).with_int_property("connection.id", 41);
     let r2: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
