@@ -222,6 +222,9 @@ def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -
         )
     core = subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "core_bench"], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
+    core_wasm = ROOT / "target" / "wasm32-wasip1" / "release" / "examples" / "core_bench.wasm"
+    core_v8 = subprocess.run(["node", "--no-warnings", str(ROOT / "bench" / "core_wasi.mjs"), str(core_wasm)],
+                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
     def mult(name):
         return added[name] / empty_added
     targets = [
@@ -267,10 +270,14 @@ def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -
         "| --- | --- |",
         *[f"| {n} | {rounds_cpu(samples[n])} |" for n in names],
         "",
-        "The core alone, natively (`cargo run --release --example core_bench`, no host calls, one core):",
+        "The core alone (`examples/core_bench.rs`: the flow of `on_log` over answers held in memory, no",
+        "host calls), natively and compiled to wasm32-wasip1 under Node's V8 (the engine Envoy embeds):",
         "",
         "```",
+        "natively:",
         core,
+        "in V8:",
+        core_v8,
         "```",
         "",
     ]

@@ -8,4 +8,5 @@ bash scripts/setup.sh
 bash scripts/build.sh
 cargo build --release --target wasm32-wasip1 --manifest-path bench/filters/Cargo.toml
 cargo build --release --example core_bench
+cargo build --release --example core_bench --target wasm32-wasip1
 python3 bench/run.py

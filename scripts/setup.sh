@@ -37,6 +37,8 @@ command -v wasm-opt >/dev/null || apt_install binaryen
 # Envoy in the metrics test, and its promtool checks the alert rules.
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# Node.js runs the core's tests compiled to wasm (wasm-bindgen-test) and the core benchmark in V8.
+command -v node >/dev/null || missing+=(nodejs)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-registry >/dev/null || missing+=(docker-registry)

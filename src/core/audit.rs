@@ -10,7 +10,7 @@
 //! the request headers at the end, not when they pass, also sees the trace
 //! context a tracer injects downstream of the plugin, which the next hop sees.
 
-use super::batch::{fact, RECORD_FACTS, SENSITIVE_RECORD_FACTS};
+use super::batch::{fact, Facts, RECORD_FACTS, RECORD_FACTS_WITH_OUTCOME, SENSITIVE_RECORD_FACTS};
 use super::decide::{
     classify, first_matching_rule, is_security_status, verdict, Kind, MatchInput, Reason,
 };
@@ -81,6 +81,27 @@ fn parse_status(bytes: &[u8]) -> Option<u16> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// `:status` from the response headers (`None` when no response was sent).
+fn read_status(host: &impl Host) -> Option<u16> {
+    host.response_header(":status")
+        .as_deref()
+        .and_then(parse_status)
+}
+
+/// Whether the outcome may be a security one, so the details (which name the filter
+/// that answered) and RBAC's decision are worth reading.
+fn likely_security(replied_before_plugin: bool, status: Option<u16>) -> bool {
+    replied_before_plugin || status.is_some_and(is_security_status)
+}
+
+/// RBAC's decision, read only where the batch says RBAC left one (unknown counts as yes).
+fn read_rbac_if_present(facts: &Facts, host: &impl Host) -> Rbac {
+    match facts.present(fact::RBAC_PRESENT) {
+        Some(false) => Rbac::default(),
+        _ => Rbac::read(host),
+    }
+}
+
 /// Decides at the end of a stream, and returns the record's JSON when one is due.
 /// `headers_reached_plugin` is `false` when the request headers callback never
 /// ran: a filter before the plugin answered with a local reply (RBAC,
@@ -102,17 +123,6 @@ pub fn on_log(
         .iter()
         .map(|name| map.get(name))
         .collect();
-    let status = host
-        .response_header(":status")
-        .as_deref()
-        .and_then(parse_status);
-    // The details name the filter that answered; only worth a read for a likely security outcome.
-    let likely_security = replied_before_plugin || status.is_some_and(is_security_status);
-    let early_details = likely_security
-        .then(|| host.property(&["response", "code_details"]))
-        .flatten();
-    let mut rbac = (settings.shadow_results || likely_security).then(|| Rbac::read(host));
-    let kind = classify(status.unwrap_or(0), early_details.as_deref(), rbac.as_ref());
     // Rules on the caller's identity need the connection's facts before deciding: one
     // attribute (the connection id) for a connection already known.
     let matched_connection = settings.match_needs_peer.then(|| {
@@ -124,10 +134,12 @@ pub fn on_log(
             .connections
             .facts(id.and_then(|id| u64::try_from(id).ok()), host)
     });
+    // The status is read before matching only when a rule matches on it.
+    let early_status = settings.match_needs_status.then(|| read_status(host));
 
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
-    let rule = first_matching_rule(
+    let matched_rule = first_matching_rule(
         settings,
         &MatchInput {
             canonical_path: &canonical,
@@ -135,45 +147,94 @@ pub fn on_log(
             method_override,
             authority,
             match_headers: &match_headers,
-            status: status.unwrap_or(0),
+            status: early_status.flatten().unwrap_or(0),
             peer: matched_connection.as_deref().map(|c| &c.peer),
         },
     );
-    let verdict = verdict(settings, kind, rule);
     // Every request is counted against the rule that matched (or `_default`), whatever happens next.
-    worker.tally(verdict.rule, |c| c.requests += 1);
-    let (action, sample_rate, sampled_by) = match verdict.action {
-        Action::Drop => {
-            worker.tally(verdict.rule, |c| c.dropped += 1);
+    worker.tally(matched_rule, |c| c.requests += 1);
+    // What the rules decide for an ordinary request; a security outcome can only raise it
+    // to `audit`. `Some` when they record it (with the sampling key, if sampled in).
+    let planned = verdict(settings, Kind::Access, matched_rule);
+    let kept = match planned.action {
+        Action::Drop => None,
+        Action::Audit => Some(None),
+        Action::Sample(rate) if rate >= 1.0 => Some(None),
+        Action::Sample(rate) if rate > 0.0 => {
+            let (key, draw) = sampling_draw(&known, &mut worker.rng);
+            sample::keep(rate, draw).then_some(Some(key))
+        }
+        Action::Sample(_) => None,
+    };
+    // Sensitive: an `audit` rule decided, which no outcome changes.
+    let sensitive = planned.reason == Reason::Rule && planned.action == Action::Audit;
+
+    // The outcome before the record's facts, where it decides: for a request the rules
+    // do not record, only a security outcome is, which the status and the details tell.
+    let early = (kept.is_none() || early_status.is_some()).then(|| {
+        let status = early_status.unwrap_or_else(|| read_status(host));
+        let details = likely_security(replied_before_plugin, status)
+            .then(|| host.property(&["response", "code_details"]))
+            .flatten();
+        let rbac = (settings.shadow_results || likely_security(replied_before_plugin, status))
+            .then(|| Rbac::read(host));
+        (status, details, rbac)
+    });
+    if let (None, Some((status, details, rbac))) = (kept, &early) {
+        let kind = classify(status.unwrap_or(0), details.as_deref(), rbac.as_ref());
+        if verdict(settings, kind, matched_rule).action != Action::Audit {
+            match planned.action {
+                Action::Drop => worker.tally(matched_rule, |c| c.dropped += 1),
+                _ => worker.tally(matched_rule, |c| c.sampled_out += 1),
+            }
             return None;
         }
-        Action::Audit => ("audit", 1.0, None),
-        Action::Sample(rate) if rate >= 1.0 => ("sample", rate, None),
-        Action::Sample(rate) => {
-            let draw = (rate > 0.0).then(|| sampling_draw(&known, &mut worker.rng));
-            match draw {
-                Some((key, draw)) if sample::keep(rate, draw) => ("sample", rate, Some(key)),
-                _ => {
-                    worker.tally(verdict.rule, |c| c.sampled_out += 1);
-                    return None;
-                }
-            }
-        }
-    };
+    }
 
-    // Sampled in: now the budgets. Security events (and audit-rule requests, the
-    // sensitive endpoints) have their own, which routine traffic cannot exhaust.
+    // Recorded unless a budget refuses: the budgets need the caller, so the record's facts
+    // come first. Security events (and audit-rule requests, the sensitive endpoints) have
+    // their own budget, which routine traffic cannot exhaust.
     let now = host.now_unix_nanos();
-    // Sensitive: an `audit` rule decided (not a security outcome overriding some other rule).
-    let sensitive = verdict.reason == Reason::Rule && verdict.action == Action::Audit;
-    let security = kind.is_security_outcome() || sensitive;
     // Most of what a record carries, in one host call (see `batch`); the caller's
     // identity once per connection (see `connection`).
-    let facts = host.properties(if sensitive {
-        &SENSITIVE_RECORD_FACTS
-    } else {
-        &RECORD_FACTS
+    let facts = host.properties(match (&early, sensitive) {
+        (None, _) => &RECORD_FACTS_WITH_OUTCOME,
+        (Some(_), true) => &SENSITIVE_RECORD_FACTS,
+        (Some(_), false) => &RECORD_FACTS,
     });
+    let (status, code_details, mut rbac) = match &early {
+        Some((status, details, rbac)) => {
+            let details = if likely_security(replied_before_plugin, *status) {
+                details.as_deref()
+            } else {
+                facts.bytes(fact::CODE_DETAILS)
+            };
+            (*status, details, rbac.clone())
+        }
+        None => {
+            let status = facts
+                .int(fact::STATUS)
+                .and_then(|code| u16::try_from(code).ok());
+            let rbac = (settings.shadow_results
+                || sensitive
+                || likely_security(replied_before_plugin, status))
+            .then(|| read_rbac_if_present(&facts, host));
+            (status, facts.bytes(fact::CODE_DETAILS), rbac)
+        }
+    };
+    // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
+    if rbac.is_none() && sensitive {
+        rbac = Some(read_rbac_if_present(&facts, host));
+    }
+    let kind = classify(status.unwrap_or(0), code_details, rbac.as_ref());
+    let verdict = verdict(settings, kind, matched_rule);
+    let (action, sample_rate, sampled_by) = match verdict.action {
+        Action::Audit => ("audit", 1.0, None),
+        Action::Sample(rate) => ("sample", rate, kept.flatten()),
+        // Not reached: a request the rules drop is recorded only as a security outcome (audit).
+        Action::Drop => return None,
+    };
+    let security = kind.is_security_outcome() || sensitive;
     let connection_id = facts
         .int(fact::CONNECTION_ID)
         .and_then(|id| u64::try_from(id).ok());
@@ -221,19 +282,6 @@ pub fn on_log(
         }
         _ => None,
     };
-    let code_details = if likely_security {
-        early_details.as_deref()
-    } else {
-        facts.bytes(fact::CODE_DETAILS)
-    };
-    // An audit rule marks a sensitive endpoint: record what RBAC decided even when it allowed.
-    if rbac.is_none() && sensitive {
-        // Read only where RBAC left a decision (unknown counts as yes).
-        rbac = Some(match facts.present(fact::RBAC_PRESENT) {
-            Some(false) => Rbac::default(),
-            _ => Rbac::read(host),
-        });
-    }
     let jwt_claims = match (&settings.jwt_payload_metadata_key, kind) {
         (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
             JwtClaims::read(host, key)

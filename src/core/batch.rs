@@ -77,6 +77,21 @@ pub static SENSITIVE_RECORD_FACTS: [Attr; 7] = [
     ),
 ];
 
+/// A request the rules record whatever its outcome (an `audit` rule, or sampled in) needs
+/// its status only for the record: it comes with the rest, saving the status read (a host
+/// call that returns data costs about four attributes here), with whether RBAC left a decision.
+pub static RECORD_FACTS_WITH_OUTCOME: [Attr; 8] = [
+    RECORD_FACTS[0],
+    RECORD_FACTS[1],
+    RECORD_FACTS[2],
+    RECORD_FACTS[3],
+    RECORD_FACTS[4],
+    RECORD_FACTS[5],
+    SENSITIVE_RECORD_FACTS[6],
+    // Absent when no response was sent.
+    attr(&["response", "code"], AttrKind::Value),
+];
+
 /// What a connection's records share: read once per connection (see `connection`).
 /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
 pub static CONNECTION_FACTS: [Attr; 7] = [
@@ -95,7 +110,7 @@ pub static CONNECTION_FACTS: [Attr; 7] = [
     ),
 ];
 
-/// Positions in `RECORD_FACTS` and `SENSITIVE_RECORD_FACTS`.
+/// Positions in `RECORD_FACTS`, `SENSITIVE_RECORD_FACTS` and `RECORD_FACTS_WITH_OUTCOME`.
 pub mod fact {
     pub const CONNECTION_ID: usize = 0;
     pub const CODE_DETAILS: usize = 1;
@@ -103,8 +118,10 @@ pub mod fact {
     pub const DURATION: usize = 3;
     pub const ROUTE_NAME: usize = 4;
     pub const CLUSTER_NAME: usize = 5;
-    /// In `SENSITIVE_RECORD_FACTS` only.
+    /// In `SENSITIVE_RECORD_FACTS` and `RECORD_FACTS_WITH_OUTCOME`.
     pub const RBAC_PRESENT: usize = 6;
+    /// In `RECORD_FACTS_WITH_OUTCOME` only.
+    pub const STATUS: usize = 7;
 }
 
 /// Positions in `CONNECTION_FACTS`.

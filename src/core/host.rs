@@ -89,10 +89,16 @@ mod fake {
                 .with_response_header(":status", status.to_string())
         }
 
-        /// An attribute: `response.headers.<name>` from the response headers, as in Envoy.
+        /// An attribute: `response.headers.<name>` and `response.code` from the response
+        /// headers, as in Envoy.
         fn lookup(&self, path: &[&str]) -> Option<Vec<u8>> {
             match path {
                 ["response", "headers", name] => self.response_headers.get(*name).cloned(),
+                ["response", "code"] => {
+                    let status = self.response_headers.get(":status")?;
+                    let code: i64 = std::str::from_utf8(status).ok()?.parse().ok()?;
+                    Some(code.to_le_bytes().to_vec())
+                }
                 _ => self.properties.get(&path.join(".")).cloned(),
             }
         }

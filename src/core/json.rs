@@ -97,28 +97,35 @@ impl JsonWriter {
         self.needs_comma = true;
     }
 
-    /// Writes an object key. Keys are our own constants or names validated as
-    /// HTTP tokens or rule names, none of which needs escaping; anything else is escaped.
-    pub fn key(&mut self, key: &str) {
-        self.separate();
-        if is_plain(key.as_bytes()) {
-            self.out.reserve(key.len() + 3);
-            self.out.push(b'"');
-            self.out.extend_from_slice(key.as_bytes());
-            self.out.extend_from_slice(b"\":");
-        } else {
-            escape_into(&mut self.out, key.as_bytes(), usize::MAX);
-            self.out.push(b':');
+    /// Writes an object key that is a constant of the program (hence `'static`):
+    /// written as it is, without the check a name from the configuration gets
+    /// (`name_key`); a record has some forty keys.
+    pub fn key(&mut self, key: &'static str) {
+        debug_assert!(is_plain(key.as_bytes()), "key {key:?} needs escaping");
+        self.out.reserve(key.len() + 4);
+        if std::mem::replace(&mut self.needs_comma, false) {
+            self.out.push(b',');
         }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// Writes an object key from the configuration (a header or rule name). Those are
+    /// validated as HTTP tokens or rule names; anything else would still be escaped.
+    pub fn name_key(&mut self, name: &str) {
+        self.separate();
+        escape_into(&mut self.out, name.as_bytes(), usize::MAX);
+        self.out.push(b':');
         self.needs_comma = false;
     }
 
-    pub fn object_field(&mut self, key: &str) {
+    pub fn object_field(&mut self, key: &'static str) {
         self.key(key);
         self.begin_object();
     }
 
-    pub fn array_field(&mut self, key: &str) {
+    pub fn array_field(&mut self, key: &'static str) {
         self.key(key);
         self.begin_array();
     }
@@ -133,36 +140,36 @@ impl JsonWriter {
         self.bytes_value(value.as_bytes(), usize::MAX);
     }
 
-    pub fn bytes_field(&mut self, key: &str, value: &[u8], cap: usize) {
+    pub fn bytes_field(&mut self, key: &'static str, value: &[u8], cap: usize) {
         self.key(key);
         self.bytes_value(value, cap);
     }
 
-    pub fn str_field(&mut self, key: &str, value: &str) {
+    pub fn str_field(&mut self, key: &'static str, value: &str) {
         self.key(key);
         self.str_value(value);
     }
 
-    pub fn opt_bytes_field(&mut self, key: &str, value: Option<&[u8]>, cap: usize) {
+    pub fn opt_bytes_field(&mut self, key: &'static str, value: Option<&[u8]>, cap: usize) {
         if let Some(value) = value {
             self.bytes_field(key, value, cap);
         }
     }
 
-    pub fn opt_str_field(&mut self, key: &str, value: Option<&str>) {
+    pub fn opt_str_field(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(value) = value {
             self.str_field(key, value);
         }
     }
 
-    pub fn u64_field(&mut self, key: &str, value: u64) {
+    pub fn u64_field(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.separate();
         push_u64(&mut self.out, value);
     }
 
     /// A time as RFC 3339 text in UTC, to the millisecond.
-    pub fn timestamp_field(&mut self, key: &str, unix_nanos: u64) {
+    pub fn timestamp_field(&mut self, key: &'static str, unix_nanos: u64) {
         self.key(key);
         self.separate();
         self.out.push(b'"');
@@ -170,7 +177,7 @@ impl JsonWriter {
         self.out.push(b'"');
     }
 
-    pub fn bool_field(&mut self, key: &str, value: bool) {
+    pub fn bool_field(&mut self, key: &'static str, value: bool) {
         self.key(key);
         self.separate();
         self.out
@@ -178,7 +185,7 @@ impl JsonWriter {
     }
 
     /// Finite numbers only; rates and ratios are always in range when they get here.
-    pub fn f64_field(&mut self, key: &str, value: f64) {
+    pub fn f64_field(&mut self, key: &'static str, value: f64) {
         self.key(key);
         self.separate();
         if !value.is_finite() {
@@ -397,5 +404,22 @@ mod tests {
             r#"{"n":7,"o":{"s":"x","b":true},"a":["p","q"],"r":0.25,"nan":null}"#
         );
         serde_json::from_str::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn names_from_the_configuration_are_escaped_as_keys() {
+        let mut w = JsonWriter::default();
+        w.begin_object();
+        w.str_field("k", "v");
+        w.name_key("x-api-key");
+        w.str_value("1");
+        w.name_key("odd\"name\n");
+        w.begin_object();
+        w.end_object();
+        w.end_object();
+        let line = w.finish();
+        assert_eq!(line, r#"{"k":"v","x-api-key":"1","odd\"name\n":{}}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(parsed["odd\"name\n"].is_object());
     }
 }

@@ -179,7 +179,8 @@ impl AccessRecord<'_> {
         if with_headers && !self.headers.is_empty() {
             w.object_field("headers");
             for (name, value) in &self.headers {
-                w.bytes_field(name, value, cap);
+                w.name_key(name);
+                w.bytes_value(value, cap);
             }
             w.end_object();
         }

@@ -250,6 +250,8 @@ pub struct Settings {
     pub match_needs_authority: bool,
     /// Whether any rule matches on the caller (mTLS, principal, namespace).
     pub match_needs_peer: bool,
+    /// Whether any rule matches on the response status, so it is read before matching.
+    pub match_needs_status: bool,
 }
 
 impl Settings {
@@ -416,6 +418,7 @@ impl Settings {
                 .and_then(|n| n.record_connections)
                 .unwrap_or(false),
             match_needs_peer: false,
+            match_needs_status: false,
             output_log,
             output_filter_state,
             security_budget,
@@ -443,6 +446,7 @@ impl Settings {
             let rule = settings.build_rule(&at, raw_rule)?;
             settings.match_needs_method |= !rule.matcher.methods.is_empty();
             settings.match_needs_authority |= !rule.matcher.hosts.is_empty();
+            settings.match_needs_status |= !rule.matcher.status.is_empty();
             settings.match_needs_peer |= rule.matcher.mtls.is_some()
                 || !rule.matcher.principals.is_empty()
                 || !rule.matcher.namespaces.is_empty();

@@ -216,7 +216,8 @@ impl Worker {
             if named.iter().all(|(_, value)| *value == 0) {
                 continue;
             }
-            w.object_field(rule_name(settings, Some(i)).unwrap_or(DEFAULT_RULE));
+            w.name_key(rule_name(settings, Some(i)).unwrap_or(DEFAULT_RULE));
+            w.begin_object();
             for (name, value) in named {
                 w.u64_field(name, value);
             }

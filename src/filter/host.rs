@@ -2,14 +2,20 @@
 
 use super::abi::{self, MapType};
 use crate::core::batch::{
-    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, SENSITIVE_RECORD_FACTS,
+    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, RECORD_FACTS_WITH_OUTCOME,
+    SENSITIVE_RECORD_FACTS,
 };
 use crate::core::host::Host;
 use crate::core::settings::LogLevel;
 use std::cell::Cell;
 
 /// The attribute lists read in one call each.
-const BATCHES: [&[Attr]; 3] = [&RECORD_FACTS, &SENSITIVE_RECORD_FACTS, &CONNECTION_FACTS];
+const BATCHES: [&[Attr]; 4] = [
+    &RECORD_FACTS,
+    &SENSITIVE_RECORD_FACTS,
+    &RECORD_FACTS_WITH_OUTCOME,
+    &CONNECTION_FACTS,
+];
 
 thread_local! {
     /// Whether this VM has said that a batch could not be evaluated.
@@ -24,7 +30,7 @@ pub const BATCH_FALLBACK_WARNING: &str =
 /// expressions per root context, and one VM can hold several (the HTTP and the
 /// network filter of one module share it): each root compiles its own.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BatchTokens([Option<[u8; 4]>; 3]);
+pub struct BatchTokens([Option<[u8; 4]>; BATCHES.len()]);
 
 impl BatchTokens {
     /// Compiles the batches for the current root context. Without Envoy's CEL foreign

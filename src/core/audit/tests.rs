@@ -142,13 +142,71 @@ fn sensitive_endpoint_record_carries_the_limiters_headers() {
     assert_eq!(r["rate_limit"]["remaining"], "2");
     assert_eq!(r["rate_limit"]["reset"], "41");
     assert_eq!(r["rate_limit"]["window_calls"], 1);
-    // Without a limiter, one probe: the header map, :status, the time, the facts, the probe, the connection.
+    // Without a limiter, one probe: the header map, the time, the facts, the probe, the connection.
     let unlimited = FakeHost::request("GET", "/admin/users", 200);
     let r = run(&s, &unlimited, true).expect("audited");
     assert!(r["rate_limit"].get("limit").is_none());
     assert_eq!(r["rate_limit"]["window_calls"], 1);
-    assert_eq!(unlimited.calls.get(), 6);
-    assert_eq!(limited.calls.get(), 8, "the other two headers read once the probe finds one");
+    assert_eq!(unlimited.calls.get(), 5);
+    assert_eq!(
+        limited.calls.get(),
+        7,
+        "the other two headers read once the probe finds one"
+    );
+}
+
+#[test]
+fn requests_the_rules_record_take_their_status_from_the_batch() {
+    // Every request sampled in: the status decides nothing, it comes with the record's facts.
+    let s = settings(r#"{"default_sample_rate": 1.0}"#);
+    let ok = FakeHost::request("GET", "/products", 200).with_int_property("connection.id", 3);
+    let r = run(&s, &ok, true).expect("sampled in");
+    assert_eq!(r["response"]["code"], 200);
+    assert_eq!(
+        r["why"],
+        serde_json::json!({"reason": "default_sample", "action": "sample", "sample_rate": 1})
+    );
+    // The header map, the time, the record's facts, the connection's facts: no :status read.
+    assert_eq!(ok.calls.get(), 4);
+    // The same rules with a denial: still one batch, and the outcome raises it to an audit.
+    let denied = FakeHost::request("GET", "/products", 403)
+        .with_property(
+            "response.code_details",
+            "rbac_access_denied_matched_policy[ns[shop]-policy[deny]-rule[0]]",
+        )
+        .with_property(
+            "metadata.filter_metadata.envoy.filters.http.rbac",
+            rbac_struct(&[("enforced_engine_result", b"denied")]),
+        );
+    let r = run(&s, &denied, true).expect("audited");
+    assert_eq!(r["kind"], "denied");
+    assert_eq!(r["response"]["code"], 403);
+    assert_eq!(
+        r["why"],
+        serde_json::json!({"reason": "security_outcome", "action": "audit", "sample_rate": 1})
+    );
+    assert_eq!(r["authz"]["by"], "rbac");
+    assert_eq!(r["authz"]["policy"], "ns[shop]-policy[deny]-rule[0]");
+    // No response at all (the client went away): recorded without a code.
+    let mut gone = FakeHost::request("GET", "/products", 200);
+    gone.response_headers.clear();
+    let r = run(&s, &gone, true).expect("sampled in");
+    assert!(r["response"].get("code").is_none());
+}
+
+#[test]
+fn rules_on_the_status_read_it_before_matching() {
+    let s = settings(
+        r#"{"default_sample_rate": 0,
+            "rules": [{"name": "server-errors", "match": {"status": ["5xx"]}, "action": "audit"}]}"#,
+    );
+    let failed = FakeHost::request("GET", "/products", 503);
+    let r = run(&s, &failed, true).expect("a 5xx is audited");
+    assert_eq!(r["why"]["rule"], "server-errors");
+    assert_eq!(r["response"]["code"], 503);
+    let fine = FakeHost::request("GET", "/products", 200);
+    assert!(run(&s, &fine, true).is_none());
+    assert_eq!(fine.calls.get(), 2, "the header map and :status");
 }
 
 #[test]
@@ -401,14 +459,14 @@ fn records_of_one_connection_read_its_identity_once() {
     let mut w = worker(&s);
     let first = mtls_host("GET", "/admin/x", 200).with_int_property("connection.id", 41);
     let r1: Value = serde_json::from_str(&on_log(&s, &mut w, true, &first).unwrap()).unwrap();
-    // The header map, :status, the time, the request facts (RBAC left no decision here),
-    // the rate-limit probe (an audit rule's record), and the connection facts.
-    assert_eq!(first.calls.get(), 6);
+    // The header map, the time, the record's facts with its status (an audit rule records
+    // whatever the status; RBAC left no decision here), the rate-limit probe, and the connection facts.
+    assert_eq!(first.calls.get(), 5);
     let again = FakeHost::request("GET", "/admin/y", 200).with_int_property("connection.id", 41);
     let r2: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
     assert_eq!(
         again.calls.get(),
-        5,
+        4,
         "no connection read for a known connection"
     );
     assert_eq!(r2["peer"], r1["peer"]);
