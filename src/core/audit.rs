@@ -4,11 +4,13 @@
 //!
 //! Host calls on the routine path (a request that will not be recorded): two.
 //! The request header map, once (path, method, host, the headers rules match
-//! on, trace ids: one call costs less than two single reads), and `:status`.
-//! Everything else is read only for requests that produce a record: one batch
-//! of attributes, and the caller's facts once per connection. Reading
-//! the request headers at the end, not when they pass, also sees the trace
-//! context a tracer injects downstream of the plugin, which the next hop sees.
+//! on, trace ids: one call costs less than two single reads), and `:status`
+//! (is it a security outcome after all?). Everything else is read only for
+//! requests that produce a record: the time, one batch of attributes, and the
+//! caller's facts once per connection; a request the rules record whatever its
+//! outcome takes its status from the batch rather than a read of its own.
+//! Reading the request headers at the end, not when they pass, also sees the
+//! trace context a tracer injects downstream of the plugin, which the next hop sees.
 
 use super::batch::{fact, Facts, RECORD_FACTS, RECORD_FACTS_WITH_OUTCOME, SENSITIVE_RECORD_FACTS};
 use super::decide::{
