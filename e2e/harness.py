@@ -159,7 +159,8 @@ class Envoy:
         self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
         # Envoy's log goes to stderr, which it writes line by line; a --log-path
         # file would only be flushed every few seconds.
-        self._log_file = open(self.log_path, "wb")
+        # Appending, so that the benchmark can truncate the file under a running Envoy.
+        self._log_file = open(self.log_path, "ab")
         # With log_collector_cpu, stderr is a pipe drained by another process into the file,
         # as a container runtime collects a sidecar's log: the file I/O is not Envoy's.
         self._collector = None
