@@ -51,7 +51,10 @@ const fn always(path: &'static [&'static str], kind: AttrKind) -> Attr {
 
 /// What every record reads once it is decided, in one call where Envoy allows.
 /// The connection's id tells whether its facts (`CONNECTION_FACTS`) are known already.
-pub static RECORD_FACTS: [Attr; 6] = [
+pub static RECORD_FACTS: [Attr; 6] = RECORD;
+
+/// The same list as a constant, which the longer lists are built from at compile time.
+const RECORD: [Attr; 6] = [
     always(&["connection", "id"], AttrKind::Value),
     attr(&["response", "code_details"], AttrKind::Value),
     always(&["response", "flags"], AttrKind::Value),
@@ -64,33 +67,39 @@ pub static RECORD_FACTS: [Attr; 6] = [
 /// A sensitive endpoint's record (an `audit` rule's) also says what RBAC decided. Its
 /// metadata is a map, which Envoy 1.40 cannot put in a list: the batch asks only whether it
 /// exists, and the map is read on its own when it does.
-pub static SENSITIVE_RECORD_FACTS: [Attr; 7] = [
-    RECORD_FACTS[0],
-    RECORD_FACTS[1],
-    RECORD_FACTS[2],
-    RECORD_FACTS[3],
-    RECORD_FACTS[4],
-    RECORD_FACTS[5],
-    attr(
-        &["metadata", "filter_metadata", "envoy.filters.http.rbac"],
-        AttrKind::Presence,
-    ),
-];
+pub static SENSITIVE_RECORD_FACTS: [Attr; 7] = record_and(&[RBAC_PRESENCE]);
+
+const RBAC_PRESENCE: Attr = attr(
+    &["metadata", "filter_metadata", "envoy.filters.http.rbac"],
+    AttrKind::Presence,
+);
 
 /// A request the rules record whatever its outcome (an `audit` rule, or sampled in) needs
 /// its status only for the record: it comes with the rest, saving the status read (a host
 /// call that returns data costs about four attributes here), with whether RBAC left a decision.
-pub static RECORD_FACTS_WITH_OUTCOME: [Attr; 8] = [
-    RECORD_FACTS[0],
-    RECORD_FACTS[1],
-    RECORD_FACTS[2],
-    RECORD_FACTS[3],
-    RECORD_FACTS[4],
-    RECORD_FACTS[5],
-    SENSITIVE_RECORD_FACTS[6],
+pub static RECORD_FACTS_WITH_OUTCOME: [Attr; 8] = record_and(&[
+    RBAC_PRESENCE,
     // Absent when no response was sent.
     attr(&["response", "code"], AttrKind::Value),
-];
+]);
+
+/// `RECORD_FACTS` then `extra`: the positions in `fact` hold in every list that starts with them.
+// Only ever evaluated by the compiler (in statics): a wrong length fails the build.
+#[allow(clippy::indexing_slicing)]
+const fn record_and<const N: usize>(extra: &[Attr]) -> [Attr; N] {
+    assert!(N == RECORD.len() + extra.len());
+    let mut out = [RECORD[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < RECORD.len() {
+            RECORD[i]
+        } else {
+            extra[i - RECORD.len()]
+        };
+        i += 1;
+    }
+    out
+}
 
 /// What a connection's records share: read once per connection (see `connection`).
 /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
@@ -278,6 +287,19 @@ mod tests {
         assert_eq!(facts.flag(connection_fact::MTLS), Some(false));
         assert_eq!(facts.bytes(connection_fact::TLS_VERSION), None);
         assert_eq!(facts.bytes(connection_fact::PEER_URI_SAN), None);
+    }
+
+    #[test]
+    fn longer_lists_keep_the_record_positions() {
+        assert_eq!(SENSITIVE_RECORD_FACTS[..6], RECORD_FACTS);
+        assert_eq!(RECORD_FACTS_WITH_OUTCOME[..6], RECORD_FACTS);
+        for list in [&SENSITIVE_RECORD_FACTS[..], &RECORD_FACTS_WITH_OUTCOME[..]] {
+            assert_eq!(list[fact::RBAC_PRESENT].kind, AttrKind::Presence);
+        }
+        assert_eq!(
+            RECORD_FACTS_WITH_OUTCOME[fact::STATUS].path,
+            ["response", "code"]
+        );
     }
 
     #[test]
