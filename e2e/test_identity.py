@@ -497,6 +497,68 @@ def test_successful_connections_produce_no_network_record(mesh):
     assert not [r for r in mesh.server.records() if r["kind"] == "connection"]
 
 
+def test_record_connections_names_each_mtls_caller(mesh, tmp_path):
+    """`network.record_connections`: a `connection` record for every connection that closes,
+    with the caller's certificate identity, read in one batch from the network filter's root."""
+    port, admin = harness.free_port(), harness.free_port()
+    downstream_tls = {
+        "@type": f"{TLS}.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": str(mesh.certs["server"][0])},
+                                  "private_key": {"filename": str(mesh.certs["server"][1])}}],
+            "validation_context": {"trusted_ca": {"filename": str(mesh.certs["ca"])}},
+        },
+    }
+    config = {
+        "node": {"id": "tcp-sidecar"},
+        "admin": {"address": address(admin)},
+        "static_resources": {
+            "listeners": [{"name": "inbound-tcp", "address": address(port), "filter_chains": [{
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
+                "filters": [
+                    {"name": "envoy.filters.network.wasm", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                        "config": wasm_config("meshaudit-network", "network", {"network": {"record_connections": True}}),
+                    }},
+                    {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": "tcp", "cluster": "backend"}},
+                ],
+            }]}],
+            "clusters": [static_cluster("backend", mesh.ports["upstream"])],
+        },
+    }
+    envoy = harness.Envoy(config, tmp_path)
+    try:
+        envoy.wait_ready()
+        ctx = ssl.create_default_context(cafile=str(mesh.certs["ca"]))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(str(mesh.certs["client"][0]), str(mesh.certs["client"][1]))
+        sources = []
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="pay.local") as tls:
+                    sources.append(f"127.0.0.1:{tls.getsockname()[1]}")
+                    tls.sendall(b"GET /tcp HTTP/1.1\r\nHost: pay\r\nConnection: close\r\n\r\n")
+                    assert tls.recv(100).startswith(b"HTTP/1.1 200")
+        found = envoy.wait_records(lambda r: r["kind"] == "connection", count=2)
+        assert len(found) == 2, envoy.log()[-3000:]
+        assert sorted(r["source"]["address"] for r in found) == sorted(sources)
+        for r in found:
+            assert r["why"] == {"reason": "record_connections"}
+            assert r["connection"] == {"local_address": f"127.0.0.1:{port}"}
+            assert r["peer"]["mtls"] is True
+            assert r["peer"]["principal"] == CLIENT_ID
+            assert r["peer"]["namespace"] == "shop"
+            assert r["peer"]["tls_version"] == "TLSv1.3"
+            assert r["peer"]["cert_sha256"] == mesh.client_cert_sha256
+            assert r["peer"]["local_principal"] == SERVER_ID
+        assert harness.BATCH_FALLBACK not in envoy.log()
+    finally:
+        envoy.stop()
+
+
 def test_every_record_came_from_one_attribute_batch(mesh):
     """Runs last: after mTLS, JWT, ext_authz and RBAC outcomes, Envoy answered every batch."""
     assert mesh.server.records()

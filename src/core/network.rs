@@ -34,16 +34,25 @@ pub fn failure_class(reason: &[u8]) -> &'static str {
 
 /// At connection close: a `tls_failure` record for a failed handshake, a
 /// `connection` record for others when configured, else nothing.
+///
+/// `data_seen`: the connection carried data, which a TLS listener passes to its network
+/// filters only once the handshake is done. Envoy also gives a transport failure reason
+/// to a connection that breaks later (a reset by the peer): that is no handshake failure.
+/// A connection that completes its handshake and breaks before any data counts as one.
 pub fn on_connection_close(
     settings: &Settings,
     worker: &mut Worker,
     host: &impl Host,
+    data_seen: bool,
 ) -> Option<String> {
     worker.requests_seen += 1;
     worker.tally(None, |c| c.requests += 1);
-    let failure = host
-        .property(attr::TRANSPORT_FAILURE)
-        .filter(|r| !r.is_empty());
+    let failure = if data_seen {
+        None
+    } else {
+        host.property(attr::TRANSPORT_FAILURE)
+            .filter(|r| !r.is_empty())
+    };
     if failure.is_none() && !settings.record_connections {
         worker.tally(None, |c| c.dropped += 1);
         return None;
@@ -125,7 +134,8 @@ mod tests {
             .with_property("connection.transport_failure_reason", NO_CERT)
             .with_property("source.address", "127.0.0.1:5000")
             .with_property("destination.address", "127.0.0.1:443");
-        let line = on_connection_close(&s, &mut Worker::new(&s, "p".into(), 1, 0), &host).unwrap();
+        let line =
+            on_connection_close(&s, &mut Worker::new(&s, "p".into(), 1, 0), &host, false).unwrap();
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "tls_failure");
         assert_eq!(r["connection"]["failure"], "no_client_certificate");
@@ -144,23 +154,48 @@ mod tests {
                 "spiffe://td/ns/a/sa/b",
             );
         let quiet = Settings::from_json(b"{}").unwrap();
-        assert!(
-            on_connection_close(&quiet, &mut Worker::new(&quiet, "p".into(), 1, 0), &host)
-                .is_none()
+        assert!(on_connection_close(
+            &quiet,
+            &mut Worker::new(&quiet, "p".into(), 1, 0),
+            &host,
+            true
+        )
+        .is_none());
+        assert_eq!(
+            host.calls.get(),
+            0,
+            "a connection that carried data: nothing to read"
         );
         let verbose = Settings::from_json(br#"{"network": {"record_connections": true}}"#).unwrap();
         let line = on_connection_close(
             &verbose,
             &mut Worker::new(&verbose, "p".into(), 1, 0),
             &host,
+            true,
         )
         .unwrap();
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "connection");
         assert_eq!(r["peer"]["namespace"], "a");
-        // Per connection: the failure reason, the caller's facts in one batch, the local
-        // address, the time (the quiet run before made one call).
-        assert_eq!(host.calls.get(), 1 + 4);
+        // Per connection: the caller's facts in one batch, the local address, the time.
+        assert_eq!(host.calls.get(), 3);
+    }
+
+    #[test]
+    fn a_connection_that_breaks_after_its_handshake_is_no_handshake_failure() {
+        // What Envoy reports when a client resets a connection that carried requests.
+        let host = FakeHost::new()
+            .with_property(
+                "connection.transport_failure_reason",
+                "TLS_error:|33554536:system library:OPENSSL_internal:Connection reset by peer:TLS_error_end",
+            )
+            .with_property("connection.mtls", [1]);
+        let quiet = Settings::from_json(b"{}").unwrap();
+        let mut worker = Worker::new(&quiet, "p".into(), 1, 0);
+        assert!(on_connection_close(&quiet, &mut worker, &host, true).is_none());
+        let line = on_connection_close(&quiet, &mut worker, &host, false)
+            .expect("before any data, the same reason is a failed handshake");
+        assert!(line.contains(r#""kind":"tls_failure""#));
     }
 
     #[test]

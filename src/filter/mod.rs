@@ -179,6 +179,7 @@ impl RootContext for Root {
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(Box::new(Connection {
             active: self.active.clone(),
+            data_seen: false,
         }))
     }
 
@@ -271,19 +272,30 @@ fn emit_request_record(settings: &Settings, json: &str, worker: &mut Worker) {
 /// A downstream connection, in network-filter mode.
 struct Connection {
     active: Option<Rc<Active>>,
+    /// Data reached the filter: on a TLS listener, the handshake completed.
+    data_seen: bool,
 }
 
 impl Context for Connection {}
 
 impl StreamContext for Connection {
+    fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        // Envoy calls this for every read whether or not the plugin looks: a flag costs nothing more.
+        self.data_seen = true;
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let Some(active) = &self.active else { return };
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
-        if let Some(json) =
-            network::on_connection_close(&active.settings, &mut worker, &active.host())
-        {
+        if let Some(json) = network::on_connection_close(
+            &active.settings,
+            &mut worker,
+            &active.host(),
+            self.data_seen,
+        ) {
             emit(active.settings.log_level, &json, &mut worker);
         }
     }
