@@ -233,8 +233,11 @@ pub fn on_log(
     let (action, sample_rate, sampled_by) = match verdict.action {
         Action::Audit => ("audit", 1.0, None),
         Action::Sample(rate) => ("sample", rate, kept.flatten()),
-        // Not reached: a request the rules drop is recorded only as a security outcome (audit).
-        Action::Drop => return None,
+        // Not reached: the rules recorded this request, or a security outcome did (audit).
+        Action::Drop => {
+            worker.tally(matched_rule, |c| c.dropped += 1);
+            return None;
+        }
     };
     let security = kind.is_security_outcome() || sensitive;
     let connection_id = facts
