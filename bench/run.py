@@ -1,15 +1,18 @@
 """What meshaudit costs per request, side by side with the alternatives, in one run.
 
 Every variant is its own Envoy 1.40 (one worker, pinned to CPU 0) answering with a
-direct response; wrk (pinned to CPU 1) drives them in interleaved rounds
-(A B C … A B C …). For each variant: the median over rounds of requests per second,
-p50/p99 latency and Envoy's CPU time per request (all threads' on-CPU time from
-/proc/<pid>/task/*/schedstat over the round, divided by the requests served).
+direct response; wrk (HTTP/1.1) and h2load (HTTP/2), pinned to CPU 1, drive them in
+interleaved rounds (A B C … A B C …, each variant under each protocol). For each variant
+and protocol: the median over rounds of requests per second, p50/p99 latency and Envoy's
+CPU time per request (all threads' on-CPU time from /proc/<pid>/task/*/schedstat over
+the round, divided by the requests served).
 
 Run it with `bash bench/run.sh` (which builds everything first). Environment:
-ROUNDS (default 7), DURATION seconds per round (default 5), CONNECTIONS (default 32),
-OUT (default bench/RESULTS.md), VARIANTS (name prefixes to run, with the two baselines),
-LOG_TO_FILE=1 (Envoy writes its log file itself instead of a pipe a collector drains).
+ROUNDS (default 7), DURATION seconds per round (default 5), CONNECTIONS for HTTP/1.1
+(default 32), H2_CONNECTIONS and H2_STREAMS for HTTP/2 (default 4 connections of 32
+concurrent streams, as between sidecars), PROTOCOLS (default "http1,h2"), OUT (default
+bench/RESULTS.md), VARIANTS (name prefixes to run, with the two baselines), LOG_TO_FILE=1
+(Envoy writes its log file itself instead of a pipe a collector drains).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ BENCH_WASM = ROOT / "bench" / "filters" / "target" / "wasm32-wasip1" / "release"
 ROUNDS = int(os.environ.get("ROUNDS", "7"))
 DURATION = int(os.environ.get("DURATION", "5"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
+H2_CONNECTIONS = int(os.environ.get("H2_CONNECTIONS", "4"))
+H2_STREAMS = int(os.environ.get("H2_STREAMS", "32"))
+PROTOCOLS = [p for p in os.environ.get("PROTOCOLS", "http1,h2").split(",") if p]
+PROTOCOL_NAMES = {"http1": "HTTP/1.1 (wrk)", "h2": "HTTP/2 (h2load)"}
+TARGET = "/products/42?page=2&token=abc"
 OUT = Path(os.environ.get("OUT", ROOT / "bench" / "RESULTS.md"))
 HMAC_KEY = "bench-hmac-key-0123456789abcdef"
 # Envoy's log (where records go by default) is a pipe that another process drains into a file,
@@ -168,7 +176,7 @@ def wrk(port: int, headers: list[str]) -> dict:
     args = ["taskset", "-c", "1", shutil.which("wrk") or "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run(args + [f"http://127.0.0.1:{port}/products/42?page=2&token=abc"],
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}{TARGET}"],
                          capture_output=True, text=True, timeout=DURATION + 60).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     def latency(p):
@@ -180,8 +188,26 @@ def wrk(port: int, headers: list[str]) -> dict:
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def h2load(port: int, headers: list[str], log: Path) -> dict:
+    """HTTP/2 with prior knowledge (h2c): a few connections carrying many concurrent streams."""
+    args = ["taskset", "-c", "1", shutil.which("h2load") or "h2load", "-t1", f"-c{H2_CONNECTIONS}",
+            f"-m{H2_STREAMS}", "-D", str(DURATION), f"--log-file={log}"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}{TARGET}"],
+                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    # h2load prints no percentiles: they come from its per-request log (microseconds, third column).
+    latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") == 2)
+    def latency(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1e3 if latencies else float("nan")
+    return {"requests": done, "rps": done / DURATION, "p50_ms": latency(50), "p99_ms": latency(99),
+            "non2xx": int(codes.group(3)) + int(codes.group(4)) if codes else 0}
+
+
 def main() -> None:
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "h2load", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run bash bench/run.sh")
     workdir = Path(tempfile.mkdtemp(prefix="meshaudit-bench-"))
@@ -197,16 +223,20 @@ def main() -> None:
     try:
         for _, envoy, _, _ in envoys:
             envoy.wait_ready()
-        samples: dict[str, list[dict]] = {name: [] for name, *_ in envoys}
+        samples: dict[str, dict[str, list[dict]]] = {p: {name: [] for name, *_ in envoys} for p in PROTOCOLS}
         for rnd in range(ROUNDS):
-            for name, envoy, port, headers in envoys:
-                truncate_logs(workdir)
-                before = cpu_ns(envoy.proc.pid)
-                result = wrk(port, headers)
-                result["cpu_us_per_req"] = (cpu_ns(envoy.proc.pid) - before) / 1e3 / max(result["requests"], 1)
-                samples[name].append(result)
-                print(f"round {rnd + 1}/{ROUNDS} {name:<52} {result['rps']:>9.0f} rps  "
-                      f"{result['cpu_us_per_req']:6.2f} us CPU/req", flush=True)
+            for protocol in PROTOCOLS:
+                for name, envoy, port, headers in envoys:
+                    truncate_logs(workdir)
+                    before = cpu_ns(envoy.proc.pid)
+                    if protocol == "h2":
+                        result = h2load(port, headers, workdir / "h2load-requests.log")
+                    else:
+                        result = wrk(port, headers)
+                    result["cpu_us_per_req"] = (cpu_ns(envoy.proc.pid) - before) / 1e3 / max(result["requests"], 1)
+                    samples[protocol][name].append(result)
+                    print(f"round {rnd + 1}/{ROUNDS} {protocol:<5} {name:<52} {result['rps']:>9.0f} rps  "
+                          f"{result['cpu_us_per_req']:6.2f} us CPU/req", flush=True)
         memory = {name: harness.stat(envoy, "wasmcustom.meshaudit.vm_memory_bytes") for name, envoy, _, _ in envoys}
         write_results(samples, memory, workdir)
     finally:
@@ -218,7 +248,8 @@ def median(values):
     return statistics.median(values)
 
 
-def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -> None:
+def summarise(samples: dict[str, list[dict]]) -> tuple[dict, dict, list[str]]:
+    """Medians per variant, the CPU each adds over no filter, and the table's rows."""
     names = list(samples)
     med = {n: {k: median([s[k] for s in samples[n]]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "non2xx")} for n in names}
     base = med["no filter"]
@@ -227,39 +258,53 @@ def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -
     added = {n: median([s["cpu_us_per_req"] - b["cpu_us_per_req"] for s, b in zip(samples[n], samples["no filter"])])
              for n in names}
     empty_added = added["empty Rust Wasm filter"]
-    rows = []
-    for n in names:
-        m = med[n]
-        rows.append(
-            f"| {n} | {m['rps']:,.0f} | {m['rps'] / base['rps']:.2f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} "
-            f"| {m['cpu_us_per_req']:.2f} | {added[n]:+.2f} | {added[n] / empty_added:.2f}× |"
-        )
+    rows = [
+        f"| {n} | {med[n]['rps']:,.0f} | {med[n]['rps'] / base['rps']:.2f} | {med[n]['p50_ms']:.3f} | {med[n]['p99_ms']:.3f} "
+        f"| {med[n]['cpu_us_per_req']:.2f} | {added[n]:+.2f} | {added[n] / empty_added:.2f}× |"
+        for n in names
+    ]
+    return med, {n: added[n] / empty_added for n in names}, rows
+
+
+def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workdir: Path) -> None:
     core = subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "core_bench"], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
     core_wasm = ROOT / "target" / "wasm32-wasip1" / "release" / "examples" / "core_bench.wasm"
     core_v8 = subprocess.run(["node", "--no-warnings", str(ROOT / "bench" / "core_wasi.mjs"), str(core_wasm)],
                              cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    def mult(name):
-        return added[name] / empty_added
-    targets = [
-        (label, mult(name), limit)
-        for label, name, limit in [
+    tables, targets, rounds = [], [], []
+    for protocol, by_variant in samples.items():
+        label = PROTOCOL_NAMES.get(protocol, protocol)
+        med, times_empty, rows = summarise(by_variant)
+        tables += [
+            f"### {label}",
+            "",
+            "| variant | req/s | vs no filter | p50 ms | p99 ms | CPU µs/req | added µs/req | × empty |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *rows,
+            "",
+        ]
+        for target, name, limit in [
             ("routine sampled-out request ≤ 2.0× the empty filter", "meshaudit, routine sampled out", 2.0),
             ("every-request audit at metadata level ≤ 6×, records in Envoy's log",
              "meshaudit, audit all, metadata", 6.0),
             ("every-request audit at metadata level ≤ 6×, records via Envoy's file access logger",
              "meshaudit, audit all, metadata, via access log", 6.0),
-        ]
-        if name in med
-    ]
+        ]:
+            if name in med:
+                value = times_empty[name]
+                targets.append(f"- {target}, {label}: **{value:.2f}×** — {'met' if value <= limit else 'MISSED'}")
+        rounds += [f"{label}:", "", "| variant | rounds |", "| --- | --- |",
+                   *[f"| {n} | {rounds_cpu(r)} |" for n, r in by_variant.items()], ""]
     wasm_kib = harness.WASM.stat().st_size / 1024
     lines = [
         "# Benchmark results",
         "",
         f"Run {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {platform.node() or 'this machine'}: "
         f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.release()}, Envoy 1.40.0 (V8), "
-        f"one worker pinned to CPU 0, wrk (1 thread, {CONNECTIONS} connections) pinned to CPU 1, "
-        f"{ROUNDS} interleaved rounds of {DURATION} s, medians. Command: `bash bench/run.sh`.",
+        f"one worker pinned to CPU 0; load pinned to CPU 1: wrk (1 thread, {CONNECTIONS} connections) for HTTP/1.1, "
+        f"h2load (1 thread, {H2_CONNECTIONS} connections of {H2_STREAMS} concurrent streams) for HTTP/2; "
+        f"{ROUNDS} interleaved rounds of {DURATION} s per protocol, medians. Command: `bash bench/run.sh`.",
         "",
         "Every variant answers with an Envoy direct response, so the numbers are Envoy plus the filter under test.",
         "CPU is all Envoy threads' on-CPU time over the round divided by requests served; it is steadier than",
@@ -267,23 +312,17 @@ def write_results(samples: dict[str, list[dict]], memory: dict, workdir: Path) -
         "minus the no-filter variant's in the same round; \"× empty\" divides it by the empty Rust Wasm filter's.",
         "The empty filter adds only 1.3–2.1 µs, so its noise moves every ratio by about ±0.2× (±10%) between runs.",
         "",
-        "| variant | req/s | vs no filter | p50 ms | p99 ms | CPU µs/req | added µs/req | × empty |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *rows,
-        "",
+        *tables,
         "Targets:",
         "",
-        *[f"- {label}: **{value:.2f}×** — {'met' if value <= limit else 'MISSED'}" for label, value, limit in targets],
+        *targets,
         f"- `.wasm` ≤ 400 KiB: **{wasm_kib:.0f} KiB** — {'met' if wasm_kib <= 400 else 'MISSED'}",
         f"- VM memory after the run (gauge `meshaudit.vm_memory_bytes`), per meshaudit variant: "
         + ", ".join(f"{n.removeprefix('meshaudit, ')}: {v / 1024:.0f} KiB" for n, v in memory.items() if v),
         "",
         "Each round's CPU µs/req, in the order run:",
         "",
-        "| variant | rounds |",
-        "| --- | --- |",
-        *[f"| {n} | {rounds_cpu(samples[n])} |" for n in names],
-        "",
+        *rounds,
         "The core alone (`examples/core_bench.rs`: the flow of `on_log` over answers held in memory, no",
         "host calls), natively and compiled to wasm32-wasip1 under Node's V8 (the engine Envoy embeds):",
         "",
