@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: builds meshaudit and the reference filters, then runs every variant
-# side by side in one run (see bench/run.py) and writes bench/RESULTS.md.
-# Not part of the test run. ROUNDS, DURATION, CONNECTIONS and OUT tune it.
+# side by side in one run, under HTTP/1.1 (wrk) and HTTP/2 (h2load), and writes
+# bench/RESULTS.md (see bench/run.py for what tunes it). Not part of the test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
