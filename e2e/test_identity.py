@@ -154,8 +154,9 @@ def server_hcm(stat_prefix: str, issuer: pki.JwtIssuer, ports: dict) -> dict:
     }
 
 
-def server_config(certs: dict, issuer: pki.JwtIssuer, ports: dict) -> dict:
-    downstream_tls = {
+def downstream_mtls(certs: dict) -> dict:
+    """The server side of mTLS: the server's certificate, client certificates required."""
+    return {
         "@type": f"{TLS}.DownstreamTlsContext",
         "require_client_certificate": True,
         "common_tls_context": {
@@ -164,6 +165,10 @@ def server_config(certs: dict, issuer: pki.JwtIssuer, ports: dict) -> dict:
             "validation_context": {"trusted_ca": {"filename": str(certs["ca"])}},
         },
     }
+
+
+def server_config(certs: dict, issuer: pki.JwtIssuer, ports: dict) -> dict:
+    downstream_tls = downstream_mtls(certs)
     network_wasm = {"name": "envoy.filters.network.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
         "config": wasm_config("meshaudit-network", "network", {}),
@@ -501,21 +506,12 @@ def test_record_connections_names_each_mtls_caller(mesh, tmp_path):
     """`network.record_connections`: a `connection` record for every connection that closes,
     with the caller's certificate identity, read in one batch from the network filter's root."""
     port, admin = harness.free_port(), harness.free_port()
-    downstream_tls = {
-        "@type": f"{TLS}.DownstreamTlsContext",
-        "require_client_certificate": True,
-        "common_tls_context": {
-            "tls_certificates": [{"certificate_chain": {"filename": str(mesh.certs["server"][0])},
-                                  "private_key": {"filename": str(mesh.certs["server"][1])}}],
-            "validation_context": {"trusted_ca": {"filename": str(mesh.certs["ca"])}},
-        },
-    }
     config = {
         "node": {"id": "tcp-sidecar"},
         "admin": {"address": address(admin)},
         "static_resources": {
             "listeners": [{"name": "inbound-tcp", "address": address(port), "filter_chains": [{
-                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_mtls(mesh.certs)},
                 "filters": [
                     {"name": "envoy.filters.network.wasm", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
