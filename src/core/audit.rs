@@ -175,14 +175,14 @@ pub fn on_log(
     // do not record, only a security outcome is, which the status and the details tell.
     let early = (kept.is_none() || early_status.is_some()).then(|| {
         let status = early_status.unwrap_or_else(|| read_status(host));
-        let details = likely_security(replied_before_plugin, status)
+        let likely = likely_security(replied_before_plugin, status);
+        let details = likely
             .then(|| host.property(&["response", "code_details"]))
             .flatten();
-        let rbac = (settings.shadow_results || likely_security(replied_before_plugin, status))
-            .then(|| Rbac::read(host));
-        (status, details, rbac)
+        let rbac = (settings.shadow_results || likely).then(|| Rbac::read(host));
+        (status, likely, details, rbac)
     });
-    if let (None, Some((status, details, rbac))) = (kept, &early) {
+    if let (None, Some((status, _, details, rbac))) = (kept, &early) {
         let kind = classify(status.unwrap_or(0), details.as_deref(), rbac.as_ref());
         if verdict(settings, kind, matched_rule).action != Action::Audit {
             match planned.action {
@@ -205,8 +205,8 @@ pub fn on_log(
         (Some(_), false) => &RECORD_FACTS,
     });
     let (status, code_details, mut rbac) = match &early {
-        Some((status, details, rbac)) => {
-            let details = if likely_security(replied_before_plugin, *status) {
+        Some((status, likely, details, rbac)) => {
+            let details = if *likely {
                 details.as_deref()
             } else {
                 facts.bytes(fact::CODE_DETAILS)
