@@ -152,6 +152,22 @@ def test_published_schema_is_current_and_accepts_the_shipped_configs(cli):
         jsonschema.validate({"rules": [{"name": "a", "action": "audt"}]}, schema)
 
 
+@pytest.mark.parametrize("name", ["a", "0x", "admin-api", "a_b", "x" * 64, "", "a.b", "-a", "_a", "Admin", "a b", "x" * 65])
+def test_schema_and_validator_agree_on_rule_names(cli, tmp_path, name):
+    """The rule-name grammar the schema publishes (a regular expression, checked here by
+    jsonschema's own engine) is the one the plugin's validator applies."""
+    config = {"rules": [{"name": name, "action": "audit"}]}
+    try:
+        jsonschema.validate(config, json.loads(SCHEMA.read_text()))
+        schema_accepts = True
+    except jsonschema.ValidationError:
+        schema_accepts = False
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(config))
+    validator_accepts = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True).returncode == 0
+    assert schema_accepts == validator_accepts, f"{name!r}: schema {schema_accepts}, validator {validator_accepts}"
+
+
 def test_istio_encoded_wasmplugin_config_loads_in_envoy(tmp_path):
     """The WasmPlugin's pluginConfig exactly as Istio delivers it (a Struct: doubles), with the
     HMAC key passed as a VM environment variable, as vmConfig.env does."""

@@ -2,10 +2,7 @@
 //! The benchmark (bench/run.py) reports it beside the in-Envoy numbers. ITERATIONS sets the
 //! loop count; ONLY=<name prefix> runs one case (for a profiler).
 
-use meshaudit::core::audit::{on_log, Worker};
-use meshaudit::core::headers::serialize;
-use meshaudit::core::host::Host;
-use meshaudit::core::settings::Settings;
+use meshaudit::core::{on_log, serialize_header_map as serialize, Host, Settings, Worker};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -73,15 +70,16 @@ fn host(path: &str) -> StaticHost {
     }
 }
 
-fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
+/// Runs one case; an error says which case is broken.
+fn measure(name: &str, config: &str, path: &str, expect_record: bool) -> Result<(), String> {
     // ONLY=<name prefix> runs one case, for profiling it alone.
     if std::env::var("ONLY").is_ok_and(|only| !name.starts_with(&only)) {
-        return;
+        return Ok(());
     }
     let settings = Settings::from_json_with_env(config.as_bytes(), &|_| {
         Some("bench-key-0123456789abcdef".into())
     })
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    .map_err(|e| format!("{name}: {e}"))?;
     let mut worker = Worker::new(&settings, "bench".into(), 1, 0);
     let host = host(path);
     let iterations: u32 = std::env::var("ITERATIONS")
@@ -90,7 +88,9 @@ fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
         .unwrap_or(200_000);
     let run = |worker: &mut Worker| on_log(&settings, worker, true, &host);
     let first = run(&mut worker);
-    assert_eq!(first.is_some(), expect_record, "{name}");
+    if first.is_some() != expect_record {
+        return Err(format!("{name}: expected a record: {expect_record}"));
+    }
     if std::env::var("SHOW").is_ok() {
         println!("{}", first.unwrap_or_default());
     }
@@ -100,36 +100,46 @@ fn measure(name: &str, config: &str, path: &str, expect_record: bool) {
     }
     let ns = start.elapsed().as_nanos() as f64 / f64::from(iterations);
     println!("{name:<44} {ns:>8.0} ns/request");
+    Ok(())
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let unbounded = r#""budgets": {"security": {"records_per_second": 1000000}, "routine": {"records_per_second": 1000000}}"#;
-    measure(
-        "routine, sampled out (rate 1%)",
-        r#"{"default_sample_rate": 0.01}"#,
-        "/products/42",
-        false,
-    );
-    measure(
-        "routine, dropped by a rule",
-        r#"{"rules": [{"name": "health", "match": {"paths": [{"prefix": "/products"}]}, "action": "drop"}]}"#,
-        "/products/42",
-        false,
-    );
-    measure(
-        "audit every request, level metadata",
-        &format!(r#"{{{unbounded}, "rules": [{{"name": "all", "action": "audit"}}]}}"#),
-        "/products/42?page=2",
-        true,
-    );
-    measure(
-        "audit, level request, redaction and hashing",
-        &format!(
-            r#"{{{unbounded}, "redaction": {{"query_params": ["page", "token"]}},
+    let cases = [
+        measure(
+            "routine, sampled out (rate 1%)",
+            r#"{"default_sample_rate": 0.01}"#,
+            "/products/42",
+            false,
+        ),
+        measure(
+            "routine, dropped by a rule",
+            r#"{"rules": [{"name": "health", "match": {"paths": [{"prefix": "/products"}]}, "action": "drop"}]}"#,
+            "/products/42",
+            false,
+        ),
+        measure(
+            "audit every request, level metadata",
+            &format!(r#"{{{unbounded}, "rules": [{{"name": "all", "action": "audit"}}]}}"#),
+            "/products/42?page=2",
+            true,
+        ),
+        measure(
+            "audit, level request, redaction and hashing",
+            &format!(
+                r#"{{{unbounded}, "redaction": {{"query_params": ["page", "token"]}},
                 "rules": [{{"name": "all", "action": "audit", "level": "request",
                 "request_headers": ["user-agent", {{"name": "authorization", "redact": "hash"}}]}}]}}"#
+            ),
+            "/users/jane@example.com/orders?page=2&token=abc",
+            true,
         ),
-        "/users/jane@example.com/orders?page=2&token=abc",
-        true,
-    );
+    ];
+    for case in cases {
+        if let Err(e) = case {
+            eprintln!("core_bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    std::process::ExitCode::SUCCESS
 }

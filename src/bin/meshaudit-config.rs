@@ -8,8 +8,7 @@
 //! VM's environment: `check` reads it from its own environment, or with
 //! `--assume-hmac-key` takes it as provided at run time (for pipelines without the secret).
 
-use meshaudit::core::config::RawConfig;
-use meshaudit::core::settings::Settings;
+use meshaudit::core::{RawConfig, Settings};
 use std::process::ExitCode;
 
 const USAGE: &str =

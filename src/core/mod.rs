@@ -1,27 +1,38 @@
-//! The pure core: configuration, rules, sampling, redaction and the record.
-//! Nothing here imports the Proxy-Wasm SDK; `cargo test --no-default-features`
-//! builds it without the SDK to keep it that way.
+//! The pure core: everything the plugin decides and writes. Nothing here imports
+//! the Proxy-Wasm SDK; `cargo test --no-default-features` builds it without the
+//! SDK to keep it that way.
+//!
+//! By stage, in the order a request meets them (docs/ARCHITECTURE.md walks
+//! through them): `config` (the operator's JSON to immutable settings), `envoy`
+//! (the host and every fact read from it), `request` (one HTTP stream, decided)
+//! and `network` (one connection), `record` (every record kind and its
+//! encoding), `worker` (per-VM state: budgets, counters, the stream). `path`,
+//! `redact` and `sample` serve several stages.
+#![forbid(unsafe_code)]
+// Without the adapter, what only it uses (the network mode's entry, the attribute
+// names it reads itself, the batch expressions it compiles) has no user.
+#![cfg_attr(
+    not(feature = "filter"),
+    allow(dead_code, unused_imports, reason = "used by the adapter only")
+)]
 
-pub mod audit;
-pub mod batch;
-pub mod config;
-pub mod connection;
-pub mod decide;
-pub mod flags;
-pub mod headers;
-pub mod host;
-pub mod identity;
-pub mod json;
-pub mod jsonpath;
-pub mod metrics;
-pub mod network;
-pub mod path;
+pub(crate) mod config;
+pub(crate) mod envoy;
+pub(crate) mod network;
+pub(crate) mod path;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod proptests;
-pub mod record;
-pub mod redact;
-pub mod sample;
-pub mod settings;
-pub mod time;
-pub mod volume;
-pub mod worker;
+pub(crate) mod record;
+pub(crate) mod redact;
+pub(crate) mod request;
+pub(crate) mod sample;
+pub(crate) mod worker;
+
+// What the native commands and examples use; the rest stays inside the crate.
+pub use config::raw::RawConfig;
+pub use config::{ConfigError, Settings};
+pub use envoy::attributes::{Answer, Batch};
+pub use envoy::headers::serialize as serialize_header_map;
+pub use envoy::host::Host;
+pub use request::on_log;
+pub use worker::Worker;

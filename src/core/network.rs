@@ -2,18 +2,19 @@
 //! HTTP filter, so the same plugin, loaded as a network filter (root id
 //! `network`), records them when the connection closes.
 
-use super::connection::ConnectionFacts;
-use super::decide::Kind;
-use super::host::Host;
-use super::identity::{attr, Peer};
-use super::json::JsonWriter;
-use super::record::write_peer;
-use super::settings::Settings;
-use super::volume::{caller_key, SuppressedKey};
+use super::config::Settings;
+use super::envoy::attributes::{DESTINATION_ADDRESS, SOURCE_ADDRESS, TRANSPORT_FAILURE};
+use super::envoy::connection::ConnectionFacts;
+use super::envoy::host::Host;
+use super::envoy::identity::Peer;
+use super::record::connection::ConnectionRecord;
+use super::record::{Kind, RecordKind};
+use super::worker::callers::caller_key;
+use super::worker::suppress::SuppressedKey;
 use super::worker::Worker;
 
 /// A short, stable name for what went wrong, from Envoy's failure reason (BoringSSL text).
-pub fn failure_class(reason: &[u8]) -> &'static str {
+pub(crate) fn failure_class(reason: &[u8]) -> &'static str {
     let has = |needle: &[u8]| reason.windows(needle.len()).any(|w| w == needle);
     if has(b"PEER_DID_NOT_RETURN_A_CERTIFICATE") {
         "no_client_certificate"
@@ -39,7 +40,7 @@ pub fn failure_class(reason: &[u8]) -> &'static str {
 /// filters only once the handshake is done. Envoy also gives a transport failure reason
 /// to a connection that breaks later (a reset by the peer): that is no handshake failure.
 /// A connection that completes its handshake and breaks before any data counts as one.
-pub fn on_connection_close(
+pub(crate) fn on_connection_close(
     settings: &Settings,
     worker: &mut Worker,
     host: &impl Host,
@@ -50,8 +51,7 @@ pub fn on_connection_close(
     let failure = if data_seen {
         None
     } else {
-        host.property(attr::TRANSPORT_FAILURE)
-            .filter(|r| !r.is_empty())
+        host.property(TRANSPORT_FAILURE).filter(|r| !r.is_empty())
     };
     if failure.is_none() && !settings.record_connections {
         worker.tally(None, |c| c.dropped += 1);
@@ -66,10 +66,10 @@ pub fn on_connection_close(
             mtls: Some(false),
             ..Peer::default()
         };
-        (peer, host.property(&["source", "address"]))
+        (peer, host.property(SOURCE_ADDRESS))
     };
-    let destination = host.property(&["destination", "address"]);
-    let cap = settings.max_field_bytes;
+    let destination = host.property(DESTINATION_ADDRESS);
+    let cap = settings.limits.max_field_bytes;
     let kind = if failure.is_some() {
         Kind::TlsFailure
     } else {
@@ -89,39 +89,27 @@ pub fn on_connection_close(
         return None;
     }
     worker.count_record(None, kind);
-    let mut w = JsonWriter::default();
-    worker.begin_record(&mut w, kind.as_str(), now, cap);
-    w.object_field("why");
-    w.str_field(
-        "reason",
-        if failure.is_some() {
+    let record = ConnectionRecord {
+        envelope: worker.envelope(RecordKind::Event(kind), now),
+        reason: if failure.is_some() {
             "security_outcome"
         } else {
             "record_connections"
         },
-    );
-    w.end_object();
-    w.object_field("connection");
-    if let Some(reason) = &failure {
-        w.str_field("failure", failure_class(reason));
-        w.bytes_field("failure_reason", reason, cap);
-    }
-    w.opt_bytes_field("local_address", destination.as_deref(), cap);
-    w.end_object();
-    if let Some(address) = &source {
-        w.object_field("source");
-        w.bytes_field("address", address, cap);
-        w.end_object();
-    }
-    write_peer(&mut w, &peer, cap);
-    w.end_object();
-    Some(w.finish())
+        failure: failure
+            .as_deref()
+            .map(|reason| (failure_class(reason), reason)),
+        local_address: destination.as_deref(),
+        source_address: source.as_deref(),
+        peer: &peer,
+    };
+    Some(record.encode(cap))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::host::FakeHost;
+    use crate::core::envoy::host::FakeHost;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

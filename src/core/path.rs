@@ -29,7 +29,7 @@ impl Default for CanonicalOptions {
 
 /// Splits `:path` into the path and its query string (without `?`, fragment
 /// dropped). The query is never recorded raw: it routinely carries tokens and personal data.
-pub fn split_query(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_query(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
     let Some(at) = raw.iter().position(|&b| b == b'?' || b == b'#') else {
         return (raw, None);
     };
@@ -44,7 +44,7 @@ pub fn split_query(raw: &[u8]) -> (&[u8], Option<&[u8]>) {
 
 /// The canonical path: percent-decoded where decoding cannot change meaning,
 /// slashes merged, `;params` removed, `.` and `..` resolved. Idempotent.
-pub fn canonicalize(path: &[u8], options: CanonicalOptions) -> Cow<'_, [u8]> {
+pub(crate) fn canonicalize(path: &[u8], options: CanonicalOptions) -> Cow<'_, [u8]> {
     if is_plainly_canonical(path) {
         return Cow::Borrowed(path);
     }

@@ -1,12 +1,13 @@
 //! Property-based tests over arbitrary bytes: the core never panics, every
 //! record is one valid JSON line, secrets never reach it, canonical paths are stable.
 
-use super::audit::{on_log, Worker};
-use super::headers::HeaderMap;
-use super::host::FakeHost;
-use super::json::JsonWriter;
+use super::config::Settings;
+use super::envoy::headers::HeaderMap;
+use super::envoy::host::FakeHost;
 use super::path::{canonicalize, CanonicalOptions};
-use super::settings::Settings;
+use super::record::json::JsonWriter;
+use super::request::on_log;
+use super::worker::Worker;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -158,7 +159,7 @@ proptest! {
             .with_property("response.code_details", &value);
         let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), !local_reply, &host).unwrap();
         prop_assert!(!line.contains('\n') && !line.contains('\r'));
-        prop_assert!(line.len() <= settings.max_record_bytes);
+        prop_assert!(line.len() <= settings.limits.max_record_bytes);
         let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(parsed.is_object());
         prop_assert!(!line.contains(&secret), "secret leaked: {}", line);
@@ -172,6 +173,6 @@ proptest! {
         line in 0usize..5,
         column in 0usize..300,
     ) {
-        let _ = super::jsonpath::path_at(&text, line, column);
+        let _ = super::config::jsonpath::path_at(&text, line, column);
     }
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Headers that carry credentials: never recorded in clear, even when a rule allow-lists them.
-pub const SENSITIVE_HEADERS: [&str; 5] = [
+pub(crate) const SENSITIVE_HEADERS: [&str; 5] = [
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -18,7 +18,7 @@ pub const SENSITIVE_HEADERS: [&str; 5] = [
 ];
 
 /// Query parameters whose values are masked even when allow-listed.
-pub const SENSITIVE_QUERY_PARAMS: [&str; 20] = [
+pub(crate) const SENSITIVE_QUERY_PARAMS: [&str; 20] = [
     "token",
     "access_token",
     "id_token",
@@ -41,10 +41,8 @@ pub const SENSITIVE_QUERY_PARAMS: [&str; 20] = [
     "x-amz-signature",
 ];
 
-/// The environment variable read for the HMAC key unless configured otherwise.
-pub const DEFAULT_HASH_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
 /// Shorter keys are refused: a pseudonym is only as strong as its key.
-pub const MIN_HASH_KEY_BYTES: usize = 16;
+pub(crate) const MIN_HASH_KEY_BYTES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redact {
@@ -90,7 +88,7 @@ impl HashKey {
 }
 
 /// HMAC-SHA-256 (RFC 2104) over `sha2`; small enough not to warrant another dependency.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block_key = [0u8; BLOCK];
     if key.len() > BLOCK {
@@ -125,7 +123,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Masks a credential: keeps an auth scheme (`Bearer`, `Basic`…) so an auditor
 /// sees the kind of credential, plus the length, never the secret itself.
-pub fn mask(value: &[u8]) -> Vec<u8> {
+pub(crate) fn mask(value: &[u8]) -> Vec<u8> {
     let scheme = value.split(|&b| b == b' ').next().filter(|s| {
         value.len() > s.len()
             && (1..=16).contains(&s.len())

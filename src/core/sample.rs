@@ -4,7 +4,7 @@
 
 /// Which identifier a sampling decision was keyed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SampleKey {
+pub(crate) enum SampleKey {
     /// W3C `traceparent` trace-id.
     TraceId,
     /// B3 trace id (`x-b3-traceid` or the single `b3` header).
@@ -16,7 +16,7 @@ pub enum SampleKey {
 }
 
 impl SampleKey {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SampleKey::TraceId => "trace_id",
             SampleKey::B3TraceId => "b3_trace_id",
@@ -27,7 +27,7 @@ impl SampleKey {
 }
 
 /// Keep with probability `rate`, given a uniformly distributed 64-bit draw.
-pub fn keep(rate: f64, draw: u64) -> bool {
+pub(crate) fn keep(rate: f64, draw: u64) -> bool {
     if rate >= 1.0 {
         return true;
     }
@@ -42,7 +42,7 @@ pub fn keep(rate: f64, draw: u64) -> bool {
 /// A well-mixed 64-bit hash of an identifier. Case-insensitive, since trace
 /// ids are hex and hops may differ in case. The algorithm is part of the
 /// sampling contract between sidecars: changing it breaks cross-hop consistency.
-pub fn hash_id(id: &[u8]) -> u64 {
+pub(crate) fn hash_id(id: &[u8]) -> u64 {
     // FNV-1a, then the splitmix64 finaliser so nearby ids spread over the range.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in id {
@@ -60,14 +60,14 @@ fn mix64(mut z: u64) -> u64 {
 
 /// The per-worker fallback generator (splitmix64): no host call, no allocation.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
     }
@@ -75,14 +75,14 @@ impl Rng {
 
 /// The ids of a W3C `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent<'a> {
+pub(crate) struct TraceParent<'a> {
     pub trace_id: &'a [u8],
     /// The caller's span: the parent of this hop's.
     pub span_id: &'a [u8],
 }
 
 /// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
-pub fn traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
+pub(crate) fn traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
     let mut parts = value.split(|&b| b == b'-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -98,7 +98,7 @@ pub fn traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
 }
 
 /// A B3 trace id: 16 or 32 hex digits, from `x-b3-traceid` or the first field of `b3`.
-pub fn b3_trace_id(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn b3_trace_id(value: &[u8]) -> Option<&[u8]> {
     let id = value.split(|&b| b == b'-').next()?;
     (is_hex_id(id, 16) || is_hex_id(id, 32)).then_some(id)
 }

@@ -7,25 +7,32 @@
 //! Buffers returned by the host are allocated through the SDK's exported
 //! `proxy_on_memory_allocate` (a `Vec` it forgot), so taking them back with
 //! `Vec::from_raw_parts` is how the SDK itself frees them.
-#![allow(unsafe_code, clashing_extern_declarations)]
+#![expect(
+    unsafe_code,
+    reason = "the one place that declares and calls the host ABI"
+)]
+#![allow(
+    clashing_extern_declarations,
+    reason = "the SDK declares some of the same imports with other types"
+)]
 
 const OK: u32 = 0;
 const CAS_MISMATCH: u32 = 8;
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
-pub enum MapType {
+pub(super) enum MapType {
     RequestHeaders = 0,
     ResponseHeaders = 2,
 }
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
-pub enum BufferType {
+pub(super) enum BufferType {
     PluginConfiguration = 7,
 }
 
-pub use crate::core::settings::LogLevel;
+pub(super) use crate::core::config::LogLevel;
 
 fn log_level_code(level: LogLevel) -> u32 {
     match level {
@@ -108,13 +115,13 @@ extern "C" {
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
-pub enum MetricType {
+pub(super) enum MetricType {
     Counter = 0,
     Gauge = 1,
 }
 
 /// Calls one of Envoy's foreign functions (`expr_create`, `expr_evaluate`…).
-pub fn foreign(name: &str, argument: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn foreign(name: &str, argument: &[u8]) -> Option<Vec<u8>> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: `name` and `argument` outlive the call; out-pointers are valid.
     unsafe {
@@ -130,13 +137,13 @@ pub fn foreign(name: &str, argument: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-pub fn set_tick_period_ms(period: u32) -> bool {
+pub(super) fn set_tick_period_ms(period: u32) -> bool {
     // SAFETY: no pointers.
     unsafe { proxy_set_tick_period_milliseconds(period) == OK }
 }
 
 /// Defines (or finds) a metric; Envoy shows it under the `wasmcustom.` namespace.
-pub fn define_metric(metric_type: MetricType, name: &str) -> Option<u32> {
+pub(super) fn define_metric(metric_type: MetricType, name: &str) -> Option<u32> {
     let mut id = 0u32;
     // SAFETY: `name` outlives the call; the out-pointer is valid.
     let status =
@@ -144,14 +151,14 @@ pub fn define_metric(metric_type: MetricType, name: &str) -> Option<u32> {
     (status == OK).then_some(id)
 }
 
-pub fn record_metric(id: u32, value: u64) {
+pub(super) fn record_metric(id: u32, value: u64) {
     // SAFETY: no pointers. A failed update has nowhere to be reported.
     unsafe {
         proxy_record_metric(id, value);
     }
 }
 
-pub fn increment_metric(id: u32, delta: u64) {
+pub(super) fn increment_metric(id: u32, delta: u64) {
     // SAFETY: no pointers. A failed update has nowhere to be reported.
     unsafe {
         proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
@@ -159,7 +166,7 @@ pub fn increment_metric(id: u32, delta: u64) {
 }
 
 /// This VM's linear memory, in bytes: it only grows, so a leak shows here.
-pub fn vm_memory_bytes() -> u64 {
+pub(super) fn vm_memory_bytes() -> u64 {
     #[cfg(target_arch = "wasm32")]
     {
         (core::arch::wasm32::memory_size(0) as u64) * 65_536
@@ -184,19 +191,19 @@ unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
 }
 
 /// Writes to Envoy's log; `false` when the host refused it.
-pub fn log(level: LogLevel, message: &str) -> bool {
+pub(super) fn log(level: LogLevel, message: &str) -> bool {
     // SAFETY: pointer and length describe `message`, which outlives the call.
     unsafe { proxy_log(log_level_code(level), message.as_ptr(), message.len()) == OK }
 }
 
-pub fn now_unix_nanos() -> Option<u64> {
+pub(super) fn now_unix_nanos() -> Option<u64> {
     let mut nanos = 0u64;
     // SAFETY: the host writes one u64 through a valid pointer.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
     (status == OK).then_some(nanos)
 }
 
-pub fn buffer(buffer_type: BufferType, max_size: usize) -> Option<Vec<u8>> {
+pub(super) fn buffer(buffer_type: BufferType, max_size: usize) -> Option<Vec<u8>> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: out-pointers are valid; the returned buffer is taken back below.
     unsafe {
@@ -208,7 +215,7 @@ pub fn buffer(buffer_type: BufferType, max_size: usize) -> Option<Vec<u8>> {
     }
 }
 
-pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+pub(super) fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: `name` outlives the call; out-pointers are valid.
     unsafe {
@@ -223,7 +230,7 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The whole map, serialised (see `core::headers::HeaderMap`).
-pub fn header_map(map: MapType) -> Option<Vec<u8>> {
+pub(super) fn header_map(map: MapType) -> Option<Vec<u8>> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: out-pointers are valid; the returned buffer is taken back below.
     unsafe {
@@ -236,7 +243,7 @@ pub fn header_map(map: MapType) -> Option<Vec<u8>> {
 }
 
 /// An attribute by its path segments (joined with NUL, as the ABI expects).
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+pub(super) fn property(path: &[&str]) -> Option<Vec<u8>> {
     let serialized = path.join("\0");
     let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
     // SAFETY: `serialized` outlives the call; out-pointers are valid.
@@ -254,13 +261,13 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// Stores a value as the stream's filter state `wasm.<name>` (Envoy's access loggers can read it).
-pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
+pub(super) fn set_filter_state(name: &str, value: &[u8]) -> bool {
     // SAFETY: `name` and `value` outlive the call.
     unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == OK }
 }
 
 /// A shared-data value and its CAS token (0: the key does not exist yet).
-pub fn shared_data(key: &str) -> (Option<Vec<u8>>, u32) {
+pub(super) fn shared_data(key: &str) -> (Option<Vec<u8>>, u32) {
     let (mut data, mut size, mut cas) = (std::ptr::null_mut(), 0usize, 0u32);
     // SAFETY: `key` outlives the call; out-pointers are valid.
     unsafe {
@@ -273,12 +280,12 @@ pub fn shared_data(key: &str) -> (Option<Vec<u8>>, u32) {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum SetSharedError {
+pub(super) enum SetSharedError {
     CasMismatch,
     Other(u32),
 }
 
-pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), SetSharedError> {
+pub(super) fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), SetSharedError> {
     // SAFETY: `key` and `value` outlive the call.
     let status =
         unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };

@@ -1,21 +1,10 @@
 //! `core::host::Host` over the Proxy-Wasm ABI of the current stream.
 
 use super::abi::{self, MapType};
-use crate::core::batch::{
-    self, Attr, Facts, CONNECTION_FACTS, RECORD_FACTS, RECORD_FACTS_WITH_OUTCOME,
-    SENSITIVE_RECORD_FACTS,
-};
-use crate::core::host::Host;
-use crate::core::settings::LogLevel;
+use crate::core::config::LogLevel;
+use crate::core::envoy::attributes::{cel_expression, Answer, Batch};
+use crate::core::envoy::host::{read_one_by_one, Host};
 use std::cell::Cell;
-
-/// The attribute lists read in one call each.
-const BATCHES: [&[Attr]; 4] = [
-    &RECORD_FACTS,
-    &SENSITIVE_RECORD_FACTS,
-    &RECORD_FACTS_WITH_OUTCOME,
-    &CONNECTION_FACTS,
-];
 
 thread_local! {
     /// Whether this VM has said that a batch could not be evaluated.
@@ -23,38 +12,33 @@ thread_local! {
 }
 
 /// Said once per VM: the attributes are still read, one by one, at a higher cost.
-pub const BATCH_FALLBACK_WARNING: &str =
+pub(super) const BATCH_FALLBACK_WARNING: &str =
     "meshaudit: Envoy could not evaluate an attribute batch; reading attributes one by one (slower)";
 
-/// Envoy's tokens for the compiled expressions of `BATCHES`. Envoy keeps compiled
+/// Envoy's tokens for the compiled expressions of every `Batch`. Envoy keeps compiled
 /// expressions per root context, and one VM can hold several (the HTTP and the
 /// network filter of one module share it): each root compiles its own.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BatchTokens([Option<[u8; 4]>; BATCHES.len()]);
+pub(super) struct BatchTokens([Option<[u8; 4]>; Batch::ALL.len()]);
 
 impl BatchTokens {
     /// Compiles the batches for the current root context. Without Envoy's CEL foreign
     /// functions (another host, or a build without them) attributes are read one by one.
-    pub fn compile() -> Self {
-        Self(BATCHES.map(|attrs| {
-            let expression = batch::cel_expression(attrs);
+    pub(super) fn compile() -> Self {
+        Self(Batch::ALL.map(|batch| {
+            let expression = cel_expression(batch.attrs());
             abi::foreign("expr_create", expression.as_bytes())
                 .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok())
         }))
     }
 
-    fn token_for(&self, attrs: &[Attr]) -> Option<[u8; 4]> {
-        BATCHES
-            .iter()
-            .zip(self.0)
-            // The lists are statics: the address decides, the contents only for another copy.
-            .find(|(batch, _)| std::ptr::eq(**batch, attrs) || **batch == attrs)
-            .and_then(|(_, token)| token)
+    fn token_for(&self, batch: Batch) -> Option<[u8; 4]> {
+        self.0.get(batch.index()).copied().flatten()
     }
 }
 
 /// The current stream, as seen from the root context that created it.
-pub struct EnvoyHost {
+pub(super) struct EnvoyHost {
     pub batches: BatchTokens,
 }
 
@@ -75,11 +59,11 @@ impl Host for EnvoyHost {
         abi::now_unix_nanos().unwrap_or(0)
     }
 
-    fn properties(&self, attrs: &[Attr]) -> Facts {
-        let token = self.batches.token_for(attrs);
+    fn properties(&self, batch: Batch) -> Answer {
+        let token = self.batches.token_for(batch);
         let batched = token.map(|token| {
             abi::foreign("expr_evaluate", &token)
-                .and_then(|answer| Facts::from_answer(answer, attrs))
+                .and_then(|answer| Answer::from_batch(answer, batch))
         });
         if let Some(None) = batched {
             // Compiled, yet not answered: an attribute assumed always present was not.
@@ -89,6 +73,6 @@ impl Host for EnvoyHost {
         }
         batched
             .flatten()
-            .unwrap_or_else(|| Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect()))
+            .unwrap_or_else(|| read_one_by_one(self, batch))
     }
 }

@@ -4,6 +4,8 @@
 //! which also counts calls, because every host call on the routine path costs
 //! about half of an empty filter's whole overhead.
 
+use super::attributes::{Answer, Batch};
+
 /// Read access to the current stream. Every method answers `None` when the
 /// value does not exist or the host refused: callers treat all facts as optional.
 pub trait Host {
@@ -16,33 +18,37 @@ pub trait Host {
     /// Wall-clock time, Unix nanoseconds.
     fn now_unix_nanos(&self) -> u64;
 
-    /// Several attributes. Envoy answers them in one call (see `batch`); the
+    /// A batch of attributes. Envoy answers them in one call (see `attributes`); the
     /// default reads them one by one.
-    fn properties(&self, attrs: &[Attr]) -> Facts {
-        Facts::Single(attrs.iter().map(|a| self.property(a.path)).collect())
+    fn properties(&self, batch: Batch) -> Answer {
+        read_one_by_one(self, batch)
     }
 }
 
-use super::batch::{Attr, Facts};
-
-/// Envoy serialises integer attributes as 8-byte little-endian.
-pub fn decode_i64(bytes: &[u8]) -> Option<i64> {
-    let array: [u8; 8] = bytes.try_into().ok()?;
-    Some(i64::from_le_bytes(array))
+/// A batch as single reads: what a host without Envoy's CEL functions answers.
+pub(crate) fn read_one_by_one(host: &(impl Host + ?Sized), batch: Batch) -> Answer {
+    Answer::Single(
+        batch
+            .attrs()
+            .iter()
+            .map(|a| host.property(a.path))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
-pub use fake::FakeHost;
+pub(crate) use fake::FakeHost;
 
 #[cfg(test)]
 mod fake {
     use super::Host;
+    use crate::core::envoy::attributes::{Answer, Batch};
     use std::cell::Cell;
     use std::collections::HashMap;
 
     /// A scripted stream, with a count of the calls made against it.
     #[derive(Default)]
-    pub struct FakeHost {
+    pub(crate) struct FakeHost {
         pub request_headers: HashMap<String, Vec<u8>>,
         pub response_headers: HashMap<String, Vec<u8>>,
         pub properties: HashMap<String, Vec<u8>>,
@@ -51,37 +57,37 @@ mod fake {
     }
 
     impl FakeHost {
-        pub fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self {
                 now: 1_795_626_239_123_000_000,
                 ..Self::default()
             }
         }
 
-        pub fn with_request_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        pub(crate) fn with_request_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
             self.request_headers
                 .insert(name.to_string(), value.as_ref().to_vec());
             self
         }
 
-        pub fn with_response_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        pub(crate) fn with_response_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
             self.response_headers
                 .insert(name.to_string(), value.as_ref().to_vec());
             self
         }
 
-        pub fn with_property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
+        pub(crate) fn with_property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
             self.properties
                 .insert(path.to_string(), value.as_ref().to_vec());
             self
         }
 
-        pub fn with_int_property(self, path: &str, value: i64) -> Self {
+        pub(crate) fn with_int_property(self, path: &str, value: i64) -> Self {
             self.with_property(path, value.to_le_bytes())
         }
 
         /// A request as the plugin sees it; status as a response header.
-        pub fn request(method: &str, path: &str, status: u16) -> Self {
+        pub(crate) fn request(method: &str, path: &str, status: u16) -> Self {
             Self::new()
                 .with_request_header(":method", method)
                 .with_request_header(":path", path)
@@ -103,7 +109,7 @@ mod fake {
             }
         }
 
-        pub fn reset_calls(&self) {
+        pub(crate) fn reset_calls(&self) {
             self.calls.set(0);
         }
 
@@ -119,7 +125,7 @@ mod fake {
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
         pairs.sort();
-        crate::core::headers::serialize(&pairs)
+        crate::core::envoy::headers::serialize(&pairs)
     }
 
     impl Host for FakeHost {
@@ -140,9 +146,9 @@ mod fake {
             self.now
         }
         /// Like Envoy's CEL batch: one call for all.
-        fn properties(&self, attrs: &[crate::core::batch::Attr]) -> crate::core::batch::Facts {
+        fn properties(&self, batch: Batch) -> Answer {
             self.count();
-            crate::core::batch::Facts::Single(attrs.iter().map(|a| self.lookup(a.path)).collect())
+            Answer::Single(batch.attrs().iter().map(|a| self.lookup(a.path)).collect())
         }
     }
 }

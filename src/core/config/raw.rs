@@ -5,6 +5,8 @@
 //! a typo is an error, not a silently ignored setting. The README's
 //! "Configuration reference" documents the same fields.
 
+#[cfg(feature = "schema")]
+use super::defaults;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -14,17 +16,21 @@ use std::fmt;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Schema version of this configuration. Only `1` exists. Default: `1`.
+    /// Schema version of this configuration. Only `1` exists.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::VERSION)))]
     pub version: Option<WholeNumber>,
     /// Names this proxy in every record. Default: the Envoy node id (`xds.node.id`; Istio: `sidecar~<ip>~<pod>.<ns>~…`), else `unknown`.
     pub instance_id: Option<String>,
     /// Envoy log level the records are written at: `trace`, `debug`, `info`,
-    /// `warn`, `error` or `critical`. Default: `warn` (Istio hides Wasm `info` logs by default).
+    /// `warn`, `error` or `critical` (Istio hides Wasm `info` logs by default).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::LOG_LEVEL)))]
     pub log_level: Option<String>,
     /// Audit every security outcome (401, 403, a local reply from RBAC, jwt_authn
-    /// or ext_authz) whatever the rules say. Default: `true`. With `false`, rules decide alone.
+    /// or ext_authz) whatever the rules say. With `false`, rules decide alone.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::ALWAYS_AUDIT_SECURITY_OUTCOMES)))]
     pub always_audit_security_outcomes: Option<bool>,
-    /// Fraction (0 to 1) of requests that match no rule which is recorded. Default: `0.01`.
+    /// Fraction (0 to 1) of requests that match no rule which is recorded.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::DEFAULT_SAMPLE_RATE, "minimum" = 0, "maximum" = 1)))]
     pub default_sample_rate: Option<f64>,
     /// How the canonical path that rules match on is derived.
     pub path_normalization: Option<RawPathNormalization>,
@@ -48,6 +54,7 @@ pub struct RawConfig {
     pub output: Option<RawOutput>,
     /// Ordered rules; the first whose `match` fits the request decides.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = defaults::MAX_RULES), extend("default" = [])))]
     pub rules: Vec<RawRule>,
 }
 
@@ -55,9 +62,11 @@ pub struct RawConfig {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPathNormalization {
-    /// Decode `%2F` and `%5C` to `/` before matching. Default: `true`.
+    /// Decode `%2F` and `%5C` to `/` before matching.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::DECODE_ESCAPED_SLASHES)))]
     pub decode_escaped_slashes: Option<bool>,
-    /// Treat `\` as `/` before matching. Default: `true`.
+    /// Treat `\` as `/` before matching.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::BACKSLASH_IS_SLASH)))]
     pub backslash_is_slash: Option<bool>,
 }
 
@@ -65,9 +74,11 @@ pub struct RawPathNormalization {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Cap on each string field, in bytes (64 to 65536). Default: `1024`.
+    /// Cap on each string field, in bytes.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MAX_FIELD_BYTES.default, "minimum" = defaults::MAX_FIELD_BYTES.min, "maximum" = defaults::MAX_FIELD_BYTES.max)))]
     pub max_field_bytes: Option<WholeNumber>,
-    /// Cap on a whole record, in bytes (4096 to 1048576). Default: `16384`.
+    /// Cap on a whole record, in bytes.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MAX_RECORD_BYTES.default, "minimum" = defaults::MAX_RECORD_BYTES.min, "maximum" = defaults::MAX_RECORD_BYTES.max)))]
     pub max_record_bytes: Option<WholeNumber>,
 }
 
@@ -76,7 +87,8 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawAuthorization {
     /// Read RBAC shadow and Istio dry-run results for every request and record
-    /// `shadow_denied` / `shadow_allowed` events. Costs one attribute read per request. Default: `false`.
+    /// `shadow_denied` / `shadow_allowed` events. Costs one attribute read per request.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::SHADOW_RESULTS)))]
     pub shadow_results: Option<bool>,
 }
 
@@ -87,12 +99,13 @@ pub struct RawAuthentication {
     /// jwt_authn's `payload_in_metadata` name: where the verified claims are read from.
     /// Absent: successful JWT authentication is not recorded.
     pub jwt_payload_metadata_key: Option<String>,
-    /// How the JWT subject is recorded: `omit`, `hash` (keyed pseudonym) or `clear`. Default: `omit`.
+    /// How the JWT subject is recorded: `omit`, `hash` (keyed pseudonym) or `clear`.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = RawSubject::DEFAULT)))]
     pub jwt_subject: Option<RawSubject>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum RawSubject {
     Omit,
@@ -100,15 +113,21 @@ pub enum RawSubject {
     Clear,
 }
 
+impl RawSubject {
+    pub const DEFAULT: RawSubject = RawSubject::Omit;
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
-    /// Write request records to Envoy's log, prefixed `meshaudit.record `. Default: `true`.
+    /// Write request records to Envoy's log, prefixed `meshaudit.record `.
     /// Configuration, accounting and suppressed records always go to the log.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::OUTPUT_LOG)))]
     pub log: Option<bool>,
     /// Also expose each request record to Envoy's access loggers as the filter state
-    /// `wasm.meshaudit_record` (`%FILTER_STATE(wasm.meshaudit_record:PLAIN)%`). Default: `false`.
+    /// `wasm.meshaudit_record` (`%FILTER_STATE(wasm.meshaudit_record:PLAIN)%`).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::OUTPUT_FILTER_STATE)))]
     pub filter_state: Option<bool>,
 }
 
@@ -117,12 +136,15 @@ pub struct RawOutput {
 #[serde(deny_unknown_fields)]
 pub struct RawBudgets {
     /// Security events: denials, authentication and TLS failures, rate-limited and shadow
-    /// results, and requests matched by an `audit` rule. Default: 1000 per second, burst 2000.
+    /// results, and requests matched by an `audit` rule.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = {"records_per_second": defaults::SECURITY_RECORDS_PER_SECOND, "burst": defaults::default_burst(defaults::SECURITY_RECORDS_PER_SECOND)})))]
     pub security: Option<RawBudget>,
-    /// Everything else (sampled and `sample` rules). Default: 100 per second, burst 200.
+    /// Everything else (sampled and `sample` rules).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = {"records_per_second": defaults::ROUTINE_RECORDS_PER_SECOND, "burst": defaults::default_burst(defaults::ROUTINE_RECORDS_PER_SECOND)})))]
     pub routine: Option<RawBudget>,
     /// Distinct callers aggregated per (kind, rule) in `suppressed` records per interval;
-    /// beyond, callers are counted together as `(other callers)`. 1 to 65536. Default: `256`.
+    /// beyond, callers are counted together as `(other callers)`.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MAX_SUPPRESSED_CALLERS.default, "minimum" = defaults::MAX_SUPPRESSED_CALLERS.min, "maximum" = defaults::MAX_SUPPRESSED_CALLERS.max)))]
     pub max_suppressed_callers: Option<WholeNumber>,
 }
 
@@ -131,9 +153,11 @@ pub struct RawBudgets {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
-    /// Sustained rate, records per second (0.001 to 1000000).
+    /// Sustained rate, records per second.
+    #[cfg_attr(feature = "schema", schemars(extend("minimum" = defaults::RECORDS_PER_SECOND_MIN, "maximum" = defaults::RECORDS_PER_SECOND_MAX)))]
     pub records_per_second: f64,
-    /// Records allowed at once above the rate (1 to 1000000). Default: twice the rate, at least 1.
+    /// Records allowed at once above the rate. Default: twice the rate, at least 1.
+    #[cfg_attr(feature = "schema", schemars(extend("minimum" = defaults::BURST_MIN, "maximum" = defaults::BURST_MAX)))]
     pub burst: Option<WholeNumber>,
 }
 
@@ -141,9 +165,11 @@ pub struct RawBudget {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
-    /// Window of the per-caller call count, in seconds (1 to 86400). Default: `60`.
+    /// Window of the per-caller call count, in seconds.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::CALLER_WINDOW_SECONDS.default, "minimum" = defaults::CALLER_WINDOW_SECONDS.min, "maximum" = defaults::CALLER_WINDOW_SECONDS.max)))]
     pub window_seconds: Option<WholeNumber>,
-    /// Entries in the per-worker (rule, caller) table (1 to 65536); the oldest make room. Default: `1024`.
+    /// Entries in the per-worker (rule, caller) table; the oldest make room.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MAX_CALLERS.default, "minimum" = defaults::MAX_CALLERS.min, "maximum" = defaults::MAX_CALLERS.max)))]
     pub max_callers: Option<WholeNumber>,
 }
 
@@ -151,7 +177,8 @@ pub struct RawRateLimit {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
-    /// Also record successful connections (kind `connection`), not only failed handshakes. Default: `false`.
+    /// Also record successful connections (kind `connection`), not only failed handshakes.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::RECORD_CONNECTIONS)))]
     pub record_connections: Option<bool>,
 }
 
@@ -159,7 +186,8 @@ pub struct RawNetwork {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawReporting {
-    /// Seconds between two reports of a worker (metrics pushed to Envoy), 1 to 3600. Default: `10`.
+    /// Seconds between two reports of a worker (metrics pushed to Envoy).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::REPORTING_INTERVAL_SECONDS.default, "minimum" = defaults::REPORTING_INTERVAL_SECONDS.min, "maximum" = defaults::REPORTING_INTERVAL_SECONDS.max)))]
     pub interval_seconds: Option<WholeNumber>,
 }
 
@@ -171,10 +199,12 @@ pub struct RawRedaction {
     #[serde(default)]
     pub sensitive_headers: Vec<String>,
     /// What a sensitive header a rule allow-lists becomes: `omit`, `mask` (keeps an auth
-    /// scheme and the length) or `hash` (keyed pseudonym). Default: `mask`.
+    /// scheme and the length) or `hash` (keyed pseudonym).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = RawRedact::DEFAULT)))]
     pub sensitive_header_action: Option<RawRedact>,
     /// Name of the VM environment variable holding the HMAC-SHA-256 key for `hash`
-    /// (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`). Default: `MESHAUDIT_HMAC_KEY`.
+    /// (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::HASH_KEY_ENV)))]
     pub hash_key_env: Option<String>,
     /// Query parameters recorded, by name; every other parameter is dropped. Default: none.
     #[serde(default)]
@@ -190,13 +220,16 @@ pub struct RawRedaction {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPathPlaceholders {
-    /// Replace segments holding an e-mail address with `{email}`. Default: `true`.
+    /// Replace segments holding an e-mail address with `{email}`.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::EMAIL_PLACEHOLDER)))]
     pub email: Option<bool>,
     /// Replace segments of at least this many digits (with `-`, `.`, `+`, `(`, `)` or
-    /// spaces between them: card, phone, account numbers) with `{digits}`. `0` disables. Default: `9`.
+    /// spaces between them: card, phone, account numbers) with `{digits}`. `0` disables.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MIN_DIGITS.default, "minimum" = defaults::MIN_DIGITS.min, "maximum" = defaults::MIN_DIGITS.max)))]
     pub min_digits: Option<WholeNumber>,
     /// More segment patterns, each a glob over one segment (`*`, `?`) and its placeholder name.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = [])))]
     pub segments: Vec<RawSegmentPlaceholder>,
 }
 
@@ -211,7 +244,7 @@ pub struct RawSegmentPlaceholder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum RawRedact {
     /// Not recorded at all.
@@ -220,6 +253,11 @@ pub enum RawRedact {
     Mask,
     /// Recorded as a keyed pseudonym: `hmac-sha256:<32 hex>`, with the key's id in the record.
     Hash,
+}
+
+impl RawRedact {
+    /// What a sensitive header a rule allow-lists becomes by default.
+    pub const DEFAULT: RawRedact = RawRedact::Mask;
 }
 
 /// A header a rule records: a name, or `{"name": ..., "redact": ...}`.
@@ -274,7 +312,9 @@ impl<'de> Deserialize<'de> for RawRecordedHeader {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
-    /// Unique name, recorded as the reason a record was written: `[a-z0-9_.-]`, 1 to 64 bytes.
+    /// Unique name, recorded as the reason a record was written: 1 to 64 of `a-z`, `0-9`,
+    /// `-`, `_`, starting with a letter or digit (it becomes part of Envoy stat names).
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = defaults::RULE_NAME_PATTERN)))]
     pub name: String,
     /// What the request must look like; every given condition must hold. Absent: every request.
     #[serde(rename = "match", default)]
@@ -283,13 +323,15 @@ pub struct RawRule {
     pub action: RawAction,
     /// With `sample`: the fraction recorded, 0 to 1. Required with `sample`, refused otherwise.
     pub sample_rate: Option<f64>,
-    /// `metadata` (default): no headers. `request`: also the headers in `request_headers`.
+    /// `metadata`: no headers. `request`: also the headers in `request_headers`.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = RawLevel::DEFAULT)))]
     pub level: Option<RawLevel>,
     /// Records per second this rule may write (per worker), on top of the class budget.
     pub budget: Option<RawBudget>,
     /// With level `request`: the request headers to record: lowercase names, or
     /// `{"name": ..., "redact": "omit" | "mask" | "hash"}`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = [])))]
     pub request_headers: Vec<RawRecordedHeader>,
 }
 
@@ -312,7 +354,8 @@ pub struct RawMatch {
     /// Any of these response statuses: a code (`404`) or a class (`"5xx"`).
     #[serde(default)]
     pub status: Vec<RawStatus>,
-    /// Match paths without regard to ASCII case. Default: `false`.
+    /// Match paths without regard to ASCII case.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::CASE_INSENSITIVE)))]
     pub case_insensitive: Option<bool>,
     /// `true`: the connection is mTLS; `false`: it is not (plaintext or TLS without a client certificate).
     pub mtls: Option<bool>,
@@ -359,11 +402,15 @@ pub enum RawAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum RawLevel {
     Metadata,
     Request,
+}
+
+impl RawLevel {
+    pub(crate) const DEFAULT: RawLevel = RawLevel::Metadata;
 }
 
 /// A response status condition: a code like `404` or a class like `"4xx"`.

@@ -1,109 +1,17 @@
-//! Which rule applies to a request, what kind of event it is, and whether it is recorded.
+//! Which rule applies to a request, and what the rules make of its kind of event.
 
-use super::identity::{Peer, Rbac};
-use super::settings::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
-
-/// The kind of event a record reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A request recorded because a rule or sampling asked for it.
-    Access,
-    /// Authorization refused it: Envoy RBAC, ext_authz, or a 403.
-    Denied,
-    /// Authentication failed: jwt_authn, or a 401.
-    AuthFailure,
-    /// Allowed, but a shadow (dry-run) RBAC policy would have denied it.
-    ShadowDenied,
-    /// A shadow (dry-run) RBAC policy matched and would allow it.
-    ShadowAllowed,
-    /// A rate limiter refused it (Envoy's local_ratelimit, or a 429).
-    RateLimited,
-    /// Network mode: a TLS / mTLS handshake failed.
-    TlsFailure,
-    /// Network mode: a connection, when configured.
-    Connection,
-    /// Events a budget refused, aggregated.
-    Suppressed,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Access => "access",
-            Kind::Denied => "denied",
-            Kind::AuthFailure => "auth_failure",
-            Kind::ShadowDenied => "shadow_denied",
-            Kind::ShadowAllowed => "shadow_allowed",
-            Kind::RateLimited => "rate_limited",
-            Kind::TlsFailure => "tls_failure",
-            Kind::Connection => "connection",
-            Kind::Suppressed => "suppressed",
-        }
-    }
-
-    /// Outcomes audited whatever the rules say (unless `always_audit_security_outcomes` is off).
-    /// Shadow results are only known when the operator enabled `authorization.shadow_results`.
-    pub fn is_security_outcome(self) -> bool {
-        !matches!(self, Kind::Access | Kind::Connection)
-    }
-}
-
-/// Classifies the outcome from the status, Envoy's `response.code_details`
-/// (which say which filter answered, not just how) and RBAC's metadata when read.
-pub fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
-    let enforced = classify_enforced(status, code_details, rbac);
-    match rbac {
-        Some(rbac) if enforced == Kind::Access && rbac.shadow_denied() => Kind::ShadowDenied,
-        Some(rbac) if enforced == Kind::Access && rbac.shadow_allowed_by_policy() => {
-            Kind::ShadowAllowed
-        }
-        _ => enforced,
-    }
-}
-
-fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
-    const DENIED: [&[u8]; 3] = [
-        b"rbac_access_denied",
-        b"ext_authz_denied",
-        b"ext_authz_error",
-    ];
-    const AUTH_FAILED: [&[u8]; 1] = [b"jwt_authn_access_denied"];
-    if let Some(details) = code_details {
-        if DENIED.iter().any(|p| details.starts_with(p)) {
-            return Kind::Denied;
-        }
-        if AUTH_FAILED.iter().any(|p| details.starts_with(p)) {
-            return Kind::AuthFailure;
-        }
-    }
-    if rbac.is_some_and(Rbac::enforced_denied) {
-        return Kind::Denied;
-    }
-    if code_details.is_some_and(|d| d.starts_with(b"local_rate_limited")) {
-        return Kind::RateLimited;
-    }
-    match status {
-        401 => Kind::AuthFailure,
-        403 => Kind::Denied,
-        429 => Kind::RateLimited,
-        _ => Kind::Access,
-    }
-}
-
-/// Whether a status alone makes the request a security outcome candidate,
-/// worth reading `response.code_details` for.
-pub fn is_security_status(status: u16) -> bool {
-    matches!(status, 401 | 403 | 429)
-}
+use crate::core::config::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
+use crate::core::envoy::identity::{strip_port, Peer};
+use crate::core::record::{Kind, Reason};
 
 /// The request facts rules match on.
-pub struct MatchInput<'a> {
+pub(super) struct MatchInput<'a> {
     pub canonical_path: &'a [u8],
     pub method: Option<&'a [u8]>,
     /// A method-override header's value: a rule on `DELETE` also catches `POST` + override `DELETE`.
     pub method_override: Option<&'a [u8]>,
     pub authority: Option<&'a [u8]>,
-    /// Values of `Settings::match_headers`, in that order.
+    /// Values of `RuleReads::headers`, in that order.
     pub match_headers: &'a [Option<&'a [u8]>],
     /// 0 when no response was sent.
     pub status: u16,
@@ -112,7 +20,7 @@ pub struct MatchInput<'a> {
 }
 
 /// Index of the first rule that matches, as in the Kubernetes audit policy.
-pub fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -> Option<usize> {
+pub(super) fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -> Option<usize> {
     let mut lowercase_path: Option<Vec<u8>> = None;
     settings.rules.iter().position(|rule| {
         let m = &rule.matcher;
@@ -176,48 +84,9 @@ fn host_matches(hosts: &[HostMatcher], authority: &[u8]) -> bool {
     })
 }
 
-/// An address or authority without its `:port` (`[::1]:8080` keeps its brackets).
-pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
-    // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(colon)
-            if authority
-                .get(colon + 1..)
-                .is_some_and(|p| p.iter().all(u8::is_ascii_digit))
-                && !authority
-                    .get(..colon)
-                    .is_some_and(|h| h.contains(&b':') && !h.ends_with(b"]")) =>
-        {
-            authority.get(..colon).unwrap_or(authority)
-        }
-        _ => authority,
-    }
-}
-
-/// Why a record was (or would have been) written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// A rule's action decided.
-    Rule,
-    /// A security outcome, audited whatever the rules say.
-    SecurityOutcome,
-    /// No rule matched: the default sample rate applied.
-    Default,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Rule => "rule",
-            Reason::SecurityOutcome => "security_outcome",
-            Reason::Default => "default_sample",
-        }
-    }
-}
-
 /// The verdict before sampling.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Verdict {
+pub(super) struct Verdict {
     pub reason: Reason,
     /// The first matching rule, also when a security outcome overrode its action.
     pub rule: Option<usize>,
@@ -225,7 +94,7 @@ pub struct Verdict {
     pub level: Level,
 }
 
-pub fn verdict(settings: &Settings, kind: Kind, rule: Option<usize>) -> Verdict {
+pub(super) fn verdict(settings: &Settings, kind: Kind, rule: Option<usize>) -> Verdict {
     let matched = rule.and_then(|i| settings.rules.get(i));
     let level = matched.map_or(Level::Metadata, |r| r.level);
     match matched {
@@ -349,23 +218,6 @@ mod tests {
         );
         assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
         assert_eq!(strip_port(b"::1"), b"::1");
-    }
-
-    #[test]
-    fn classification_prefers_code_details() {
-        assert_eq!(
-            classify(403, Some(b"rbac_access_denied_matched_policy[x]"), None),
-            Kind::Denied
-        );
-        assert_eq!(
-            classify(401, Some(b"jwt_authn_access_denied{Jwt_is_missing}"), None),
-            Kind::AuthFailure
-        );
-        assert_eq!(classify(403, Some(b"ext_authz_denied"), None), Kind::Denied);
-        assert_eq!(classify(403, None, None), Kind::Denied);
-        assert_eq!(classify(401, None, None), Kind::AuthFailure);
-        assert_eq!(classify(200, Some(b"via_upstream"), None), Kind::Access);
-        assert_eq!(classify(500, None, None), Kind::Access);
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! Per-worker state (one Wasm VM per Envoy worker thread): the record stream
 //! and its sequence numbers, budgets, aggregation, counters, and the periodic
-//! report that writes `suppressed` and `accounting` records.
+//! report that writes `suppressed` and `accounting` records. Volume control
+//! without silent loss: every state is bounded in entries and costs no host call.
 
-use super::connection::ConnectionCache;
-use super::decide::Kind;
-use super::json::JsonWriter;
-use super::record::Envelope;
-use super::sample::Rng;
-use super::settings::{Budget, Settings};
-use super::volume::{
-    kind_index, CallerTable, Counters, RuleCounts, SuppressedGroup, SuppressedKey, Suppressor,
-    TokenBucket, KINDS,
-};
+pub(crate) mod budget;
+pub(crate) mod callers;
+pub(crate) mod connections;
+pub(crate) mod counters;
+pub(crate) mod metrics;
+pub(crate) mod suppress;
+
+use crate::core::config::{Budget, Settings};
+use crate::core::record::report::{AccountingRecord, SuppressedRecord};
+use crate::core::record::{Envelope, Kind, RecordKind};
+use crate::core::sample::Rng;
+use budget::TokenBucket;
+use callers::CallerTable;
+use connections::ConnectionCache;
+use counters::{Counters, RuleCounts};
+use suppress::{SuppressedGroup, SuppressedKey, Suppressor};
 
 /// The name of the counters slot for requests that no rule matched.
-pub const DEFAULT_RULE: &str = "_default";
+pub(crate) const DEFAULT_RULE: &str = "_default";
 
 #[derive(Debug)]
 pub struct Worker {
@@ -53,15 +60,18 @@ impl Worker {
             stream,
             next_seq: 0,
             counters: Counters::new(settings.rules.len()),
-            security: bucket(settings.security_budget),
-            routine: bucket(settings.routine_budget),
+            security: bucket(settings.budgets.security),
+            routine: bucket(settings.budgets.routine),
             rule_buckets: settings
                 .rules
                 .iter()
                 .map(|r| r.budget.map(bucket))
                 .collect(),
-            suppressor: Suppressor::new(settings.max_suppressed_callers),
-            callers: CallerTable::new(settings.max_callers, settings.caller_window_seconds),
+            suppressor: Suppressor::new(settings.budgets.max_suppressed_callers),
+            callers: CallerTable::new(
+                settings.rate_limit.max_callers,
+                settings.rate_limit.window_seconds,
+            ),
             connections: ConnectionCache::default(),
             interval_start_ns: now_ns,
             last_record_rule: None,
@@ -110,7 +120,7 @@ impl Worker {
     pub(crate) fn suppress(&mut self, key: SuppressedKey, now_ns: u64) {
         let rule = key.rule;
         if self.suppressor.add(key, now_ns) {
-            self.counters.suppressed_overflow += 1;
+            self.counters.worker.suppressed_overflow += 1;
         }
         self.tally(rule, |c| c.suppressed += 1);
     }
@@ -119,9 +129,7 @@ impl Worker {
     pub(crate) fn count_record(&mut self, rule: Option<usize>, kind: Kind) {
         self.last_record_rule = Some(rule);
         self.tally(rule, |c| c.records += 1);
-        if let Some(n) = self.counters.records_by_kind.get_mut(kind_index(kind)) {
-            *n += 1;
-        }
+        self.counters.count_kind(kind);
     }
 
     /// The periodic report: one `suppressed` record per group, then the
@@ -139,13 +147,7 @@ impl Worker {
         for group in self.suppressor.take() {
             let line = self.suppressed_record(settings, &group, now_ns);
             lines.push(line);
-            if let Some(n) = self
-                .counters
-                .records_by_kind
-                .get_mut(kind_index(Kind::Suppressed))
-            {
-                *n += 1;
-            }
+            self.counters.count_kind(Kind::Suppressed);
         }
         let counts = self.counters.take();
         lines.push(self.accounting_record(settings, &counts, now_ns));
@@ -153,8 +155,8 @@ impl Worker {
         Report { lines, counts }
     }
 
-    /// Opens a record of this worker's stream, taking the next sequence number.
-    pub(crate) fn begin_record(&mut self, w: &mut JsonWriter, kind: &str, now_ns: u64, cap: usize) {
+    /// The envelope of a new record of this worker's stream, taking the next sequence number.
+    pub(crate) fn envelope(&mut self, kind: RecordKind, now_ns: u64) -> Envelope<'_> {
         let seq = self.next_seq();
         Envelope {
             ts_unix_nanos: now_ns,
@@ -162,7 +164,6 @@ impl Worker {
             instance: &self.instance,
             stream: Some((&self.stream, seq)),
         }
-        .begin(w, cap);
     }
 
     fn suppressed_record(
@@ -171,66 +172,50 @@ impl Worker {
         group: &SuppressedGroup,
         now_ns: u64,
     ) -> String {
-        let cap = settings.max_field_bytes;
-        let mut w = JsonWriter::with_capacity(256);
-        self.begin_record(&mut w, Kind::Suppressed.as_str(), now_ns, cap);
-        w.object_field("suppressed");
-        w.str_field("kind", group.key.kind.as_str());
-        w.opt_str_field("rule", rule_name(settings, group.key.rule));
-        w.bytes_field("caller", &group.key.caller, cap);
-        if group.overflow {
-            w.bool_field("overflow", true);
+        SuppressedRecord {
+            envelope: self.envelope(RecordKind::Event(Kind::Suppressed), now_ns),
+            kind: group.key.kind,
+            rule: rule_name(settings, group.key.rule),
+            caller: &group.key.caller,
+            overflow: group.overflow,
+            count: group.count,
+            first_ns: group.first_ns,
+            last_ns: group.last_ns,
         }
-        w.u64_field("count", group.count);
-        w.timestamp_field("first", group.first_ns);
-        w.timestamp_field("last", group.last_ns);
-        w.end_object();
-        w.end_object();
-        w.finish()
+        .encode(settings.limits.max_field_bytes)
     }
 
     fn accounting_record(&mut self, settings: &Settings, counts: &Counters, now_ns: u64) -> String {
-        let mut w = JsonWriter::default();
-        self.begin_record(&mut w, "accounting", now_ns, settings.max_field_bytes);
-        w.object_field("interval");
-        w.timestamp_field("start", self.interval_start_ns);
-        w.timestamp_field("end", now_ns);
-        w.end_object();
-        w.object_field("totals");
-        for (name, value) in counts.totals().named() {
-            w.u64_field(name, value);
+        let interval_start_ns = self.interval_start_ns;
+        let totals = counts
+            .totals()
+            .named()
+            .into_iter()
+            .chain(counts.worker.named())
+            .collect();
+        let by_rule = counts
+            .by_rule
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != RuleCounts::default())
+            .map(|(i, c)| {
+                let name = rule_name(settings, Some(i)).unwrap_or(DEFAULT_RULE);
+                (name, c.named().to_vec())
+            })
+            .collect();
+        AccountingRecord {
+            envelope: self.envelope(RecordKind::Accounting, now_ns),
+            interval_start_ns,
+            totals,
+            records_by_kind: &counts.records_by_kind,
+            by_rule,
         }
-        w.u64_field("caller_evictions", counts.caller_evictions);
-        w.u64_field("suppressed_overflow", counts.suppressed_overflow);
-        w.end_object();
-        w.object_field("records_by_kind");
-        for (kind, n) in KINDS.iter().zip(counts.records_by_kind.iter()) {
-            if *n > 0 {
-                w.u64_field(kind.as_str(), *n);
-            }
-        }
-        w.end_object();
-        w.object_field("by_rule");
-        for (i, c) in counts.by_rule.iter().enumerate() {
-            let named = c.named();
-            if named.iter().all(|(_, value)| *value == 0) {
-                continue;
-            }
-            w.name_key(rule_name(settings, Some(i)).unwrap_or(DEFAULT_RULE));
-            w.begin_object();
-            for (name, value) in named {
-                w.u64_field(name, value);
-            }
-            w.end_object();
-        }
-        w.end_object();
-        w.end_object();
-        w.finish()
+        .encode(settings.limits.max_field_bytes)
     }
 }
 
 /// A rule's name; `None` for the default slot or an index out of range.
-pub fn rule_name(settings: &Settings, rule: Option<usize>) -> Option<&str> {
+pub(crate) fn rule_name(settings: &Settings, rule: Option<usize>) -> Option<&str> {
     rule.and_then(|i| settings.rules.get(i))
         .map(|r| r.name.as_str())
 }

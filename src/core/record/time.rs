@@ -2,7 +2,7 @@
 
 /// Appends Unix time in nanoseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 /// Written digit by digit into the record: it runs for every record, and `format!` is slow in Wasm.
-pub fn push_rfc3339_millis(out: &mut Vec<u8>, unix_nanos: u64) {
+pub(crate) fn push_rfc3339_millis(out: &mut Vec<u8>, unix_nanos: u64) {
     let millis = unix_nanos / 1_000_000;
     let secs = millis / 1000;
     let days = secs / 86_400;

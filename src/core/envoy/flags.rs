@@ -7,11 +7,8 @@ const SHORT_NAMES: [&str; 30] = [
     "UDO",
 ];
 
-/// The bit Envoy sets when a rate limiter refused the request (`RL`).
-pub const RATE_LIMITED: u64 = 1 << 11;
-
 /// The short names of the set bits; a bit this version does not know is written as `bitN`.
-pub fn short_names(flags: u64) -> Vec<String> {
+pub(crate) fn short_names(flags: u64) -> Vec<String> {
     (0..64)
         .filter(|bit| flags & (1u64 << bit) != 0)
         .map(|bit| match SHORT_NAMES.get(bit) {
@@ -30,7 +27,7 @@ mod tests {
     #[test]
     fn decodes_known_and_unknown_bits() {
         assert!(short_names(0).is_empty());
-        assert_eq!(short_names(RATE_LIMITED), ["RL"]);
+        assert_eq!(short_names(1 << 11), ["RL"], "a rate limiter refused");
         assert_eq!(
             short_names(0b10 | 1 << 12 | 1 << 40),
             ["UH", "UAEX", "bit40"]

@@ -1,65 +1,22 @@
-//! What the records of one downstream connection share, read once per connection.
+//! The caller facts of recent downstream connections, per worker.
 //!
-//! The caller's address and TLS identity cannot change while a connection
-//! lives, and a mesh keeps connections open for many requests (HTTP/2 between
-//! sidecars, pooled HTTP/1.1). Reading them is the costliest part of a record:
-//! four certificate attributes under mTLS. So each worker keeps the facts of
-//! its recent connections, keyed by Envoy's connection id (unique within the
+//! A mesh keeps connections open for many requests (HTTP/2 between sidecars,
+//! pooled HTTP/1.1), and reading a connection's facts is the costliest part of a
+//! record: four certificate attributes under mTLS. So each worker keeps the facts
+//! of its recent connections, keyed by Envoy's connection id (unique within the
 //! process, never reused), and a record of a known connection reads none of them.
 
-use super::batch::{connection_fact, CONNECTION_FACTS};
-use super::host::Host;
-use super::identity::Peer;
+use crate::core::envoy::connection::ConnectionFacts;
+use crate::core::envoy::host::Host;
 use std::rc::Rc;
 
 /// Connections remembered per worker. A miss costs one batch read; beyond this
 /// many concurrently active connections, the oldest entries make room.
-pub const CACHE_CAPACITY: usize = 64;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConnectionFacts {
-    pub source_address: Option<Vec<u8>>,
-    pub peer: Peer,
-}
-
-impl ConnectionFacts {
-    pub fn read(host: &impl Host) -> Self {
-        let facts = host.properties(&CONNECTION_FACTS);
-        let take = |i: usize| facts.bytes(i).map(<[u8]>::to_vec);
-        let source_address = take(connection_fact::SOURCE_ADDRESS);
-        let tls_version = take(connection_fact::TLS_VERSION);
-        let mtls = facts.flag(connection_fact::MTLS).unwrap_or(false);
-        // Certificate facts only where the session has them: none on plaintext, no peer's without mTLS.
-        let (principal, subject, cert_sha256) = if mtls {
-            (
-                take(connection_fact::PEER_URI_SAN),
-                take(connection_fact::PEER_SUBJECT),
-                take(connection_fact::PEER_CERT_SHA256),
-            )
-        } else {
-            (None, None, None)
-        };
-        let local_principal = tls_version
-            .is_some()
-            .then(|| take(connection_fact::LOCAL_URI_SAN))
-            .flatten();
-        Self {
-            source_address,
-            peer: Peer {
-                mtls: Some(mtls),
-                tls_version,
-                principal,
-                subject,
-                cert_sha256,
-                local_principal,
-            },
-        }
-    }
-}
+pub(crate) const CACHE_CAPACITY: usize = 64;
 
 /// The facts of recent connections, by connection id, replaced oldest first.
 #[derive(Debug, Default)]
-pub struct ConnectionCache {
+pub(crate) struct ConnectionCache {
     entries: Vec<(u64, Rc<ConnectionFacts>)>,
     /// Where the next new entry goes once the cache is full.
     next: usize,
@@ -67,7 +24,7 @@ pub struct ConnectionCache {
 
 impl ConnectionCache {
     /// The connection's facts: remembered, or read now (and remembered when the id is known).
-    pub fn facts(&mut self, id: Option<u64>, host: &impl Host) -> Rc<ConnectionFacts> {
+    pub(crate) fn facts(&mut self, id: Option<u64>, host: &impl Host) -> Rc<ConnectionFacts> {
         let Some(id) = id else {
             return Rc::new(ConnectionFacts::read(host));
         };
@@ -85,19 +42,16 @@ impl ConnectionCache {
         facts
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::host::FakeHost;
+    use crate::core::envoy::host::FakeHost;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -2,14 +2,15 @@
 //! report pushes the interval's deltas, one host call per counter that moved,
 //! instead of one per request per counter.
 
-use super::settings::Settings;
-use super::volume::{Counters, RuleCounts, KINDS};
-use super::worker::DEFAULT_RULE;
+use super::counters::{Counters, RuleCounts, WorkerCounts};
+use super::DEFAULT_RULE;
+use crate::core::config::Settings;
+use crate::core::record::Kind;
 
 /// Counter names, in the order `values` reports them. Envoy shows them under
 /// `wasmcustom.`; the rule and kind in the name become Prometheus labels through
 /// the `stats_tags` shipped in `e2e/envoy.yaml`.
-pub fn counter_names(settings: &Settings) -> Vec<String> {
+pub(crate) fn counter_names(settings: &Settings) -> Vec<String> {
     let mut names = Vec::new();
     let rules = settings
         .rules
@@ -17,21 +18,22 @@ pub fn counter_names(settings: &Settings) -> Vec<String> {
         .map(|r| r.name.as_str())
         .chain(std::iter::once(DEFAULT_RULE));
     for rule in rules {
-        for (field, _) in RuleCounts::default().named() {
+        for field in RuleCounts::NAMES {
             names.push(format!("meshaudit.rule.{rule}.{field}"));
         }
     }
-    for kind in KINDS {
+    for kind in Kind::ALL {
         names.push(format!("meshaudit.kind.{}.records", kind.as_str()));
     }
     names.push("meshaudit.sink_errors".to_string());
-    names.push("meshaudit.caller_evictions".to_string());
-    names.push("meshaudit.suppressed_overflow".to_string());
+    for field in WorkerCounts::NAMES {
+        names.push(format!("meshaudit.{field}"));
+    }
     names
 }
 
 /// The interval's counts, in the order of `counter_names`.
-pub fn values(counts: &Counters) -> Vec<u64> {
+pub(crate) fn values(counts: &Counters) -> Vec<u64> {
     let mut out = Vec::new();
     for rule in &counts.by_rule {
         out.extend(rule.named().map(|(_, value)| value));
@@ -39,21 +41,18 @@ pub fn values(counts: &Counters) -> Vec<u64> {
     out.extend(counts.records_by_kind);
     // All records lost, whatever their kind: the number to alert on.
     out.push(counts.totals().sink_errors);
-    out.push(counts.caller_evictions);
-    out.push(counts.suppressed_overflow);
+    out.extend(counts.worker.named().map(|(_, value)| value));
     out
 }
 
 /// Counted by the root when a configuration is refused.
-pub const CONFIG_ERRORS: &str = "meshaudit.config_errors";
+pub(crate) const CONFIG_ERRORS: &str = "meshaudit.config_errors";
 /// The VM's linear memory, in bytes.
-pub const VM_MEMORY_BYTES: &str = "meshaudit.vm_memory_bytes";
+pub(crate) const VM_MEMORY_BYTES: &str = "meshaudit.vm_memory_bytes";
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::decide::Kind;
-    use crate::core::volume::kind_index;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -65,7 +64,7 @@ mod tests {
         let mut c = Counters::new(1);
         c.by_rule[0].records = 3;
         c.by_rule[1].sampled_out = 7;
-        c.records_by_kind[kind_index(Kind::Denied)] = 2;
+        c.records_by_kind[Kind::Denied.index()] = 2;
         c.sink_errors = 1;
         c.by_rule[0].sink_errors = 2;
         let values = values(&c);

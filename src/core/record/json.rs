@@ -5,8 +5,8 @@
 //! misread. Here every value is escaped so that one record is always one
 //! line of valid JSON, and every string can be capped in bytes.
 
-use super::redact::hex;
 use super::time::push_rfc3339_millis;
+use crate::core::redact::hex;
 use std::io::Write as _;
 
 /// Bytes written into a JSON string as they are: printable ASCII but `"` and `\`.
@@ -32,7 +32,7 @@ fn is_plain(bytes: &[u8]) -> bool {
 /// Text appended to a capped string: the original length lets a reader see how much was cut.
 const TRUNCATION_MARKER: &str = "...[truncated, ";
 
-pub struct JsonWriter {
+pub(crate) struct JsonWriter {
     /// Bytes, not a `String`: only valid UTF-8 is ever appended, so the text is
     /// checked once in `finish` instead of value by value.
     out: Vec<u8>,
@@ -48,24 +48,16 @@ impl Default for JsonWriter {
 }
 
 impl JsonWriter {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
             out: Vec::with_capacity(capacity),
             needs_comma: false,
         }
     }
 
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         String::from_utf8(self.out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-    }
-
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
     }
 
     fn separate(&mut self) {
@@ -75,24 +67,24 @@ impl JsonWriter {
         self.needs_comma = true;
     }
 
-    pub fn begin_object(&mut self) {
+    pub(crate) fn begin_object(&mut self) {
         self.separate();
         self.out.push(b'{');
         self.needs_comma = false;
     }
 
-    pub fn end_object(&mut self) {
+    pub(crate) fn end_object(&mut self) {
         self.out.push(b'}');
         self.needs_comma = true;
     }
 
-    pub fn begin_array(&mut self) {
+    pub(crate) fn begin_array(&mut self) {
         self.separate();
         self.out.push(b'[');
         self.needs_comma = false;
     }
 
-    pub fn end_array(&mut self) {
+    pub(crate) fn end_array(&mut self) {
         self.out.push(b']');
         self.needs_comma = true;
     }
@@ -100,7 +92,7 @@ impl JsonWriter {
     /// Writes an object key that is a constant of the program (hence `'static`):
     /// written as it is, without the check a name from the configuration gets
     /// (`name_key`); a record has some forty keys.
-    pub fn key(&mut self, key: &'static str) {
+    pub(crate) fn key(&mut self, key: &'static str) {
         debug_assert!(is_plain(key.as_bytes()), "key {key:?} needs escaping");
         self.out.reserve(key.len() + 4);
         if std::mem::replace(&mut self.needs_comma, false) {
@@ -113,63 +105,63 @@ impl JsonWriter {
 
     /// Writes an object key from the configuration (a header or rule name). Those are
     /// validated as HTTP tokens or rule names; anything else would still be escaped.
-    pub fn name_key(&mut self, name: &str) {
+    pub(crate) fn name_key(&mut self, name: &str) {
         self.separate();
         escape_into(&mut self.out, name.as_bytes(), usize::MAX);
         self.out.push(b':');
         self.needs_comma = false;
     }
 
-    pub fn object_field(&mut self, key: &'static str) {
+    pub(crate) fn object_field(&mut self, key: &'static str) {
         self.key(key);
         self.begin_object();
     }
 
-    pub fn array_field(&mut self, key: &'static str) {
+    pub(crate) fn array_field(&mut self, key: &'static str) {
         self.key(key);
         self.begin_array();
     }
 
     /// A string value from arbitrary bytes, escaped and capped at `cap` input bytes.
-    pub fn bytes_value(&mut self, value: &[u8], cap: usize) {
+    pub(crate) fn bytes_value(&mut self, value: &[u8], cap: usize) {
         self.separate();
         escape_into(&mut self.out, value, cap);
     }
 
-    pub fn str_value(&mut self, value: &str) {
+    pub(crate) fn str_value(&mut self, value: &str) {
         self.bytes_value(value.as_bytes(), usize::MAX);
     }
 
-    pub fn bytes_field(&mut self, key: &'static str, value: &[u8], cap: usize) {
+    pub(crate) fn bytes_field(&mut self, key: &'static str, value: &[u8], cap: usize) {
         self.key(key);
         self.bytes_value(value, cap);
     }
 
-    pub fn str_field(&mut self, key: &'static str, value: &str) {
+    pub(crate) fn str_field(&mut self, key: &'static str, value: &str) {
         self.key(key);
         self.str_value(value);
     }
 
-    pub fn opt_bytes_field(&mut self, key: &'static str, value: Option<&[u8]>, cap: usize) {
+    pub(crate) fn opt_bytes_field(&mut self, key: &'static str, value: Option<&[u8]>, cap: usize) {
         if let Some(value) = value {
             self.bytes_field(key, value, cap);
         }
     }
 
-    pub fn opt_str_field(&mut self, key: &'static str, value: Option<&str>) {
+    pub(crate) fn opt_str_field(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(value) = value {
             self.str_field(key, value);
         }
     }
 
-    pub fn u64_field(&mut self, key: &'static str, value: u64) {
+    pub(crate) fn u64_field(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.separate();
         push_u64(&mut self.out, value);
     }
 
     /// A time as RFC 3339 text in UTC, to the millisecond.
-    pub fn timestamp_field(&mut self, key: &'static str, unix_nanos: u64) {
+    pub(crate) fn timestamp_field(&mut self, key: &'static str, unix_nanos: u64) {
         self.key(key);
         self.separate();
         self.out.push(b'"');
@@ -177,7 +169,7 @@ impl JsonWriter {
         self.out.push(b'"');
     }
 
-    pub fn bool_field(&mut self, key: &'static str, value: bool) {
+    pub(crate) fn bool_field(&mut self, key: &'static str, value: bool) {
         self.key(key);
         self.separate();
         self.out
@@ -185,7 +177,7 @@ impl JsonWriter {
     }
 
     /// Finite numbers only; rates and ratios are always in range when they get here.
-    pub fn f64_field(&mut self, key: &'static str, value: f64) {
+    pub(crate) fn f64_field(&mut self, key: &'static str, value: f64) {
         self.key(key);
         self.separate();
         if !value.is_finite() {

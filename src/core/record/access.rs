@@ -1,51 +1,17 @@
-//! Audit record v1: the schema and its encoding as one JSON line.
-//! The README's "Record reference" documents every field.
+//! Request records: one audited request (kinds `access`, `denied`, `auth_failure`, …).
 
-use super::decide::{Kind, Reason};
-use super::flags;
-use super::identity::{parse_istio_policy, parse_spiffe, EngineResult, Peer};
 use super::json::JsonWriter;
-use super::sample::SampleKey;
-
-/// Record schema version, written as `"v"` in every record.
-pub const SCHEMA_VERSION: u64 = 1;
-
-/// Every record line in Envoy's log starts with this, so collectors can pick
-/// audit lines out of the proxy's log stream; the JSON object follows it.
-pub const RECORD_PREFIX: &str = "meshaudit.record ";
+use super::{write_peer, write_source, Envelope, Kind, Reason, RecordKind};
+use crate::core::envoy::flags;
+use crate::core::envoy::identity::{parse_istio_policy, EngineResult, Peer};
+use crate::core::sample::SampleKey;
 
 /// Field cap used when a record is still over its size cap after dropping headers.
 const MIN_FIELD_BYTES: usize = 64;
 
-/// The fields every record starts with: schema version, time, kind, the proxy,
-/// and (for a worker's records) its stream and sequence number.
-#[derive(Debug, Clone, Copy)]
-pub struct Envelope<'a> {
-    pub ts_unix_nanos: u64,
-    pub kind: &'a str,
-    pub instance: &'a str,
-    /// The worker's stream id and this record's sequence number in it.
-    pub stream: Option<(&'a str, u64)>,
-}
-
-impl Envelope<'_> {
-    /// Opens the record's object and writes the envelope fields.
-    pub fn begin(&self, w: &mut JsonWriter, cap: usize) {
-        w.begin_object();
-        w.u64_field("v", SCHEMA_VERSION);
-        w.timestamp_field("ts", self.ts_unix_nanos);
-        w.str_field("kind", self.kind);
-        w.bytes_field("instance", self.instance.as_bytes(), cap);
-        if let Some((stream, seq)) = self.stream {
-            w.str_field("stream", stream);
-            w.u64_field("seq", seq);
-        }
-    }
-}
-
 /// Why a record was written.
 #[derive(Debug, Clone, Copy)]
-pub struct Why<'a> {
+pub(crate) struct Why<'a> {
     pub reason: Reason,
     pub rule: Option<&'a str>,
     /// `audit` or `sample`.
@@ -56,7 +22,7 @@ pub struct Why<'a> {
 
 /// The caller's rate-limit position on a sensitive endpoint (`rate_limit` in the record).
 #[derive(Debug, Clone, Default)]
-pub struct RateLimitUsage<'a> {
+pub(crate) struct RateLimitUsage<'a> {
     pub limit: Option<&'a [u8]>,
     pub remaining: Option<&'a [u8]>,
     pub reset: Option<&'a [u8]>,
@@ -67,7 +33,7 @@ pub struct RateLimitUsage<'a> {
 
 /// What authorization decided (`authz` in the record).
 #[derive(Debug, Clone)]
-pub struct Authz<'a> {
+pub(crate) struct Authz<'a> {
     /// `allowed`, `denied` or `error`.
     pub decision: &'static str,
     /// `rbac`, `ext_authz`, `upstream` (a 403 from the application) or `none`.
@@ -80,7 +46,7 @@ pub struct Authz<'a> {
 
 /// What authentication concluded (`authn` in the record).
 #[derive(Debug, Clone)]
-pub struct Authn<'a> {
+pub(crate) struct Authn<'a> {
     /// `jwt` or `upstream` (a 401 from the application).
     pub method: &'static str,
     /// `ok` or `failed`.
@@ -94,7 +60,7 @@ pub struct Authn<'a> {
 
 /// One audited request. Byte fields are as Envoy gave them; encoding escapes and caps them.
 #[derive(Debug, Default)]
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     pub ts_unix_nanos: u64,
     pub kind: Option<Kind>,
     pub instance: &'a str,
@@ -134,7 +100,7 @@ pub struct AccessRecord<'a> {
 
 impl AccessRecord<'_> {
     /// One JSON line of at most `max_record_bytes`: over it, headers go first, then fields shrink.
-    pub fn encode(&self, max_field_bytes: usize, max_record_bytes: usize) -> String {
+    pub(crate) fn encode(&self, max_field_bytes: usize, max_record_bytes: usize) -> String {
         let full = self.encode_with(max_field_bytes, true, false);
         if full.len() <= max_record_bytes {
             return full;
@@ -150,7 +116,7 @@ impl AccessRecord<'_> {
         let mut w = JsonWriter::default();
         Envelope {
             ts_unix_nanos: self.ts_unix_nanos,
-            kind: self.kind.unwrap_or(Kind::Access).as_str(),
+            kind: RecordKind::Event(self.kind.unwrap_or(Kind::Access)),
             instance: self.instance,
             stream: self.stream,
         }
@@ -259,9 +225,7 @@ impl AccessRecord<'_> {
             w.end_object();
         }
         if let Some(address) = self.source_address {
-            w.object_field("source");
-            w.bytes_field("address", address, cap);
-            w.end_object();
+            write_source(&mut w, address, cap);
         }
         if self.route_name.is_some() || self.cluster_name.is_some() {
             w.object_field("route");
@@ -281,25 +245,6 @@ impl AccessRecord<'_> {
     }
 }
 
-/// `peer`: the caller's TLS identity, or `{"mtls": false}` for plaintext.
-pub fn write_peer(w: &mut JsonWriter, peer: &Peer, cap: usize) {
-    w.object_field("peer");
-    w.bool_field("mtls", peer.mtls.unwrap_or(false));
-    w.opt_bytes_field("tls_version", peer.tls_version.as_deref(), cap);
-    if let Some(principal) = peer.principal.as_deref() {
-        w.bytes_field("principal", principal, cap);
-        if let Some(spiffe) = parse_spiffe(principal) {
-            w.bytes_field("trust_domain", spiffe.trust_domain, cap);
-            w.opt_bytes_field("namespace", spiffe.namespace, cap);
-            w.opt_bytes_field("service_account", spiffe.service_account, cap);
-        }
-    }
-    w.opt_bytes_field("subject", peer.subject.as_deref(), cap);
-    w.opt_bytes_field("cert_sha256", peer.cert_sha256.as_deref(), cap);
-    w.opt_bytes_field("local_principal", peer.local_principal.as_deref(), cap);
-    w.end_object();
-}
-
 /// `policy`, and for Istio's naming also `policy_namespace`, `policy_name`, `policy_rule`.
 fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
     w.bytes_field("policy", policy, cap);
@@ -307,49 +252,5 @@ fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
         w.bytes_field("policy_namespace", istio.namespace, cap);
         w.bytes_field("policy_name", istio.name, cap);
         w.u64_field("policy_rule", u64::from(istio.rule));
-    }
-}
-
-/// A configuration change of the plugin itself.
-#[derive(Debug)]
-pub struct ConfigRecord<'a> {
-    pub ts_unix_nanos: u64,
-    pub instance: &'a str,
-    pub stream: Option<(&'a str, u64)>,
-    pub digest: &'a str,
-    pub previous_digest: Option<&'a str>,
-    pub config_version: u64,
-    pub rules: Vec<&'a str>,
-    /// Set when the configuration was refused: why (kind `config_rejected`).
-    pub error: Option<&'a str>,
-}
-
-impl ConfigRecord<'_> {
-    pub fn encode(&self) -> String {
-        let mut w = JsonWriter::default();
-        Envelope {
-            ts_unix_nanos: self.ts_unix_nanos,
-            kind: if self.error.is_some() {
-                "config_rejected"
-            } else {
-                "config_applied"
-            },
-            instance: self.instance,
-            stream: self.stream,
-        }
-        .begin(&mut w, usize::MAX);
-        w.object_field("config");
-        w.str_field("digest", self.digest);
-        w.opt_str_field("previous_digest", self.previous_digest);
-        w.u64_field("version", self.config_version);
-        w.array_field("rules");
-        for rule in &self.rules {
-            w.str_value(rule);
-        }
-        w.end_array();
-        w.opt_str_field("error", self.error);
-        w.end_object();
-        w.end_object();
-        w.finish()
     }
 }

@@ -2,25 +2,19 @@
 //! decoded. Everything here comes from Envoy (certificates, filter metadata,
 //! response code details), never from request headers a client could forge.
 
+use super::attributes::{JWT_METADATA, RBAC_METADATA};
 use super::headers::HeaderMap;
 use super::host::Host;
 
-/// Envoy attribute paths this module reads.
-pub mod attr {
-    pub const TRANSPORT_FAILURE: &[&str] = &["connection", "transport_failure_reason"];
-    pub const RBAC_METADATA: &[&str] = &["metadata", "filter_metadata", "envoy.filters.http.rbac"];
-    pub const JWT_METADATA: &str = "envoy.filters.http.jwt_authn";
-}
-
 /// A SPIFFE ID, split. Istio workloads are `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spiffe<'a> {
+pub(crate) struct Spiffe<'a> {
     pub trust_domain: &'a [u8],
     pub namespace: Option<&'a [u8]>,
     pub service_account: Option<&'a [u8]>,
 }
 
-pub fn parse_spiffe(uri: &[u8]) -> Option<Spiffe<'_>> {
+pub(crate) fn parse_spiffe(uri: &[u8]) -> Option<Spiffe<'_>> {
     let rest = uri.strip_prefix(b"spiffe://")?;
     let mut parts = rest.split(|&b| b == b'/');
     let trust_domain = parts.next().filter(|d| !d.is_empty())?;
@@ -38,7 +32,7 @@ pub fn parse_spiffe(uri: &[u8]) -> Option<Spiffe<'_>> {
 
 /// The peer of a connection, from its TLS session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub mtls: Option<bool>,
     pub tls_version: Option<Vec<u8>>,
     /// The peer certificate's first URI SAN (the SPIFFE ID in a mesh).
@@ -50,7 +44,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn namespace(&self) -> Option<&[u8]> {
+    pub(crate) fn namespace(&self) -> Option<&[u8]> {
         self.principal
             .as_deref()
             .and_then(parse_spiffe)
@@ -60,13 +54,13 @@ impl Peer {
 
 /// An Istio RBAC policy name `ns[<namespace>]-policy[<name>]-rule[<index>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IstioPolicy<'a> {
+pub(crate) struct IstioPolicy<'a> {
     pub namespace: &'a [u8],
     pub name: &'a [u8],
     pub rule: u32,
 }
 
-pub fn parse_istio_policy(id: &[u8]) -> Option<IstioPolicy<'_>> {
+pub(crate) fn parse_istio_policy(id: &[u8]) -> Option<IstioPolicy<'_>> {
     let rest = id.strip_prefix(b"ns[")?;
     let ns_end = find(rest, b"]-policy[")?;
     let namespace = rest.get(..ns_end)?;
@@ -95,7 +89,7 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// One RBAC engine's result, from the RBAC filter's dynamic metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineResult {
+pub(crate) struct EngineResult {
     /// The shadow stat prefix (`istio_dry_run_allow_`…), empty for the plain shadow engine.
     pub prefix: Vec<u8>,
     /// `allowed` or `denied`.
@@ -105,7 +99,7 @@ pub struct EngineResult {
 
 /// RBAC's dynamic metadata (`enforced_*`, `[<prefix>]shadow_*`), read in one host call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rbac {
+pub(crate) struct Rbac {
     pub enforced: Option<EngineResult>,
     pub shadows: Vec<EngineResult>,
 }
@@ -117,14 +111,14 @@ const ENFORCED: &[u8] = b"enforced_";
 const MAX_SHADOW_ENGINES: usize = 8;
 
 impl Rbac {
-    pub fn read(host: &impl Host) -> Self {
-        host.property(attr::RBAC_METADATA)
+    pub(crate) fn read(host: &impl Host) -> Self {
+        host.property(RBAC_METADATA)
             .map(|bytes| Self::from_struct(&HeaderMap::from_serialized(bytes)))
             .unwrap_or_default()
     }
 
     /// Envoy serialises a Struct of strings as the same pairs as a header map.
-    pub fn from_struct(map: &HeaderMap) -> Self {
+    pub(crate) fn from_struct(map: &HeaderMap) -> Self {
         let mut rbac = Rbac::default();
         for (key, value) in map.iter() {
             let Some(engine_key) = key.strip_suffix(ENGINE_RESULT) else {
@@ -154,26 +148,61 @@ impl Rbac {
         rbac
     }
 
-    pub fn enforced_denied(&self) -> bool {
+    pub(crate) fn enforced_denied(&self) -> bool {
         self.enforced
             .as_ref()
             .is_some_and(|e| e.result == b"denied")
     }
 
-    pub fn shadow_denied(&self) -> bool {
+    pub(crate) fn shadow_denied(&self) -> bool {
         self.shadows.iter().any(|s| s.result == b"denied")
     }
 
     /// A shadow (dry-run) policy matched and would allow.
-    pub fn shadow_allowed_by_policy(&self) -> bool {
+    pub(crate) fn shadow_allowed_by_policy(&self) -> bool {
         self.shadows
             .iter()
             .any(|s| s.result == b"allowed" && s.policy.is_some())
     }
 }
 
+/// An address or authority without its `:port` (`[::1]:8080` keeps its brackets).
+pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
+    // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon)
+            if authority
+                .get(colon + 1..)
+                .is_some_and(|p| p.iter().all(u8::is_ascii_digit))
+                && !authority
+                    .get(..colon)
+                    .is_some_and(|h| h.contains(&b':') && !h.ends_with(b"]")) =>
+        {
+            authority.get(..colon).unwrap_or(authority)
+        }
+        _ => authority,
+    }
+}
+
+/// Verified JWT claims, from jwt_authn's `payload_in_metadata`.
+pub(crate) struct JwtClaims {
+    pub issuer: Option<Vec<u8>>,
+    pub subject: Option<Vec<u8>>,
+}
+
+impl JwtClaims {
+    /// `None` without a verified payload: an `Authorization` header alone proves nothing.
+    pub(crate) fn read(host: &impl Host, key: &str) -> Option<Self> {
+        let claim =
+            |name: &str| host.property(&["metadata", "filter_metadata", JWT_METADATA, key, name]);
+        let issuer = claim("iss");
+        let subject = claim("sub");
+        (issuer.is_some() || subject.is_some()).then_some(Self { issuer, subject })
+    }
+}
+
 /// The reason in `jwt_authn_access_denied{Jwt_is_expired}` (Envoy's status name).
-pub fn jwt_failure_reason(code_details: &[u8]) -> Option<&[u8]> {
+pub(crate) fn jwt_failure_reason(code_details: &[u8]) -> Option<&[u8]> {
     let rest = code_details.strip_prefix(b"jwt_authn_access_denied")?;
     let inner = rest.strip_prefix(b"{")?.strip_suffix(b"}")?;
     Some(inner)
@@ -182,7 +211,7 @@ pub fn jwt_failure_reason(code_details: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::headers::serialize;
+    use crate::core::envoy::headers::serialize;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

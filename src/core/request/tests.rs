@@ -1,5 +1,7 @@
 use super::*;
-use crate::core::host::FakeHost;
+use crate::core::config::Settings;
+use crate::core::envoy::host::FakeHost;
+use crate::core::worker::Worker;
 use serde_json::Value;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -434,7 +436,7 @@ fn method_override_headers_cannot_dodge_a_method_rule() {
 }
 
 fn rbac_struct(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    crate::core::headers::serialize(pairs)
+    crate::core::envoy::headers::serialize(pairs)
 }
 
 fn mtls_host(method: &str, path: &str, status: u16) -> FakeHost {

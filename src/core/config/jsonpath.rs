@@ -11,7 +11,7 @@ enum Frame {
 }
 
 /// The path of the value at (`line`, `column`) (1-based, bytes), or `""` for the document.
-pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
+pub(crate) fn path_at(text: &[u8], line: usize, column: usize) -> String {
     let Some(end) = offset(text, line, column) else {
         return String::new();
     };

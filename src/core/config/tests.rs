@@ -1,4 +1,6 @@
+use super::defaults::DEFAULT_SAMPLE_RATE;
 use super::*;
+use crate::core::redact::Redact;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -16,8 +18,8 @@ fn empty_config_gives_documented_defaults() {
         assert_eq!(s.log_level, LogLevel::Warn);
         assert!(s.always_audit_security_outcomes);
         assert_eq!(s.default_sample_rate, DEFAULT_SAMPLE_RATE);
-        assert_eq!(s.max_field_bytes, 1024);
-        assert_eq!(s.max_record_bytes, 16384);
+        assert_eq!(s.limits.max_field_bytes, 1024);
+        assert_eq!(s.limits.max_record_bytes, 16384);
         assert!(s.rules.is_empty());
         assert!(s.canonical.decode_escaped_slashes && s.canonical.backslash_is_slash);
     }
@@ -39,7 +41,7 @@ fn istio_whole_doubles_are_accepted_for_integers() {
              "rules": [{"name": "e", "match": {"status": [404.0, "5XX"]}, "action": "audit"}]}"#,
     )
     .unwrap();
-    assert_eq!(s.max_field_bytes, 2048);
+    assert_eq!(s.limits.max_field_bytes, 2048);
     assert_eq!(
         s.rules[0].matcher.status,
         [StatusMatcher::Code(404), StatusMatcher::Class(5)]
@@ -76,7 +78,7 @@ fn a_full_rule_compiles() {
         [HostMatcher::Suffix(".example.com".into())]
     );
     assert!(matches!(&rule.matcher.paths[0], PathMatcher::Prefix(p) if p == b"/admin"));
-    assert_eq!(s.match_headers, ["x-a", "x-b"]);
+    assert_eq!(s.reads.headers, ["x-a", "x-b"]);
     assert_eq!(
         rule.matcher.headers[2],
         HeaderMatcher {
@@ -84,7 +86,10 @@ fn a_full_rule_compiles() {
             condition: HeaderCondition::Absent
         }
     );
-    assert!(s.match_needs_method && s.match_needs_authority);
+    assert!(
+        !s.reads.peer && !s.reads.status,
+        "no rule matches on the caller or the status"
+    );
 }
 
 /// Each invalid configuration, and the exact line an operator reads.
@@ -186,4 +191,159 @@ fn the_hmac_key_comes_from_the_vm_environment_and_must_be_long_enough() {
     // No `hash` anywhere: no key needed, none read.
     let s = Settings::from_json_with_env(b"{}", &|_| panic!("no lookup expected")).unwrap();
     assert!(s.redaction.hash_key.is_none());
+}
+
+/// The rule-name grammar the schema publishes is the one the validator applies.
+#[test]
+fn rule_names_follow_the_published_pattern() {
+    assert_eq!(
+        super::defaults::RULE_NAME_PATTERN,
+        format!(
+            "^[a-z0-9][a-z0-9_-]{{0,{}}}$",
+            super::defaults::MAX_RULE_NAME_BYTES - 1
+        )
+    );
+    let accepts = |name: &str| {
+        Settings::from_json(
+            format!(r#"{{"rules": [{{"name": "{name}", "action": "audit"}}]}}"#).as_bytes(),
+        )
+        .is_ok()
+    };
+    for ok in ["a", "0", "admin-api", "a_b", &"x".repeat(64)] {
+        assert!(accepts(ok), "{ok}");
+    }
+    for bad in ["", "a.b", "-a", "_a", "A", "a b", &"x".repeat(65)] {
+        assert!(!accepts(bad), "{bad}");
+    }
+}
+
+#[cfg(feature = "schema")]
+mod schema {
+    use crate::core::config::raw::RawConfig;
+    use serde_json::Value;
+
+    const COMMITTED: &str = include_str!("../../../envoyfilter/meshaudit-config.schema.json");
+    const README: &str = include_str!("../../../README.md");
+
+    fn generated() -> Value {
+        serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap()
+    }
+
+    #[test]
+    fn the_committed_schema_is_current() {
+        let text = serde_json::to_string_pretty(&schemars::schema_for!(RawConfig)).unwrap() + "\n";
+        assert!(
+            text == COMMITTED,
+            "envoyfilter/meshaudit-config.schema.json is stale: regenerate it with \
+             `cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`"
+        );
+    }
+
+    /// The property schema of `path` (`limits.max_field_bytes`, `rules[].level`), through `$ref`s.
+    fn property<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
+        let defs = &schema["$defs"];
+        let resolve = |node: &'a Value| -> &'a Value {
+            let reference = node["$ref"].as_str().or_else(|| {
+                node["anyOf"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|v| v["$ref"].as_str())
+            });
+            let reference = reference.or_else(|| node["items"]["$ref"].as_str());
+            match reference.and_then(|r| r.strip_prefix("#/$defs/")) {
+                Some(name) => &defs[name],
+                None => node,
+            }
+        };
+        let mut node = schema;
+        let mut prop = None;
+        for part in path.split('.') {
+            let object = resolve(prop.unwrap_or(node));
+            let found = object["properties"].get(part.trim_end_matches("[]"))?;
+            node = object;
+            prop = Some(found);
+        }
+        prop
+    }
+
+    /// `(field, default cell)` of the README's tables under "Configuration reference"
+    /// that have a default column; the rule table's fields are under `rules.`.
+    fn readme_rows() -> Vec<(String, String)> {
+        let section = README
+            .split("\n## Configuration reference")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("a Configuration reference section");
+        let mut rows = Vec::new();
+        let mut prefix = None;
+        for line in section.lines() {
+            if line.starts_with("| field | type | default |") {
+                prefix = Some(if rows.is_empty() { "" } else { "rules." });
+                continue;
+            }
+            if !line.starts_with('|') {
+                // A table ends; only the two with a default column are read.
+                prefix = None;
+                continue;
+            }
+            if !line.starts_with("| `") {
+                continue;
+            }
+            let Some(prefix) = prefix else { continue };
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let field = cells[0].trim_start_matches("| ").trim_matches('`');
+            rows.push((format!("{prefix}{field}"), cells[2].trim().to_string()));
+        }
+        rows
+    }
+
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    #[test]
+    fn the_readme_configuration_table_agrees_with_the_schema() {
+        let schema = generated();
+        let rows = readme_rows();
+        assert!(rows.len() > 30, "the tables were found: {rows:?}");
+        for (field, cell) in &rows {
+            let property = property(&schema, field)
+                .unwrap_or_else(|| panic!("README documents `{field}`, which the schema lacks"));
+            let literal = cell
+                .strip_prefix('`')
+                .and_then(|c| c.strip_suffix('`'))
+                .filter(|c| !c.contains('`'))
+                .and_then(|c| serde_json::from_str::<Value>(c).ok());
+            match (literal, property.get("default")) {
+                (Some(readme), Some(schema)) => assert!(
+                    same(&readme, schema),
+                    "`{field}`: README says {readme}, the schema {schema}"
+                ),
+                (None, None) => {}
+                (Some(readme), None) => {
+                    panic!("`{field}`: README gives the default {readme}, the schema none")
+                }
+                (None, Some(schema)) => {
+                    panic!("`{field}`: the schema's default is {schema}, README says {cell:?}")
+                }
+            }
+        }
+        // Every default the schema carries is in the README.
+        let documented: Vec<&str> = rows.iter().map(|(f, _)| f.as_str()).collect();
+        let root = &schema["properties"];
+        for (name, prop) in root.as_object().unwrap() {
+            if prop.get("default").is_some() {
+                assert!(
+                    documented.contains(&name.as_str()),
+                    "`{name}` is not in the README table"
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,244 @@
+//! The validated, immutable settings the filter runs with (built by `validate`
+//! from `raw::RawConfig`).
+
+use crate::core::path::{CanonicalOptions, Glob};
+use crate::core::redact::{Redact, Redaction};
+
+/// Envoy's log levels, in the order of the Proxy-Wasm ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    const NAMES: [(&'static str, LogLevel); 6] = [
+        ("trace", LogLevel::Trace),
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warn", LogLevel::Warn),
+        ("error", LogLevel::Error),
+        ("critical", LogLevel::Critical),
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| *l)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    Audit,
+    /// Record this fraction (0 to 1).
+    Sample(f64),
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Metadata,
+    Request,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatcher {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    Glob(Glob),
+}
+
+impl PathMatcher {
+    pub fn matches(&self, canonical: &[u8]) -> bool {
+        match self {
+            PathMatcher::Exact(p) => canonical == p.as_slice(),
+            PathMatcher::Prefix(p) => canonical.starts_with(p),
+            PathMatcher::Glob(g) => g.matches(canonical),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatcher {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`: any host ending with it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCondition {
+    Present,
+    Absent,
+    Equals(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatcher {
+    /// Index into `Settings::match_headers`: each header is read from Envoy once per request.
+    pub header: usize,
+    pub condition: HeaderCondition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatcher {
+    Code(u16),
+    /// The hundreds digit: 4 for `4xx`.
+    Class(u16),
+}
+
+impl StatusMatcher {
+    pub fn matches(&self, status: u16) -> bool {
+        match *self {
+            StatusMatcher::Code(code) => status == code,
+            StatusMatcher::Class(class) => status / 100 == class,
+        }
+    }
+}
+
+/// A caller principal condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalMatcher {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl PrincipalMatcher {
+    pub fn matches(&self, principal: &[u8]) -> bool {
+        match self {
+            PrincipalMatcher::Exact(p) => principal == p.as_slice(),
+            PrincipalMatcher::Prefix(p) => principal.starts_with(p),
+        }
+    }
+}
+
+/// How a verified JWT subject is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    Omit,
+    Hash,
+    Clear,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub mtls: Option<bool>,
+    pub principals: Vec<PrincipalMatcher>,
+    pub namespaces: Vec<Vec<u8>>,
+    pub paths: Vec<PathMatcher>,
+    pub case_insensitive: bool,
+    /// Uppercase.
+    pub methods: Vec<String>,
+    pub hosts: Vec<HostMatcher>,
+    pub headers: Vec<HeaderMatcher>,
+    pub status: Vec<StatusMatcher>,
+}
+
+/// A token bucket's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// A request header a rule records, and how (`None`: clear, unless sensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedHeader {
+    pub name: String,
+    pub redact: Option<Redact>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Matcher,
+    pub action: Action,
+    pub level: Level,
+    pub request_headers: Vec<RecordedHeader>,
+    pub budget: Option<Budget>,
+}
+
+/// Validated plugin settings. Immutable once built; the sections follow the JSON's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sha256:<hex>` of the configuration bytes as Envoy delivered them.
+    pub digest: String,
+    pub version: u64,
+    pub instance_id: Option<String>,
+    pub log_level: LogLevel,
+    pub always_audit_security_outcomes: bool,
+    pub default_sample_rate: f64,
+    pub canonical: CanonicalOptions,
+    pub limits: Limits,
+    pub redaction: Redaction,
+    /// Seconds between two reports of a worker.
+    pub reporting_interval_seconds: u64,
+    /// Read RBAC shadow / dry-run results for every request.
+    pub shadow_results: bool,
+    pub jwt: JwtSettings,
+    /// Network mode: record successful connections too.
+    pub record_connections: bool,
+    pub output: Output,
+    pub budgets: Budgets,
+    pub rate_limit: CallerWindow,
+    pub rules: Vec<Rule>,
+    /// What the rules read of each request beyond the path.
+    pub reads: RuleReads,
+}
+
+/// Byte caps on what a record may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_field_bytes: usize,
+    pub max_record_bytes: usize,
+}
+
+/// Where request records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// To Envoy's log.
+    pub log: bool,
+    /// Set as the filter state `wasm.meshaudit_record`, for Envoy's access loggers.
+    pub filter_state: bool,
+}
+
+/// How successful JWT authentication is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// jwt_authn `payload_in_metadata` key; `None`: not recorded.
+    pub payload_metadata_key: Option<String>,
+    pub subject: SubjectMode,
+}
+
+/// The per-worker budgets on records written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budgets {
+    pub security: Budget,
+    pub routine: Budget,
+    pub max_suppressed_callers: usize,
+}
+
+/// The plugin's own per-caller call counts on `audit` rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerWindow {
+    pub window_seconds: u64,
+    pub max_callers: usize,
+}
+
+/// What any rule reads of a request besides its path, so the routine path reads
+/// nothing more than the rules need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleReads {
+    /// Request headers rules match on; each read once per request, in this order
+    /// (`HeaderMatcher::header` indexes it).
+    pub headers: Vec<String>,
+    /// The caller (mTLS, principal, namespace): the connection's facts before matching.
+    pub peer: bool,
+    /// The response status, read before matching.
+    pub status: bool,
+}

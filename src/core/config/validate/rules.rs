@@ -1,0 +1,359 @@
+//! `rules`: each rule and its `match`, compiled once (globs prepared, header names
+//! interned so each is read once per request), and what the rules read of a request.
+
+use super::budgets::budget;
+use super::checks::{
+    check_header_name, check_rate, check_rule_name, error, is_token_byte, ConfigError,
+    MAX_PATTERN_BYTES,
+};
+use super::redaction::redact_from_raw;
+use crate::core::config::defaults::{CASE_INSENSITIVE, MAX_RULES};
+use crate::core::config::raw::{
+    RawAction, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRule, RawStatus,
+};
+use crate::core::config::settings::{
+    Action, HeaderCondition, HeaderMatcher, HostMatcher, Level, Matcher, PathMatcher,
+    PrincipalMatcher, RecordedHeader, Rule, RuleReads, StatusMatcher,
+};
+use crate::core::path::{canonicalize, CanonicalOptions, Glob};
+use std::collections::HashSet;
+
+/// Checked before the other sections, so a huge rule list is refused first.
+pub(super) fn check_count(raw: &[RawRule]) -> Result<(), ConfigError> {
+    if raw.len() > MAX_RULES {
+        return Err(error(
+            "rules",
+            format!("at most {MAX_RULES} rules, got {}", raw.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules in order, and what they read of a request.
+pub(super) fn rules(
+    raw: Vec<RawRule>,
+    canonical: CanonicalOptions,
+) -> Result<(Vec<Rule>, RuleReads), ConfigError> {
+    let mut builder = RuleBuilder {
+        canonical,
+        match_headers: Vec::new(),
+    };
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, raw_rule) in raw.into_iter().enumerate() {
+        let at = format!("rules[{i}]");
+        if !names.insert(raw_rule.name.clone()) {
+            return Err(error(
+                format!("{at}.name"),
+                format!(
+                    "duplicate rule name \"{}\"; rule names must be unique",
+                    raw_rule.name
+                ),
+            ));
+        }
+        rules.push(builder.build_rule(&at, raw_rule)?);
+    }
+    let reads = RuleReads {
+        headers: builder.match_headers,
+        peer: rules.iter().any(|r| {
+            let m = &r.matcher;
+            m.mtls.is_some() || !m.principals.is_empty() || !m.namespaces.is_empty()
+        }),
+        status: rules.iter().any(|r| !r.matcher.status.is_empty()),
+    };
+    Ok((rules, reads))
+}
+
+/// What compiling one rule needs from the configuration, and what the rules share.
+struct RuleBuilder {
+    canonical: CanonicalOptions,
+    /// Header names rules match on, interned in order (`RuleReads::headers`).
+    match_headers: Vec<String>,
+}
+
+impl RuleBuilder {
+    fn build_rule(&mut self, at: &str, raw: RawRule) -> Result<Rule, ConfigError> {
+        check_rule_name(&format!("{at}.name"), &raw.name)?;
+        let action = match (raw.action, raw.sample_rate) {
+            (RawAction::Sample, Some(rate)) => {
+                Action::Sample(check_rate(&format!("{at}.sample_rate"), rate)?)
+            }
+            (RawAction::Sample, None) => {
+                return Err(error(
+                    format!("{at}.sample_rate"),
+                    "required with action \"sample\" (a fraction from 0 to 1, e.g. 0.05)",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(error(
+                    format!("{at}.sample_rate"),
+                    "only allowed with action \"sample\"",
+                ))
+            }
+            (RawAction::Audit, None) => Action::Audit,
+            (RawAction::Drop, None) => Action::Drop,
+        };
+        let level = match raw.level.unwrap_or(RawLevel::DEFAULT) {
+            RawLevel::Metadata => Level::Metadata,
+            RawLevel::Request => Level::Request,
+        };
+        if level == Level::Metadata && !raw.request_headers.is_empty() {
+            return Err(error(
+                format!("{at}.request_headers"),
+                "headers are only recorded at level \"request\"; set \"level\": \"request\" or remove the list",
+            ));
+        }
+        if action == Action::Drop && level == Level::Request {
+            return Err(error(
+                format!("{at}.level"),
+                "a \"drop\" rule writes no record, so a level has no effect; remove it",
+            ));
+        }
+        let mut request_headers: Vec<RecordedHeader> =
+            Vec::with_capacity(raw.request_headers.len());
+        for (j, header) in raw.request_headers.into_iter().enumerate() {
+            check_header_name(&format!("{at}.request_headers[{j}]"), &header.name)?;
+            if request_headers.iter().any(|h| h.name == header.name) {
+                return Err(error(
+                    format!("{at}.request_headers[{j}]"),
+                    format!("\"{}\" is listed twice", header.name),
+                ));
+            }
+            request_headers.push(RecordedHeader {
+                name: header.name,
+                redact: header.redact.map(redact_from_raw),
+            });
+        }
+        let matcher = self.build_matcher(&format!("{at}.match"), raw.matcher)?;
+        let budget = match &raw.budget {
+            Some(_) if action == Action::Drop => {
+                return Err(error(
+                    format!("{at}.budget"),
+                    "a \"drop\" rule writes no record, so a budget has no effect; remove it",
+                ));
+            }
+            Some(raw) => Some(budget(&format!("{at}.budget"), Some(raw), 0.0)?),
+            None => None,
+        };
+        Ok(Rule {
+            budget,
+            name: raw.name,
+            matcher,
+            action,
+            level,
+            request_headers,
+        })
+    }
+
+    fn build_matcher(&mut self, at: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
+        let case_insensitive = raw.case_insensitive.unwrap_or(CASE_INSENSITIVE);
+        let mut paths = Vec::with_capacity(raw.paths.len());
+        for (j, path) in raw.paths.into_iter().enumerate() {
+            paths.push(self.build_path_matcher(
+                &format!("{at}.paths[{j}]"),
+                path,
+                case_insensitive,
+            )?);
+        }
+        let mut methods = Vec::with_capacity(raw.methods.len());
+        for (j, method) in raw.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(is_token_byte) {
+                return Err(error(
+                    format!("{at}.methods[{j}]"),
+                    format!(
+                        "\"{}\" is not an HTTP method (a token such as GET or POST)",
+                        method.escape_debug()
+                    ),
+                ));
+            }
+            methods.push(method.to_ascii_uppercase());
+        }
+        let mut hosts = Vec::with_capacity(raw.hosts.len());
+        for (j, host) in raw.hosts.iter().enumerate() {
+            hosts.push(build_host_matcher(&format!("{at}.hosts[{j}]"), host)?);
+        }
+        let mut headers = Vec::with_capacity(raw.headers.len());
+        for (j, header) in raw.headers.into_iter().enumerate() {
+            headers.push(self.build_header_matcher(&format!("{at}.headers[{j}]"), header)?);
+        }
+        let mut status = Vec::with_capacity(raw.status.len());
+        for (j, s) in raw.status.into_iter().enumerate() {
+            status.push(build_status_matcher(&format!("{at}.status[{j}]"), s)?);
+        }
+        let mut principals = Vec::with_capacity(raw.principals.len());
+        for (j, p) in raw.principals.iter().enumerate() {
+            if p.is_empty() || p.len() > MAX_PATTERN_BYTES || p.chars().any(char::is_control) {
+                return Err(error(
+                    format!("{at}.principals[{j}]"),
+                    "a principal such as \"spiffe://cluster.local/ns/shop/sa/checkout\", or a prefix ending in '*'",
+                ));
+            }
+            principals.push(match p.strip_suffix('*') {
+                Some(prefix) => PrincipalMatcher::Prefix(prefix.as_bytes().to_vec()),
+                None => PrincipalMatcher::Exact(p.as_bytes().to_vec()),
+            });
+        }
+        let mut namespaces = Vec::with_capacity(raw.namespaces.len());
+        for (j, ns) in raw.namespaces.iter().enumerate() {
+            let valid = !ns.is_empty()
+                && ns.len() <= 253
+                && ns.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid {
+                return Err(error(
+                    format!("{at}.namespaces[{j}]"),
+                    format!(
+                        "\"{}\" is not a Kubernetes namespace name",
+                        ns.escape_debug()
+                    ),
+                ));
+            }
+            namespaces.push(ns.as_bytes().to_vec());
+        }
+        Ok(Matcher {
+            mtls: raw.mtls,
+            principals,
+            namespaces,
+            paths,
+            case_insensitive,
+            methods,
+            hosts,
+            headers,
+            status,
+        })
+    }
+
+    fn build_path_matcher(
+        &self,
+        at: &str,
+        raw: RawPathMatch,
+        case_insensitive: bool,
+    ) -> Result<PathMatcher, ConfigError> {
+        let (kind, pattern) = match &raw {
+            RawPathMatch::Exact(p) => ("exact", p),
+            RawPathMatch::Prefix(p) => ("prefix", p),
+            RawPathMatch::Glob(p) => ("glob", p),
+        };
+        let at = format!("{at}.{kind}");
+        if !pattern.starts_with('/') {
+            return Err(error(
+                at,
+                format!("must start with '/', got \"{}\"", pattern.escape_debug()),
+            ));
+        }
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(error(at, format!("at most {MAX_PATTERN_BYTES} bytes")));
+        }
+        if pattern.contains(['?', '#']) && kind != "glob" {
+            return Err(error(
+                at,
+                "rules match the path without its query string; remove '?' and what follows",
+            ));
+        }
+        let fold = |p: &str| {
+            if case_insensitive {
+                p.to_ascii_lowercase()
+            } else {
+                p.to_string()
+            }
+        };
+        Ok(match raw {
+            RawPathMatch::Exact(p) | RawPathMatch::Prefix(p) => {
+                // A pattern the canonical form can never equal would silently never match.
+                let canonical = canonicalize(p.as_bytes(), self.canonical);
+                if *canonical != *p.as_bytes() {
+                    return Err(error(
+                        at,
+                        format!(
+                            "\"{}\" is not in canonical form (rules match canonical paths); write \"{}\"",
+                            p.escape_debug(),
+                            String::from_utf8_lossy(&canonical).escape_debug()
+                        ),
+                    ));
+                }
+                let bytes = fold(&p).into_bytes();
+                if kind == "exact" {
+                    PathMatcher::Exact(bytes)
+                } else {
+                    PathMatcher::Prefix(bytes)
+                }
+            }
+            RawPathMatch::Glob(p) => {
+                PathMatcher::Glob(Glob::new(&fold(&p)).map_err(|reason| error(at, reason))?)
+            }
+        })
+    }
+
+    fn build_header_matcher(
+        &mut self,
+        at: &str,
+        raw: RawHeaderMatch,
+    ) -> Result<HeaderMatcher, ConfigError> {
+        check_header_name(&format!("{at}.name"), &raw.name)?;
+        let condition = match (raw.present, raw.equals) {
+            (Some(true), None) => HeaderCondition::Present,
+            (Some(false), None) => HeaderCondition::Absent,
+            (None, Some(value)) => HeaderCondition::Equals(value.into_bytes()),
+            _ => {
+                return Err(error(
+                    at,
+                    "give exactly one of \"present\" (true/false) or \"equals\" (a value)",
+                ))
+            }
+        };
+        let header = match self.match_headers.iter().position(|h| *h == raw.name) {
+            Some(index) => index,
+            None => {
+                self.match_headers.push(raw.name);
+                self.match_headers.len() - 1
+            }
+        };
+        Ok(HeaderMatcher { header, condition })
+    }
+}
+
+fn build_host_matcher(at: &str, host: &str) -> Result<HostMatcher, ConfigError> {
+    let lower = host.to_ascii_lowercase();
+    let (suffix, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(error(
+            at,
+            format!(
+                "\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)",
+                host.escape_debug()
+            ),
+        ));
+    }
+    Ok(if suffix {
+        HostMatcher::Suffix(format!(".{name}"))
+    } else {
+        HostMatcher::Exact(name.to_string())
+    })
+}
+
+fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, ConfigError> {
+    match raw {
+        RawStatus::Code(code @ 100..=599) => Ok(StatusMatcher::Code(code as u16)),
+        RawStatus::Code(code) => Err(error(at, format!("status code must be 100 to 599, got {code}"))),
+        RawStatus::Class(class) => match class.to_ascii_lowercase().as_str() {
+            "1xx" => Ok(StatusMatcher::Class(1)),
+            "2xx" => Ok(StatusMatcher::Class(2)),
+            "3xx" => Ok(StatusMatcher::Class(3)),
+            "4xx" => Ok(StatusMatcher::Class(4)),
+            "5xx" => Ok(StatusMatcher::Class(5)),
+            _ => Err(error(
+                at,
+                format!("\"{}\" is not a status class; expected \"1xx\" to \"5xx\" or a code such as 404", class.escape_debug()),
+            )),
+        },
+    }
+}

@@ -1,0 +1,509 @@
+//! One HTTP stream, decided at its end (`on_log`, which also runs for local
+//! replies), with the record assembled only for requests that will be recorded.
+//!
+//! The steps, in order: read the request (`inputs`), match the rules (`rules`),
+//! plan what the rules want (`Plan`), read the outcome where it decides
+//! (`outcome::EarlyOutcome`), read the record's facts in one batch and settle the
+//! outcome (`Settled`), admit the record against its budgets, then assemble it.
+//!
+//! Host calls on the routine path (a request that will not be recorded): two.
+//! The request header map, once (path, method, host, the headers rules match
+//! on, trace ids: one call costs less than two single reads), and `:status`
+//! (is it a security outcome after all?). Everything else is read only for
+//! requests that produce a record: the time, one batch of attributes, and the
+//! caller's facts once per connection; a request the rules record whatever its
+//! outcome takes its status from the batch rather than a read of its own.
+//! Reading the request headers at the end, not when they pass, also sees the
+//! trace context a tracer injects downstream of the plugin, which the next hop sees.
+
+mod inputs;
+mod outcome;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use crate::core::config::{Action, Level, Settings, SubjectMode};
+use crate::core::envoy::attributes::{
+    decode_i64, Decoded, OutcomeRecordFacts, RecordFacts, SensitiveRecordFacts, CONNECTION_ID,
+};
+use crate::core::envoy::connection::ConnectionFacts;
+use crate::core::envoy::headers::HeaderMap;
+use crate::core::envoy::host::Host;
+use crate::core::envoy::identity::{JwtClaims, Rbac};
+use crate::core::envoy::response::{read_status, LimiterHeaders};
+use crate::core::path::{canonicalize, split_query};
+use crate::core::record::access::{AccessRecord, RateLimitUsage, Why};
+use crate::core::record::{Kind, Reason};
+use crate::core::sample::{self, traceparent, SampleKey};
+use crate::core::worker::callers::caller_key;
+use crate::core::worker::suppress::SuppressedKey;
+use crate::core::worker::Worker;
+use inputs::{recorded_headers, sampling_draw, KnownHeaders};
+use outcome::{authentication, authorization, classify, likely_security, EarlyOutcome};
+use rules::{first_matching_rule, verdict, MatchInput, Verdict};
+use std::rc::Rc;
+
+/// Decides at the end of a stream, and returns the record's JSON when one is due.
+/// `headers_reached_plugin` is `false` when the request headers callback never
+/// ran: a filter before the plugin answered with a local reply (RBAC,
+/// jwt_authn, ext_authz…).
+pub fn on_log(
+    settings: &Settings,
+    worker: &mut Worker,
+    headers_reached_plugin: bool,
+    host: &impl Host,
+) -> Option<String> {
+    worker.requests_seen += 1;
+    let replied_before_plugin = !headers_reached_plugin;
+    let map = HeaderMap::from_serialized(host.request_header_map().unwrap_or_default());
+    let known = KnownHeaders::find(&map);
+    let (path, query) = split_query(known.path.unwrap_or_default());
+    let canonical = canonicalize(path, settings.canonical);
+
+    // Rules on the caller's identity need the connection's facts before deciding: one
+    // attribute (the connection id) for a connection already known.
+    let connection_for_rules = settings
+        .reads
+        .peer
+        .then(|| connection_of_stream(worker, host));
+    // The status is read before matching only when a rule matches on it.
+    let status_for_rules = settings.reads.status.then(|| read_status(host));
+    let match_headers: Vec<Option<&[u8]>> = settings
+        .reads
+        .headers
+        .iter()
+        .map(|name| map.get(name))
+        .collect();
+    let rule = first_matching_rule(
+        settings,
+        &MatchInput {
+            canonical_path: &canonical,
+            method: known.method,
+            method_override: known.method_override(),
+            authority: known.authority,
+            match_headers: &match_headers,
+            status: status_for_rules.flatten().unwrap_or(0),
+            peer: connection_for_rules.as_deref().map(|c| &c.peer),
+        },
+    );
+    // Every request is counted against the rule that matched (or `_default`), whatever happens next.
+    worker.tally(rule, |c| c.requests += 1);
+    let plan = Plan::new(settings, rule, &known, worker);
+
+    // The outcome before the record's facts, where it decides: for a request the rules
+    // do not record, only a security outcome is, which the status and the details tell.
+    let early = (matches!(plan.keep, Keep::UnlessSecurity(_)) || status_for_rules.is_some())
+        .then(|| EarlyOutcome::read(settings, replied_before_plugin, status_for_rules, host));
+    if let (Keep::UnlessSecurity(unrecorded), Some(early)) = (plan.keep, &early) {
+        if verdict(settings, early.kind(), rule).action != Action::Audit {
+            unrecorded.count(worker, rule);
+            return None;
+        }
+    }
+
+    // Recorded unless a budget refuses: the budgets need the caller, so the record's facts
+    // come first. Security events (and audit-rule requests, the sensitive endpoints) have
+    // their own budget, which routine traffic cannot exhaust.
+    let now = host.now_unix_nanos();
+    let answer;
+    let settled = match early {
+        Some(early) if plan.sensitive => {
+            answer = host.properties(SensitiveRecordFacts::BATCH);
+            Settled::after_early_sensitive(early, answer.decode(), host)
+        }
+        Some(early) => {
+            answer = host.properties(RecordFacts::BATCH);
+            Settled::after_early(early, answer.decode())
+        }
+        None => {
+            answer = host.properties(OutcomeRecordFacts::BATCH);
+            Settled::from_batch(
+                settings,
+                &plan,
+                replied_before_plugin,
+                answer.decode(),
+                host,
+            )
+        }
+    };
+    let kind = settled.kind();
+    let verdict = verdict(settings, kind, rule);
+    let why = match verdict.action {
+        Action::Audit => Why {
+            reason: verdict.reason,
+            rule: None,
+            action: "audit",
+            sample_rate: 1.0,
+            sampled_by: None,
+        },
+        Action::Sample(rate) => Why {
+            reason: verdict.reason,
+            rule: None,
+            action: "sample",
+            sample_rate: rate,
+            sampled_by: plan.sampled_by(),
+        },
+        // Not reached: the rules recorded this request, or a security outcome did (audit).
+        Action::Drop => {
+            worker.tally(rule, |c| c.dropped += 1);
+            return None;
+        }
+    };
+
+    let connection = match connection_for_rules {
+        Some(known) => known,
+        None => worker
+            .connections
+            .facts(non_negative(settled.facts.connection_id), host),
+    };
+    let security = kind.is_security_outcome() || plan.sensitive;
+    if !admit(worker, &verdict, kind, security, &connection, now) {
+        return None;
+    }
+
+    // From here on the request is recorded: read what the record carries.
+    let recorded = Recorded {
+        settings,
+        verdict: &verdict,
+        why,
+        kind,
+        sensitive: plan.sensitive,
+        replied_before_plugin,
+        now,
+        map: &map,
+        known: &known,
+        path,
+        query,
+        canonical: &canonical,
+    };
+    Some(recorded.assemble(worker, host, &settled, &connection))
+}
+
+/// The caller's facts for the rules: the connection id, then the facts it names.
+fn connection_of_stream(worker: &mut Worker, host: &impl Host) -> Rc<ConnectionFacts> {
+    let id = host.property(CONNECTION_ID).as_deref().and_then(decode_i64);
+    worker.connections.facts(non_negative(id), host)
+}
+
+/// Envoy's integers are signed; ids and flags are not.
+fn non_negative(value: Option<i64>) -> Option<u64> {
+    value.and_then(|v| u64::try_from(v).ok())
+}
+
+/// What the rules want of a request before its outcome is known.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// An `audit` rule matched: a sensitive endpoint, recorded whatever the outcome.
+    sensitive: bool,
+    keep: Keep,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The rules record it whatever its outcome; with the key of the sampling draw
+    /// that kept it, if one did.
+    Recorded(Option<SampleKey>),
+    /// The rules would not record it: only a security outcome can.
+    UnlessSecurity(Unrecorded),
+}
+
+/// How a request the rules do not record is counted.
+#[derive(Debug, Clone, Copy)]
+enum Unrecorded {
+    Dropped,
+    SampledOut,
+}
+
+impl Unrecorded {
+    fn count(self, worker: &mut Worker, rule: Option<usize>) {
+        match self {
+            Unrecorded::Dropped => worker.tally(rule, |c| c.dropped += 1),
+            Unrecorded::SampledOut => worker.tally(rule, |c| c.sampled_out += 1),
+        }
+    }
+}
+
+impl Plan {
+    /// What the rules decide for an ordinary request (a security outcome can only
+    /// raise it to `audit`), with the sampling draw where it is needed.
+    fn new(
+        settings: &Settings,
+        rule: Option<usize>,
+        known: &KnownHeaders,
+        worker: &mut Worker,
+    ) -> Self {
+        let planned = verdict(settings, Kind::Access, rule);
+        let keep = match planned.action {
+            Action::Drop => Keep::UnlessSecurity(Unrecorded::Dropped),
+            Action::Audit => Keep::Recorded(None),
+            Action::Sample(rate) if rate >= 1.0 => Keep::Recorded(None),
+            Action::Sample(rate) if rate > 0.0 => {
+                let (key, draw) = sampling_draw(known, &mut worker.rng);
+                if sample::keep(rate, draw) {
+                    Keep::Recorded(Some(key))
+                } else {
+                    Keep::UnlessSecurity(Unrecorded::SampledOut)
+                }
+            }
+            Action::Sample(_) => Keep::UnlessSecurity(Unrecorded::SampledOut),
+        };
+        Self {
+            // An `audit` rule decided, which no outcome changes.
+            sensitive: planned.reason == Reason::Rule && planned.action == Action::Audit,
+            keep,
+        }
+    }
+
+    fn sampled_by(&self) -> Option<SampleKey> {
+        match self.keep {
+            Keep::Recorded(key) => key,
+            Keep::UnlessSecurity(_) => None,
+        }
+    }
+}
+
+/// The outcome once the record's batch is read, and the batch's facts.
+struct Settled<'a> {
+    status: Option<u16>,
+    code_details: Option<&'a [u8]>,
+    rbac: Option<Rbac>,
+    facts: RecordFacts<'a>,
+    /// Details read before the batch, which `code_details` may borrow.
+    early_details: Option<Vec<u8>>,
+}
+
+impl<'a> Settled<'a> {
+    /// The outcome was read early; the details too if it looked like a security one.
+    fn after_early(early: EarlyOutcome, facts: RecordFacts<'a>) -> Self {
+        Self {
+            status: early.status,
+            code_details: (!early.likely_security)
+                .then_some(facts.code_details)
+                .flatten(),
+            rbac: early.rbac,
+            facts,
+            early_details: early
+                .likely_security
+                .then_some(early.code_details)
+                .flatten(),
+        }
+    }
+
+    /// A sensitive endpoint's record says what RBAC decided even when it allowed:
+    /// read only where the batch says RBAC left a decision.
+    fn after_early_sensitive(
+        early: EarlyOutcome,
+        facts: SensitiveRecordFacts<'a>,
+        host: &impl Host,
+    ) -> Self {
+        let mut settled = Self::after_early(early, facts.record);
+        if settled.rbac.is_none() {
+            settled.rbac = Some(read_rbac_if_present(facts.rbac_present, host));
+        }
+        settled
+    }
+
+    /// The status came with the batch.
+    fn from_batch(
+        settings: &Settings,
+        plan: &Plan,
+        replied_before_plugin: bool,
+        facts: OutcomeRecordFacts<'a>,
+        host: &impl Host,
+    ) -> Self {
+        let status = facts.status.and_then(|code| u16::try_from(code).ok());
+        let rbac = (settings.shadow_results
+            || plan.sensitive
+            || likely_security(replied_before_plugin, status))
+        .then(|| read_rbac_if_present(facts.rbac_present, host));
+        Self {
+            status,
+            code_details: facts.record.code_details,
+            rbac,
+            facts: facts.record,
+            early_details: None,
+        }
+    }
+
+    fn code_details(&self) -> Option<&[u8]> {
+        self.early_details.as_deref().or(self.code_details)
+    }
+
+    fn kind(&self) -> Kind {
+        classify(
+            self.status.unwrap_or(0),
+            self.code_details(),
+            self.rbac.as_ref(),
+        )
+    }
+}
+
+/// RBAC's decision, read only where the batch says RBAC left one (unknown counts as yes).
+fn read_rbac_if_present(present: Option<bool>, host: &impl Host) -> Rbac {
+    match present {
+        Some(false) => Rbac::default(),
+        _ => Rbac::read(host),
+    }
+}
+
+/// Whether the budgets let the record through; what they refuse is aggregated by caller.
+fn admit(
+    worker: &mut Worker,
+    verdict: &Verdict,
+    kind: Kind,
+    security: bool,
+    connection: &ConnectionFacts,
+    now: u64,
+) -> bool {
+    let caller = caller_key(
+        connection.peer.principal.as_deref(),
+        connection.source_address.as_deref(),
+    );
+    if !worker.admit(verdict.rule, security, now) {
+        worker.suppress(
+            SuppressedKey {
+                kind,
+                rule: verdict.rule,
+                caller: caller.to_vec(),
+            },
+            now,
+        );
+        return false;
+    }
+    worker.count_record(verdict.rule, kind);
+    true
+}
+
+/// A request that is recorded: what the decision says of it.
+struct Recorded<'s> {
+    settings: &'s Settings,
+    verdict: &'s Verdict,
+    /// `rule` is filled in from `verdict` when assembled.
+    why: Why<'s>,
+    kind: Kind,
+    sensitive: bool,
+    replied_before_plugin: bool,
+    now: u64,
+    map: &'s HeaderMap,
+    known: &'s KnownHeaders<'s>,
+    /// The path as sent, without its query string.
+    path: &'s [u8],
+    query: Option<&'s [u8]>,
+    canonical: &'s [u8],
+}
+
+impl Recorded<'_> {
+    /// Reads what only a record needs (rate-limit headers, JWT claims) and encodes the record.
+    fn assemble(
+        &self,
+        worker: &mut Worker,
+        host: &impl Host,
+        settled: &Settled,
+        connection: &ConnectionFacts,
+    ) -> String {
+        let (settings, known, query) = (self.settings, self.known, self.query);
+        let kind = self.kind;
+        let rule = self.verdict.rule.and_then(|i| settings.rules.get(i));
+        let caller = caller_key(
+            connection.peer.principal.as_deref(),
+            connection.source_address.as_deref(),
+        );
+        // A sensitive endpoint's record carries the caller's rate-limit position, from the
+        // limiter's response headers (CEL cannot test a header's presence in Envoy 1.40).
+        let limiter = if self.sensitive {
+            LimiterHeaders::read(host)
+        } else {
+            LimiterHeaders::default()
+        };
+        let rate_limit = match (self.sensitive, self.verdict.rule) {
+            (true, Some(index)) => {
+                let (window_calls, evicted) = worker.callers.hit(index, caller, self.now);
+                if evicted {
+                    worker.counters.worker.caller_evictions += 1;
+                }
+                Some(RateLimitUsage {
+                    limit: limiter.limit.as_deref(),
+                    remaining: limiter.remaining.as_deref(),
+                    reset: limiter.reset.as_deref(),
+                    window_calls,
+                    window_seconds: settings.rate_limit.window_seconds,
+                })
+            }
+            _ => None,
+        };
+        let jwt_claims = match (&settings.jwt.payload_metadata_key, kind) {
+            (Some(key), Kind::Access | Kind::ShadowDenied | Kind::ShadowAllowed | Kind::Denied) => {
+                JwtClaims::read(host, key)
+            }
+            _ => None,
+        };
+        let traceparent = known.traceparent.and_then(traceparent);
+
+        let redaction = &settings.redaction;
+        let (headers, mut hashed) = match (self.verdict.level, rule) {
+            (Level::Request, Some(rule)) => {
+                recorded_headers(self.map, &rule.request_headers, redaction)
+            }
+            _ => (Vec::new(), false),
+        };
+        let recorded_query = query.and_then(|q| redaction.query(q));
+        let recorded_path = redaction.path(self.path);
+        let recorded_canonical = redaction.path(self.canonical);
+        let code_details = settled.code_details();
+        let authz = authorization(kind, settled.status, code_details, settled.rbac.as_ref());
+        let subject = jwt_claims
+            .as_ref()
+            .and_then(|claims| claims.subject.as_deref())
+            .and_then(|subject| match settings.jwt.subject {
+                SubjectMode::Omit => None,
+                SubjectMode::Clear => Some(subject.to_vec()),
+                SubjectMode::Hash => redaction.hash_key.as_ref().map(|key| {
+                    hashed = true;
+                    key.pseudonym(subject)
+                }),
+            });
+        let authn = authentication(kind, code_details, jwt_claims.as_ref(), subject.as_deref());
+        let seq = worker.next_seq();
+        let record = AccessRecord {
+            ts_unix_nanos: self.now,
+            kind: Some(kind),
+            instance: &worker.instance,
+            stream: Some((&worker.stream, seq)),
+            rate_limit,
+            why: Some(Why {
+                rule: rule.map(|r| r.name.as_str()),
+                ..self.why
+            }),
+            request_id: known.request_id,
+            method: known.method,
+            method_override: known.method_override(),
+            authority: known.authority,
+            path: Some(&recorded_path),
+            query: recorded_query.as_deref(),
+            query_removed: query.is_some() && recorded_query.is_none(),
+            canonical_path: Some(&recorded_canonical),
+            headers,
+            pseudonym_key_id: hashed
+                .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
+                .flatten(),
+            status: settled.status,
+            code_details,
+            response_flags: non_negative(settled.facts.flags),
+            replied_before_plugin: self.replied_before_plugin,
+            peer: Some(&connection.peer),
+            authz,
+            authn,
+            trace_id: traceparent.map(|t| t.trace_id),
+            span_id: traceparent.map(|t| t.span_id),
+            b3_trace_id: known.b3_trace_id(),
+            source_address: connection.source_address.as_deref(),
+            route_name: settled.facts.route_name,
+            cluster_name: settled.facts.cluster_name,
+            duration_nanos: settled.facts.duration,
+        };
+        record.encode(
+            settings.limits.max_field_bytes,
+            settings.limits.max_record_bytes,
+        )
+    }
+}

@@ -1,0 +1,135 @@
+//! The plugin's own per-caller call counts on sensitive rules, in a table of
+//! bounded size, and the key that names a caller.
+
+use crate::core::envoy::identity::strip_port;
+
+/// Caller bytes kept in a key: enough for any SPIFFE ID or address, bounded.
+pub(crate) const MAX_CALLER_BYTES: usize = 256;
+
+/// Calls per (rule, caller) in a fixed window, in a table of bounded size.
+#[derive(Debug)]
+pub(crate) struct CallerTable {
+    entries: Vec<CallerEntry>,
+    max_entries: usize,
+    window_ns: u64,
+    /// Round-robin eviction cursor: cheap, and fair enough when the table is full.
+    next_victim: usize,
+}
+
+#[derive(Debug)]
+struct CallerEntry {
+    rule: usize,
+    caller: Vec<u8>,
+    window_start_ns: u64,
+    calls: u64,
+}
+
+impl CallerTable {
+    pub(crate) fn new(max_entries: usize, window_seconds: u64) -> Self {
+        Self {
+            entries: Vec::new(),
+            max_entries: max_entries.max(1),
+            window_ns: window_seconds.saturating_mul(1_000_000_000).max(1),
+            next_victim: 0,
+        }
+    }
+
+    /// Counts a call and returns the caller's calls to this rule in the current
+    /// window, and whether another caller had to be evicted to make room.
+    pub(crate) fn hit(&mut self, rule: usize, caller: &[u8], now_ns: u64) -> (u64, bool) {
+        let caller = caller.get(..MAX_CALLER_BYTES).unwrap_or(caller);
+        let window = self.window_ns;
+        if let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.rule == rule && e.caller == caller)
+        {
+            if now_ns.saturating_sub(entry.window_start_ns) >= window {
+                entry.window_start_ns = now_ns;
+                entry.calls = 0;
+            }
+            entry.calls += 1;
+            return (entry.calls, false);
+        }
+        let entry = CallerEntry {
+            rule,
+            caller: caller.to_vec(),
+            window_start_ns: now_ns,
+            calls: 1,
+        };
+        if self.entries.len() < self.max_entries {
+            self.entries.push(entry);
+            return (1, false);
+        }
+        // Prefer a slot whose window has expired; otherwise evict round-robin.
+        let victim = self
+            .entries
+            .iter()
+            .position(|e| now_ns.saturating_sub(e.window_start_ns) >= window);
+        let evicted = victim.is_none();
+        let index = victim.unwrap_or(self.next_victim % self.max_entries);
+        self.next_victim = index + 1;
+        if let Some(slot) = self.entries.get_mut(index) {
+            *slot = entry;
+        }
+        (1, evicted)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The caller as one key: the principal when the connection is mTLS, else the source IP.
+pub(crate) fn caller_key<'a>(
+    principal: Option<&'a [u8]>,
+    source_address: Option<&'a [u8]>,
+) -> &'a [u8] {
+    if let Some(principal) = principal {
+        return principal;
+    }
+    let Some(address) = source_address else {
+        return b"unknown";
+    };
+    // Every connection has its own port: the caller is the host.
+    strip_port(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn caller_table_counts_per_window_and_evicts_when_full() {
+        let mut t = CallerTable::new(2, 60);
+        assert_eq!(t.hit(0, b"a", 0), (1, false));
+        assert_eq!(t.hit(0, b"a", SECOND), (2, false));
+        assert_eq!(t.hit(1, b"a", SECOND), (1, false), "per rule");
+        assert!(t.hit(0, b"b", SECOND).1, "full: someone is evicted");
+        assert_eq!(t.len(), 2);
+        // A new window starts the count again.
+        let mut t = CallerTable::new(4, 60);
+        t.hit(0, b"a", 0);
+        assert_eq!(t.hit(0, b"a", 61 * SECOND), (1, false));
+        // An expired slot is reused without counting an eviction.
+        let mut t = CallerTable::new(1, 60);
+        t.hit(0, b"a", 0);
+        assert_eq!(t.hit(0, b"b", 61 * SECOND), (1, false));
+    }
+
+    #[test]
+    fn caller_keys() {
+        assert_eq!(
+            caller_key(Some(b"spiffe://td/ns/a/sa/b"), Some(b"1.2.3.4:5")),
+            b"spiffe://td/ns/a/sa/b"
+        );
+        assert_eq!(caller_key(None, Some(b"10.0.0.1:43210")), b"10.0.0.1");
+        assert_eq!(caller_key(None, Some(b"[::1]:8080")), b"[::1]");
+        assert_eq!(caller_key(None, None), b"unknown");
+    }
+}

@@ -1,0 +1,220 @@
+//! The root context: one configuration in force (validated at `on_configure`,
+//! the previous one kept when a new one is refused), the `config_applied` trail,
+//! and the periodic report.
+
+use super::abi::{self, BufferType, MetricType};
+use super::active::Active;
+use super::emit::emit;
+use super::host::BatchTokens;
+use super::http::RequestContext;
+use super::network::ConnectionContext;
+use crate::core::config::defaults::VERSION as CONFIG_VERSION;
+use crate::core::config::{sha256_hex, LogLevel, Settings};
+use crate::core::envoy::attributes::{NODE_ID, PLUGIN_NAME, PLUGIN_ROOT_ID};
+use crate::core::record::config::ConfigRecord;
+use crate::core::record::RECORD_PREFIX;
+use crate::core::worker::{metrics, Worker};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The root id that selects the network-filter mode (Istio `WasmPlugin` `type: NETWORK`).
+const NETWORK_ROOT_ID: &[u8] = b"network";
+
+/// Larger plugin configurations are refused rather than read into the VM.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+pub(super) struct Root {
+    context_id: u32,
+    active: Option<Rc<Active>>,
+    /// Root id `network`: a network filter recording TLS handshake failures.
+    network: bool,
+    memory_gauge: Option<u32>,
+    config_errors: Option<u32>,
+    /// Compiled at the first configuration, kept across later ones.
+    batches: Option<BatchTokens>,
+}
+
+impl Root {
+    pub(super) fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            active: None,
+            network: false,
+            memory_gauge: abi::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES),
+            config_errors: abi::define_metric(MetricType::Counter, metrics::CONFIG_ERRORS),
+            batches: None,
+        }
+    }
+
+    /// Logs why the configuration was refused, counts it and records the attempt;
+    /// Envoy then keeps the previous configuration (or, at start-up, refuses the listener).
+    fn reject(&self, now: u64, bytes: &[u8], reason: &str) -> bool {
+        abi::log(
+            LogLevel::Error,
+            &format!("meshaudit: invalid plugin configuration: {reason}"),
+        );
+        if let Some(id) = self.config_errors {
+            abi::increment_metric(id, 1);
+        }
+        let digest = format!("sha256:{}", sha256_hex(bytes));
+        let record = ConfigRecord {
+            ts_unix_nanos: now,
+            instance: &node_id(),
+            stream: None,
+            digest: &digest,
+            previous_digest: None,
+            config_version: CONFIG_VERSION,
+            rules: Vec::new(),
+            error: Some(reason),
+        };
+        abi::log(
+            LogLevel::Error,
+            &format!("{RECORD_PREFIX}{}", record.encode()),
+        );
+        false
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let now = abi::now_unix_nanos().unwrap_or(0);
+        let bytes = match plugin_configuration_size {
+            0 => Vec::new(),
+            size if size > MAX_CONFIG_BYTES => {
+                let reason = format!(
+                    "the configuration is {size} bytes; at most {MAX_CONFIG_BYTES} are accepted"
+                );
+                return self.reject(now, &[], &reason);
+            }
+            size => abi::buffer(BufferType::PluginConfiguration, size).unwrap_or_default(),
+        };
+        let settings = match Settings::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
+        {
+            Ok(settings) => settings,
+            Err(error) => return self.reject(now, &bytes, &error.to_string()),
+        };
+        let instance = settings.instance_id.clone().unwrap_or_else(node_id);
+        let batches = *self.batches.get_or_insert_with(BatchTokens::compile);
+        self.network = abi::property(PLUGIN_ROOT_ID).as_deref() == Some(NETWORK_ROOT_ID);
+        let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
+        let mut worker = Worker::new(&settings, instance, seed, now);
+        announce_config(&settings, &mut worker, now);
+        let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
+        abi::set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
+        let counters = metrics::counter_names(&settings)
+            .iter()
+            .map(|name| abi::define_metric(MetricType::Counter, name))
+            .collect();
+        self.active = Some(Rc::new(Active {
+            settings,
+            worker: RefCell::new(worker),
+            counters,
+            batches,
+        }));
+        true
+    }
+
+    /// The periodic report: `suppressed` and `accounting` records, the interval's
+    /// counts pushed to Envoy's stats, and the VM's memory.
+    fn on_tick(&mut self) {
+        let Some(active) = &self.active else { return };
+        let Ok(mut worker) = active.worker.try_borrow_mut() else {
+            return;
+        };
+        // The main thread's VM never serves traffic: it would overwrite the gauge with its own.
+        if worker.requests_seen == 0 {
+            return;
+        }
+        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
+        for line in &report.lines {
+            emit(active.settings.log_level, line, &mut worker);
+        }
+        for (id, delta) in active.counters.iter().zip(metrics::values(&report.counts)) {
+            if let (Some(id), true) = (id, delta > 0) {
+                abi::increment_metric(*id, delta);
+            }
+        }
+        if let Some(gauge) = self.memory_gauge {
+            abi::record_metric(gauge, abi::vm_memory_bytes());
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        // The SDK panics on `None` here: always answer.
+        Some(if self.network {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(ConnectionContext {
+            active: self.active.clone(),
+            data_seen: false,
+        }))
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Always a context: the SDK panics on `None`.
+        Some(Box::new(RequestContext {
+            active: self.active.clone(),
+            headers_seen: false,
+        }))
+    }
+}
+
+/// The Envoy node id (Istio: `sidecar~<ip>~<pod>.<namespace>~…`), which names this proxy.
+fn node_id() -> String {
+    abi::property(NODE_ID)
+        .filter(|id| !id.is_empty())
+        .map_or_else(
+            || "unknown".to_string(),
+            |id| String::from_utf8_lossy(&id).into_owned(),
+        )
+}
+
+/// Emits `config_applied` once per change per Envoy process: every worker's VM
+/// configures, but only the one that swaps the digest in shared data reports it.
+fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
+    let key = format!(
+        "meshaudit.config_digest.{}",
+        abi::property(PLUGIN_NAME)
+            .map_or_else(String::new, |n| String::from_utf8_lossy(&n).into_owned())
+    );
+    let report = |worker: &mut Worker, previous: Option<&str>| {
+        let seq = worker.next_seq();
+        let record = ConfigRecord {
+            ts_unix_nanos: now,
+            instance: &worker.instance,
+            stream: Some((&worker.stream, seq)),
+            digest: &settings.digest,
+            previous_digest: previous,
+            config_version: settings.version,
+            rules: settings.rules.iter().map(|r| r.name.as_str()).collect(),
+            error: None,
+        };
+        let line = record.encode();
+        emit(settings.log_level, &line, worker);
+    };
+    for _ in 0..4 {
+        let (previous, cas) = abi::shared_data(&key);
+        if previous.as_deref() == Some(settings.digest.as_bytes()) {
+            return;
+        }
+        match abi::set_shared_data(&key, settings.digest.as_bytes(), cas) {
+            Ok(()) => {
+                let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
+                return report(worker, previous.as_deref());
+            }
+            Err(abi::SetSharedError::CasMismatch) => continue,
+            Err(abi::SetSharedError::Other(_)) => break,
+        }
+    }
+    // Shared data unavailable or contended: report anyway rather than lose the change.
+    report(worker, None);
+}
