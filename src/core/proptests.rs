@@ -131,8 +131,42 @@ proptest! {
     fn any_json_config_is_accepted_or_refused_with_a_path(value in json_value()) {
         let text = value.to_string();
         if let Err(e) = Settings::from_json(text.as_bytes()) {
-            prop_assert!(!e.to_string().is_empty());
+            prop_assert!(!e.reason.is_empty());
+            // The path names a value the configuration has (or the whole document).
+            prop_assert!(
+                e.path.is_empty() || at_path(&value, &e.path).is_some(),
+                "{} names nothing in {}", e.path, text
+            );
         }
+    }
+
+    #[test]
+    fn records_over_their_cap_are_cut_to_fit(
+        header_values in vec(vec(any::<u8>(), 100..1200), 1..8),
+        path in vec(prop::sample::select(&b"abz/.%;-_~"[..]), 4200..6000),
+        max_field in 4096usize..=65_536,
+    ) {
+        // The path alone is longer than the record's cap, and fields may be as long as it:
+        // the cap has to act, first by dropping headers, then by shrinking fields.
+        let (settings, host) = capped_request(&header_values, &path, max_field, 4096);
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        prop_assert!(line.len() <= 4096, "{} bytes", line.len());
+        let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&parsed["truncated"], &serde_json::json!(true));
+        prop_assert!(parsed["request"].get("headers").is_none(), "headers go first");
+    }
+
+    #[test]
+    fn records_within_their_cap_are_whole(
+        header_values in vec(vec(any::<u8>(), 0..200), 1..4),
+        path in vec(prop::sample::select(&b"abz/.%;-_~"[..]), 1..300),
+    ) {
+        let (settings, host) = capped_request(&header_values, &path, 1024, 4096);
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        let (roomy, _) = capped_request(&header_values, &path, 1024, 1_048_576);
+        let uncapped = on_log(&roomy, &mut Worker::new(&roomy, "p".into(), 1, 0), true, &host).unwrap();
+        prop_assert!(uncapped.len() <= 4096);
+        prop_assert_eq!(line, uncapped, "a record that fits is not cut");
     }
 
     #[test]
@@ -164,6 +198,53 @@ proptest! {
         prop_assert!(parsed.is_object());
         prop_assert!(!line.contains(&secret), "secret leaked: {}", line);
     }
+}
+
+/// An `audit` rule at level `request` recording every header given, under the caps given.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper (this module's cfg is not one clippy takes for a test)"
+)]
+fn capped_request(
+    header_values: &[Vec<u8>],
+    path: &[u8],
+    max_field_bytes: usize,
+    max_record_bytes: usize,
+) -> (Settings, FakeHost) {
+    let names: Vec<String> = (0..header_values.len())
+        .map(|i| format!("x-h{i}"))
+        .collect();
+    let config = serde_json::json!({
+        "limits": {"max_field_bytes": max_field_bytes, "max_record_bytes": max_record_bytes},
+        "rules": [{"name": "all", "action": "audit", "level": "request", "request_headers": names}],
+    });
+    let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
+    let mut full_path = b"/".to_vec();
+    full_path.extend_from_slice(path);
+    let mut host = FakeHost::new()
+        .with_request_header(":path", &full_path)
+        .with_response_header(":status", "200");
+    for (name, value) in names.iter().zip(header_values) {
+        host = host.with_request_header(name, value);
+    }
+    (settings, host)
+}
+
+/// The value a configuration error's path (`rules[0].match.paths`) names in `value`.
+fn at_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut node = value;
+    for part in path.split('.') {
+        let (key, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(k, rest)| (k, rest));
+        if !key.is_empty() {
+            node = node.get(key)?;
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            node = node.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(node)
 }
 
 proptest! {

@@ -11,10 +11,6 @@
     unsafe_code,
     reason = "the one place that declares and calls the host ABI"
 )]
-#![allow(
-    clashing_extern_declarations,
-    reason = "the SDK declares some of the same imports with other types"
-)]
 
 const OK: u32 = 0;
 const CAS_MISMATCH: u32 = 8;

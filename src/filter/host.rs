@@ -7,13 +7,22 @@ use crate::core::envoy::host::{read_one_by_one, Host};
 use std::cell::Cell;
 
 thread_local! {
-    /// Whether this VM has said that a batch could not be evaluated.
+    /// Whether this VM has said that a batch could not be compiled or evaluated.
     static FALLBACK_REPORTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Said once per VM: the attributes are still read, one by one, at a higher cost.
-pub(super) const BATCH_FALLBACK_WARNING: &str =
+const BATCH_FALLBACK_WARNING: &str =
     "meshaudit: Envoy could not evaluate an attribute batch; reading attributes one by one (slower)";
+/// Said once per VM when Envoy refuses a batch's expression (Envoy itself logs why, at `info`).
+const BATCH_COMPILE_WARNING: &str =
+    "meshaudit: Envoy could not compile an attribute batch; reading attributes one by one (slower)";
+
+fn warn_once(message: &str) {
+    if !FALLBACK_REPORTED.replace(true) {
+        abi::log(LogLevel::Warn, message);
+    }
+}
 
 /// Envoy's tokens for the compiled expressions of every `Batch`. Envoy keeps compiled
 /// expressions per root context, and one VM can hold several (the HTTP and the
@@ -25,11 +34,15 @@ impl BatchTokens {
     /// Compiles the batches for the current root context. Without Envoy's CEL foreign
     /// functions (another host, or a build without them) attributes are read one by one.
     pub(super) fn compile() -> Self {
-        Self(Batch::ALL.map(|batch| {
+        let tokens = Batch::ALL.map(|batch| {
             let expression = cel_expression(batch.attrs());
             abi::foreign("expr_create", expression.as_bytes())
                 .and_then(|t| <[u8; 4]>::try_from(t.as_slice()).ok())
-        }))
+        });
+        if tokens.iter().any(Option::is_none) {
+            warn_once(BATCH_COMPILE_WARNING);
+        }
+        Self(tokens)
     }
 
     fn token_for(&self, batch: Batch) -> Option<[u8; 4]> {
@@ -67,9 +80,7 @@ impl Host for EnvoyHost {
         });
         if let Some(None) = batched {
             // Compiled, yet not answered: an attribute assumed always present was not.
-            if !FALLBACK_REPORTED.replace(true) {
-                abi::log(LogLevel::Warn, BATCH_FALLBACK_WARNING);
-            }
+            warn_once(BATCH_FALLBACK_WARNING);
         }
         batched
             .flatten()

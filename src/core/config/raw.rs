@@ -449,7 +449,6 @@ impl Visitor<'_> for WholeNumberVisitor {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
         if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < MAX_EXACT_DOUBLE {
             // Checked just above: whole, non-negative and exactly representable.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             Ok(v as u64)
         } else {
             Err(E::custom(format!(

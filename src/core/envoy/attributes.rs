@@ -286,7 +286,7 @@ attribute_batch! {
 attribute_batch! {
     /// A request the rules record whatever its outcome (an `audit` rule, or sampled in)
     /// needs its status only for the record: it comes with the rest, saving the status
-    /// read (a host call that returns data costs about four attributes here), with
+    /// read (a host call that returns data costs more than several batch items: bench/README.md), with
     /// whether RBAC left a decision.
     pub struct OutcomeRecordFacts for RecordWithOutcome {
         ..record: RecordFacts,

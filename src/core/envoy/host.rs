@@ -1,8 +1,8 @@
 //! What the core needs from Envoy, as a small read-only trait.
 //!
 //! The adapter implements it over the Proxy-Wasm ABI; tests use `FakeHost`,
-//! which also counts calls, because every host call on the routine path costs
-//! about half of an empty filter's whole overhead.
+//! which also counts calls: host calls are most of what the routine path costs
+//! (measured in bench/, figures in bench/RESULTS.md).
 
 use super::attributes::{Answer, Batch};
 
