@@ -11,8 +11,11 @@ Run it with `bash bench/run.sh` (which builds everything first). Environment:
 ROUNDS (default 7), DURATION seconds per round (default 5), CONNECTIONS for HTTP/1.1
 (default 32), H2_CONNECTIONS and H2_STREAMS for HTTP/2 (default 4 connections of 32
 concurrent streams, as between sidecars), PROTOCOLS (default "http1,h2"), OUT (default
-bench/RESULTS.md), VARIANTS (name prefixes to run, with the two baselines), LOG_TO_FILE=1
-(Envoy writes its log file itself instead of a pipe a collector drains).
+bench/RESULTS.md), VARIANTS (name prefixes to run, separated by ";", with the two
+baselines), LOG_TO_FILE=1
+(Envoy writes its log file itself instead of a pipe a collector drains), BASELINE_WASM (another
+build of meshaudit, e.g. main's before a change: each chosen meshaudit variant also runs with it,
+as "<name> (baseline)", in the same interleaved rounds).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,28 +66,42 @@ def wasm_filter(wasm: Path, root_id: str, plugin: dict | None) -> dict:
     }
     if plugin is not None:
         config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(plugin)}
-    return {"name": "envoy.filters.http.wasm",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
-
-
-def meshaudit(plugin: dict) -> list[dict]:
-    return [wasm_filter(harness.WASM, "meshaudit", plugin)]
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config},
+    }
 
 
 def deny_all() -> dict:
-    return {"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-        "rules": {"action": "DENY", "policies": {"ns[bench]-policy[deny-all]-rule[0]": {
-            "permissions": [{"any": True}], "principals": [{"any": True}]}}}}}
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "DENY",
+                "policies": {
+                    "ns[bench]-policy[deny-all]-rule[0]": {"permissions": [{"any": True}], "principals": [{"any": True}]}
+                },
+            },
+        },
+    }
 
 
 def file_log(path: Path, cel: str | None = None) -> dict:
-    log = {"name": "envoy.access_loggers.file", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": str(path)}}
+    log = {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": str(path)},
+    }
     if cel:
-        log["filter"] = {"extension_filter": {"name": "cel", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": cel}}}
+        log["filter"] = {
+            "extension_filter": {
+                "name": "cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": cel,
+                },
+            }
+        }
     return log
 
 
@@ -97,12 +113,21 @@ def handoff_log(path: Path) -> dict:
 
 
 # name -> (extra http filters, access loggers, request headers wrk sends, what it shows)
-def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
+def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, list, list[str]]]:
+    def meshaudit(plugin: dict) -> list[dict]:
+        return [wasm_filter(wasm, "meshaudit", plugin)]
+
     request_level = {
         "budgets": UNBOUNDED,
         "redaction": {"query_params": ["page", "token"]},
-        "rules": [{"name": "all", "action": "audit", "level": "request",
-                   "request_headers": ["user-agent", {"name": "authorization", "redact": "hash"}]}],
+        "rules": [
+            {
+                "name": "all",
+                "action": "audit",
+                "level": "request",
+                "request_headers": ["user-agent", {"name": "authorization", "redact": "hash"}],
+            }
+        ],
     }
     return [
         ("no filter", [], [], []),
@@ -115,21 +140,47 @@ def variants(workdir: Path) -> list[tuple[str, list, list, list[str]]]:
         ("meshaudit, routine sampled out", meshaudit({"default_sample_rate": 0.0001}), [], []),
         # A realistic mix: the same with 1% of requests recorded through Envoy's log.
         ("meshaudit, routine sampled at 1%", meshaudit({"default_sample_rate": 0.01}), [], []),
-        ("meshaudit, audit all, metadata", meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}), [], []),
+        (
+            "meshaudit, audit all, metadata",
+            meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}),
+            [],
+            [],
+        ),
         # Every request recorded as routine traffic (sampled at rate 1), not as a sensitive endpoint:
         # no RBAC decision or rate-limit position to read.
         ("meshaudit, sample all, metadata", meshaudit({"budgets": UNBOUNDED, "default_sample_rate": 1.0}), [], []),
         # The same records handed to Envoy's file access logger instead of its log (buffered I/O).
-        ("meshaudit, audit all, metadata, via access log",
-         meshaudit({"budgets": UNBOUNDED, "output": {"log": False, "filter_state": True},
-                    "rules": [{"name": "all", "action": "audit"}]}),
-         [handoff_log(workdir / "handoff.log")], []),
+        (
+            "meshaudit, audit all, metadata, via access log",
+            meshaudit(
+                {
+                    "budgets": UNBOUNDED,
+                    "output": {"log": False, "filter_state": True},
+                    "rules": [{"name": "all", "action": "audit"}],
+                }
+            ),
+            [handoff_log(workdir / "handoff.log")],
+            [],
+        ),
         # The same records at a level Envoy's logger discards: the cost of deciding and encoding alone.
-        ("meshaudit, audit all, metadata, not written", meshaudit({"budgets": UNBOUNDED, "log_level": "debug",
-                                                                  "rules": [{"name": "all", "action": "audit"}]}), [], []),
-        ("meshaudit, audit all, request + redaction + hash", meshaudit(request_level), [],
-         ["Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2ln", "User-Agent: wrk-bench"]),
-        ("meshaudit, denial flood, budget 100/s", [deny_all()] + meshaudit({"budgets": {"security": {"records_per_second": 100}}}), [], []),
+        (
+            "meshaudit, audit all, metadata, not written",
+            meshaudit({"budgets": UNBOUNDED, "log_level": "debug", "rules": [{"name": "all", "action": "audit"}]}),
+            [],
+            [],
+        ),
+        (
+            "meshaudit, audit all, request + redaction + hash",
+            meshaudit(request_level),
+            [],
+            ["Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2ln", "User-Agent: wrk-bench"],
+        ),
+        (
+            "meshaudit, denial flood, budget 100/s",
+            [deny_all()] + meshaudit({"budgets": {"security": {"records_per_second": 100}}}),
+            [],
+            [],
+        ),
     ]
 
 
@@ -137,18 +188,39 @@ def envoy_config(port: int, admin: int, filters: list, loggers: list) -> dict:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",
-        "route_config": {"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
-        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "bench",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}],
+                }
+            ]
+        },
+        "http_filters": filters
+        + [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
     }
     if loggers:
         hcm["access_log"] = loggers
     return {
         "node": {"id": "bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                                            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}]},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bench",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ]
+        },
     }
 
 
@@ -176,34 +248,60 @@ def wrk(port: int, headers: list[str]) -> dict:
     args = ["taskset", "-c", "1", shutil.which("wrk") or "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run(args + [f"http://127.0.0.1:{port}{TARGET}"],
-                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+    out = subprocess.run(
+        args + [f"http://127.0.0.1:{port}{TARGET}"], capture_output=True, text=True, timeout=DURATION + 60
+    ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
+
     def latency(p):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
         value, unit = float(m.group(1)), m.group(2)
         return value * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": requests, "rps": requests / DURATION, "p50_ms": latency(50), "p99_ms": latency(99),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "requests": requests,
+        "rps": requests / DURATION,
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def h2load(port: int, headers: list[str], log: Path) -> dict:
     """HTTP/2 with prior knowledge (h2c): a few connections carrying many concurrent streams."""
-    args = ["taskset", "-c", "1", shutil.which("h2load") or "h2load", "-t1", f"-c{H2_CONNECTIONS}",
-            f"-m{H2_STREAMS}", "-D", str(DURATION), f"--log-file={log}"]
+    args = [
+        "taskset",
+        "-c",
+        "1",
+        shutil.which("h2load") or "h2load",
+        "-t1",
+        f"-c{H2_CONNECTIONS}",
+        f"-m{H2_STREAMS}",
+        "-D",
+        str(DURATION),
+        f"--log-file={log}",
+    ]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run(args + [f"http://127.0.0.1:{port}{TARGET}"],
-                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+    out = subprocess.run(
+        args + [f"http://127.0.0.1:{port}{TARGET}"], capture_output=True, text=True, timeout=DURATION + 60
+    ).stdout
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
     # h2load prints no percentiles: they come from its per-request log (microseconds, third column).
     latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") == 2)
+
     def latency(p):
         return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1e3 if latencies else float("nan")
-    return {"requests": done, "rps": done / DURATION, "p50_ms": latency(50), "p99_ms": latency(99),
-            "non2xx": int(codes.group(3)) + int(codes.group(4)) if codes else 0}
+
+    return {
+        "requests": done,
+        "rps": done / DURATION,
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "non2xx": int(codes.group(3)) + int(codes.group(4)) if codes else 0,
+    }
 
 
 def main() -> None:
@@ -212,13 +310,24 @@ def main() -> None:
             sys.exit(f"{tool} is missing: run bash bench/run.sh")
     workdir = Path(tempfile.mkdtemp(prefix="meshaudit-bench-"))
     envoys = []
-    only = os.environ.get("VARIANTS")  # comma-separated name prefixes, for quick experiments
-    chosen = [v for v in variants(workdir)
-              if not only or v[0] in ("no filter", "empty Rust Wasm filter") or any(v[0].startswith(p) for p in only.split(","))]
+    only = os.environ.get("VARIANTS")  # name prefixes separated by ";" (names hold commas)
+
+    def wanted(name: str) -> bool:
+        return not only or name in ("no filter", "empty Rust Wasm filter") or any(name.startswith(p) for p in only.split(";"))
+
+    chosen = [v for v in variants(workdir) if wanted(v[0])]
+    baseline = os.environ.get("BASELINE_WASM")
+    if baseline:
+        (workdir / "baseline").mkdir()
+        twins = {v[0]: v for v in variants(workdir / "baseline", Path(baseline)) if v[0].startswith("meshaudit")}
+        # Each baseline variant runs right after its twin, in every round.
+        chosen = [w for v in chosen for w in ([v, (f"{v[0]} (baseline)", *twins[v[0]][1:])] if v[0] in twins else [v])]
     for i, (name, filters, loggers, headers) in enumerate(chosen):
         port, admin = harness.free_port(), harness.free_port()
         (workdir / str(i)).mkdir()
-        envoy = harness.Envoy(envoy_config(port, admin, filters, loggers), workdir / str(i), pin_cpu=0, log_collector_cpu=LOG_COLLECTOR_CPU)
+        envoy = harness.Envoy(
+            envoy_config(port, admin, filters, loggers), workdir / str(i), pin_cpu=0, log_collector_cpu=LOG_COLLECTOR_CPU
+        )
         envoys.append((name, envoy, port, headers))
     try:
         for _, envoy, _, _ in envoys:
@@ -235,8 +344,11 @@ def main() -> None:
                         result = wrk(port, headers)
                     result["cpu_us_per_req"] = (cpu_ns(envoy.proc.pid) - before) / 1e3 / max(result["requests"], 1)
                     samples[protocol][name].append(result)
-                    print(f"round {rnd + 1}/{ROUNDS} {protocol:<5} {name:<52} {result['rps']:>9.0f} rps  "
-                          f"{result['cpu_us_per_req']:6.2f} us CPU/req", flush=True)
+                    print(
+                        f"round {rnd + 1}/{ROUNDS} {protocol:<5} {name:<52} {result['rps']:>9.0f} rps  "
+                        f"{result['cpu_us_per_req']:6.2f} us CPU/req",
+                        flush=True,
+                    )
         memory = {name: harness.stat(envoy, "wasmcustom.meshaudit.vm_memory_bytes") for name, envoy, _, _ in envoys}
         write_results(samples, memory, workdir)
     finally:
@@ -251,12 +363,16 @@ def median(values):
 def summarise(samples: dict[str, list[dict]]) -> tuple[dict, dict, list[str]]:
     """Medians per variant, the CPU each adds over no filter, and the table's rows."""
     names = list(samples)
-    med = {n: {k: median([s[k] for s in samples[n]]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "non2xx")} for n in names}
+    med = {
+        n: {k: median([s[k] for s in samples[n]]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "non2xx")} for n in names
+    }
     base = med["no filter"]
     # CPU added over no filter: the median of each round's paired difference, which cancels the
     # machine's drift between rounds (a difference of medians would not).
-    added = {n: median([s["cpu_us_per_req"] - b["cpu_us_per_req"] for s, b in zip(samples[n], samples["no filter"])])
-             for n in names}
+    added = {
+        n: median([s["cpu_us_per_req"] - b["cpu_us_per_req"] for s, b in zip(samples[n], samples["no filter"], strict=True)])
+        for n in names
+    }
     empty_added = added["empty Rust Wasm filter"]
     rows = [
         f"| {n} | {med[n]['rps']:,.0f} | {med[n]['rps'] / base['rps']:.2f} | {med[n]['p50_ms']:.3f} | {med[n]['p99_ms']:.3f} "
@@ -267,11 +383,13 @@ def summarise(samples: dict[str, list[dict]]) -> tuple[dict, dict, list[str]]:
 
 
 def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workdir: Path) -> None:
-    core = subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "core_bench"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
+    core = subprocess.run(
+        ["cargo", "run", "--quiet", "--release", "--example", "core_bench"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     core_wasm = ROOT / "target" / "wasm32-wasip1" / "release" / "examples" / "core_bench.wasm"
-    core_v8 = subprocess.run(["node", "--no-warnings", str(ROOT / "bench" / "core_wasi.mjs"), str(core_wasm)],
-                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    core_v8 = subprocess.run(
+        ["node", "--no-warnings", str(ROOT / "bench" / "core_wasi.mjs"), str(core_wasm)], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     tables, targets, rounds = [], [], []
     for protocol, by_variant in samples.items():
         label = PROTOCOL_NAMES.get(protocol, protocol)
@@ -286,21 +404,29 @@ def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workd
         ]
         for target, name, limit in [
             ("routine sampled-out request ≤ 2.0× the empty filter", "meshaudit, routine sampled out", 2.0),
-            ("every-request audit at metadata level ≤ 6×, records in Envoy's log",
-             "meshaudit, audit all, metadata", 6.0),
-            ("every-request audit at metadata level ≤ 6×, records via Envoy's file access logger",
-             "meshaudit, audit all, metadata, via access log", 6.0),
+            ("every-request audit at metadata level ≤ 6×, records in Envoy's log", "meshaudit, audit all, metadata", 6.0),
+            (
+                "every-request audit at metadata level ≤ 6×, records via Envoy's file access logger",
+                "meshaudit, audit all, metadata, via access log",
+                6.0,
+            ),
         ]:
             if name in med:
                 value = times_empty[name]
                 targets.append(f"- {target}, {label}: **{value:.2f}×** — {'met' if value <= limit else 'MISSED'}")
-        rounds += [f"{label}:", "", "| variant | rounds |", "| --- | --- |",
-                   *[f"| {n} | {rounds_cpu(r)} |" for n, r in by_variant.items()], ""]
+        rounds += [
+            f"{label}:",
+            "",
+            "| variant | rounds |",
+            "| --- | --- |",
+            *[f"| {n} | {rounds_cpu(r)} |" for n, r in by_variant.items()],
+            "",
+        ]
     wasm_kib = harness.WASM.stat().st_size / 1024
     lines = [
         "# Benchmark results",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {platform.node() or 'this machine'}: "
+        f"Run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} on {platform.node() or 'this machine'}: "
         f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.release()}, Envoy 1.40.0 (V8), "
         f"one worker pinned to CPU 0; load pinned to CPU 1: wrk (1 thread, {CONNECTIONS} connections) for HTTP/1.1, "
         f"h2load (1 thread, {H2_CONNECTIONS} connections of {H2_STREAMS} concurrent streams) for HTTP/2; "
@@ -308,7 +434,7 @@ def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workd
         "",
         "Every variant answers with an Envoy direct response, so the numbers are Envoy plus the filter under test.",
         "CPU is all Envoy threads' on-CPU time over the round divided by requests served; it is steadier than",
-        "throughput on a shared machine, so judge by it. \"added\" is the median over rounds of each round's CPU",
+        'throughput on a shared machine, so judge by it. "added" is the median over rounds of each round\'s CPU',
         "minus the no-filter variant's in the same round; \"× empty\" divides it by the empty Rust Wasm filter's.",
         "The empty filter adds only 1.3–2.1 µs, so its noise moves every ratio by about ±0.2× (±10%) between runs.",
         "",
@@ -317,7 +443,7 @@ def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workd
         "",
         *targets,
         f"- `.wasm` ≤ 400 KiB: **{wasm_kib:.0f} KiB** — {'met' if wasm_kib <= 400 else 'MISSED'}",
-        f"- VM memory after the run (gauge `meshaudit.vm_memory_bytes`), per meshaudit variant: "
+        "- VM memory after the run (gauge `meshaudit.vm_memory_bytes`), per meshaudit variant: "
         + ", ".join(f"{n.removeprefix('meshaudit, ')}: {v / 1024:.0f} KiB" for n, v in memory.items() if v),
         "",
         "Each round's CPU µs/req, in the order run:",

@@ -9,7 +9,6 @@ the plugin configuration.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,7 +24,8 @@ E2E = ROOT / "e2e"
 WASM = ROOT / "target" / "meshaudit.wasm"
 RECORD_PREFIX = "meshaudit.record "
 # The plugin's warning when Envoy does not answer its attribute batch (see src/filter/host.rs).
-BATCH_FALLBACK = "could not evaluate an attribute batch"
+# What the plugin says (once per VM) when Envoy could not compile or evaluate an attribute batch.
+BATCH_FALLBACK = "reading attributes one by one"
 RECORD_SCHEMA = ROOT / "observability" / "record.schema.json"
 _record_validator = None
 
@@ -91,11 +91,12 @@ def http_connection_manager(config: dict) -> dict:
 def add_direct_route(config: dict, prefix: str, name: str) -> None:
     """A route answered by Envoy itself, ahead of the others: load without the Python upstream."""
     routes = http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
-    routes.insert(0, {"name": name, "match": {"prefix": prefix},
-                      "direct_response": {"status": 200, "body": {"inline_string": "ok"}}})
+    routes.insert(
+        0, {"name": name, "match": {"prefix": prefix}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+    )
 
 
-def stat(envoy: "Envoy", name: str) -> int | None:
+def stat(envoy: Envoy, name: str) -> int | None:
     for line in envoy.admin("/stats?filter=" + name).splitlines():
         key, _, value = line.partition(": ")
         if key == name:
@@ -146,8 +147,15 @@ def set_audit_log_path(config: dict, path: Path) -> None:
 class Envoy:
     """A real Envoy process with one worker; its log is a file we parse."""
 
-    def __init__(self, config: dict, workdir: Path, extra_args: tuple[str, ...] = (), pin_cpu: int | None = None,
-                 log_collector_cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        config: dict,
+        workdir: Path,
+        extra_args: tuple[str, ...] = (),
+        pin_cpu: int | None = None,
+        log_collector_cpu: int | None = None,
+        concurrency: int = 1,
+    ) -> None:
         if not WASM.exists():
             raise FileNotFoundError(f"{WASM} is missing: run `bash scripts/build.sh`")
         self.config = config
@@ -165,19 +173,24 @@ class Envoy:
         # as a container runtime collects a sidecar's log: the file I/O is not Envoy's.
         self._collector = None
         if log_collector_cpu is not None:
-            self._collector = subprocess.Popen(["taskset", "-c", str(log_collector_cpu), "cat"],
-                                               stdin=subprocess.PIPE, stdout=self._log_file)
+            self._collector = subprocess.Popen(
+                ["taskset", "-c", str(log_collector_cpu), "cat"], stdin=subprocess.PIPE, stdout=self._log_file
+            )
         pin = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
         self.proc = subprocess.Popen(
             [
                 *pin,
                 envoy_binary(),
-                "-c", str(self.config_path),
-                "--concurrency", "1",
+                "-c",
+                str(self.config_path),
+                "--concurrency",
+                str(concurrency),
                 "--disable-hot-restart",
-                "-l", "warning",
+                "-l",
+                "warning",
                 # Access logs (the hand-off) reach their files within half a second.
-                "--file-flush-interval-msec", "500",
+                "--file-flush-interval-msec",
+                "500",
                 *extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -215,7 +228,7 @@ class Envoy:
         for line in self.log().splitlines():
             at = line.find(RECORD_PREFIX)
             if at >= 0:
-                text = line[at + len(RECORD_PREFIX):]
+                text = line[at + len(RECORD_PREFIX) :]
                 record = json.loads(text)
                 if text not in self._validated:
                     validate_record(record)
@@ -231,6 +244,17 @@ class Envoy:
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+    def wait_exactly(self, predicate, count: int, timeout: float = 10.0, settle: float = 1.0) -> list[dict]:
+        """Waits until `count` records satisfy `predicate`, then watches `settle` seconds more
+        for one too many (that none appears can only be shown over a bounded window); returns
+        them all, for the caller to assert that there are exactly `count`."""
+        found = self.wait_records(predicate, count, timeout)
+        end = time.monotonic() + settle
+        while len(found) == count and time.monotonic() < end:
+            time.sleep(0.05)
+            found = [r for r in self.records() if predicate(r)]
+        return found
 
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
@@ -296,7 +320,7 @@ class Stack:
             while True:
                 try:
                     chunk = s.recv(65536)
-                except (socket.timeout, ConnectionResetError):
+                except (TimeoutError, ConnectionResetError):
                     break
                 if not chunk:
                     break

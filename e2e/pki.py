@@ -38,7 +38,7 @@ class CA:
         self.dir = directory
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
@@ -48,9 +48,7 @@ class CA:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(self.key, hashes.SHA256())
         )
         self.cert_path = directory / f"{name}.crt"
@@ -59,7 +57,7 @@ class CA:
     def issue(self, name: str, uri: str, dns: str | None = None, expired: bool = False) -> tuple[Path, Path]:
         """A workload certificate with a SPIFFE URI SAN; returns (cert, key) paths."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if expired:
             not_before, not_after = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
         else:
@@ -121,7 +119,7 @@ class JwtIssuer:
         )
 
     def token(self, sub: str, aud: str = "meshaudit", expires_in: int = 600, iss: str | None = None) -> str:
-        now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+        now = int(dt.datetime.now(dt.UTC).timestamp())
         header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
         claims = {"iss": iss or self.issuer, "sub": sub, "aud": aud, "iat": now, "exp": now + expires_in}
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"

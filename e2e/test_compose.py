@@ -1,8 +1,8 @@
 """The docker-compose stack for users: validated here (CI has no Docker engine to run it)."""
 
 import shutil
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 import harness
 import pytest
@@ -15,9 +15,7 @@ COMPOSE = harness.E2E / "docker-compose.yaml"
 def resolved():
     docker_compose = shutil.which("docker-compose")
     assert docker_compose, "docker-compose is installed by scripts/setup.sh"
-    out = subprocess.run(
-        [docker_compose, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([docker_compose, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 

@@ -23,12 +23,22 @@ def start_envoy(workdir, plugin):
 @pytest.mark.parametrize(
     "plugin, message",
     [
-        ('{"rules": [{"name": "a", "action": "audt"}]}',
-         "meshaudit: invalid plugin configuration: rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop`"),
-        ('{"default_sample_rate": 2}',
-         "meshaudit: invalid plugin configuration: default_sample_rate: must be a fraction from 0 to 1, got 2"),
+        (
+            '{"rules": [{"name": "a", "action": "audt"}]}',
+            "meshaudit: invalid plugin configuration: rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop`",
+        ),
+        (
+            '{"default_sample_rate": 2}',
+            "meshaudit: invalid plugin configuration: default_sample_rate: must be a fraction from 0 to 1, got 2",
+        ),
         ('{"rules": [', "meshaudit: invalid plugin configuration: rules: EOF while parsing a list at line 1 column 11"),
+        # Refused before it is read into the VM: a valid document, padded past 1 MiB.
+        (
+            '{"rules": []' + " " * (1 << 20) + "}",
+            f"meshaudit: invalid plugin configuration: the configuration is {(1 << 20) + 13} bytes; at most {1 << 20} are accepted",
+        ),
     ],
+    ids=["unknown-action", "sample-rate", "truncated-json", "oversized"],
 )
 def test_invalid_config_is_refused_at_start_with_a_clear_line(workdir, plugin, message):
     envoy = start_envoy(workdir, plugin)
@@ -71,7 +81,9 @@ def test_istio_encoded_numbers_load(workdir):
 
 
 def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_path):
-    """Listener updates through file-based LDS, as a control plane would push them."""
+    """Listener updates through file-based LDS, as a control plane would push them, to an
+    Envoy with two workers: every VM configures (the main thread's and one per worker), and
+    one `config_applied` is written per change."""
     upstream = harness.Upstream()
     listen = harness.free_port()
     static = harness.load_config(upstream.port, listen, harness.free_port())
@@ -94,17 +106,19 @@ def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_pat
     first = '{"rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}]}'
     second = '{"rules": [{"name": "b-only", "match": {"paths": [{"exact": "/b-only"}]}, "action": "audit"}]}'
     push(first)
-    envoy = harness.Envoy(static, tmp_path)
+    envoy = harness.Envoy(static, tmp_path, concurrency=2)
     stack = type("S", (), {"listen_port": listen})()
     send = lambda path, rid: harness.Stack.request(stack, "GET", path, {"x-request-id": rid})  # noqa: E731
     try:
         envoy.wait_ready()
         digest = lambda text: "sha256:" + hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
-        applied = envoy.wait_records(lambda r: r["kind"] == "config_applied")
+        applied = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)
         assert [a["config"]["digest"] for a in applied] == [digest(first)]
+        # Envoy's base VM, the main thread's and one per worker: four VMs, one record.
+        assert harness.stat(envoy, "wasm.envoy.wasm.runtime.v8.active") == 4
 
         push(second)
-        update = envoy.wait_records(lambda r: r["kind"] == "config_applied" and r["config"]["digest"] == digest(second))
+        update = envoy.wait_exactly(lambda r: r["kind"] == "config_applied" and r["config"]["digest"] == digest(second), 1)
         assert len(update) == 1
         assert update[0]["config"]["previous_digest"] == digest(first)
         assert update[0]["config"]["rules"] == ["b-only"]

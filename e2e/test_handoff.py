@@ -23,11 +23,11 @@ def access_log(stack) -> list[dict]:
 
 def test_access_log_holds_exactly_the_records_the_plugin_decided(stack):
     sent = {
-        "ho-admin": ("GET", "/admin/users"),          # audit rule
-        "ho-denied": ("GET", "/admin/forbidden/x"),   # RBAC local reply, before the plugin
-        "ho-direct": ("GET", "/direct"),              # direct response
-        "ho-404": ("GET", "/status/404"),             # status rule
-        "ho-health": ("GET", "/healthz"),             # dropped by a rule
+        "ho-admin": ("GET", "/admin/users"),  # audit rule
+        "ho-denied": ("GET", "/admin/forbidden/x"),  # RBAC local reply, before the plugin
+        "ho-direct": ("GET", "/direct"),  # direct response
+        "ho-404": ("GET", "/status/404"),  # status rule
+        "ho-health": ("GET", "/healthz"),  # dropped by a rule
     }
     sampled_out = [f"ho-routine-{i}" for i in range(300) if not harness.sampled_in(f"ho-routine-{i}", 0.01)][:20]
     for request_id, (method, path) in sent.items():
@@ -49,4 +49,5 @@ def test_access_log_holds_exactly_the_records_the_plugin_decided(stack):
     assert "ho-health" not in ids and not ids & set(sampled_out), "nothing for dropped or sampled-out requests"
     denied = next(r for r in handed_off if r["request"]["id"] == "ho-denied")
     assert denied["kind"] == "denied" and denied["response"]["replied_before_plugin"] is True, (
-        "set in on_log, the record reaches the access logger even for a local reply")
+        "set in on_log, the record reaches the access logger even for a local reply"
+    )

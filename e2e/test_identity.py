@@ -9,10 +9,13 @@ a network filter for TLS handshake failures. Certificates and tokens are made at
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import http.server
 import socket
 import ssl
+import struct
 import threading
 
 import harness
@@ -105,50 +108,80 @@ def server_hcm(stat_prefix: str, issuer: pki.JwtIssuer, ports: dict) -> dict:
             # Istio's sidecars forward the client certificate details; the plugin never trusts them.
             "forward_client_cert_details": "SANITIZE_SET",
             "route_config": {
-                "virtual_hosts": [{
-                    "name": "pay",
-                    "domains": ["*"],
-                    "routes": [
-                        {"match": {"prefix": "/extauthz/live"}, "route": {"cluster": "backend"},
-                         "typed_per_filter_config": disabled("ext-authz-dead")},
-                        {"match": {"prefix": "/extauthz/dead"}, "route": {"cluster": "backend"},
-                         "typed_per_filter_config": disabled("ext-authz-live")},
-                        {"match": {"prefix": "/"}, "route": {"cluster": "backend"},
-                         "typed_per_filter_config": disabled("ext-authz-live", "ext-authz-dead")},
-                    ],
-                }]
+                "virtual_hosts": [
+                    {
+                        "name": "pay",
+                        "domains": ["*"],
+                        "routes": [
+                            {
+                                "match": {"prefix": "/extauthz/live"},
+                                "route": {"cluster": "backend"},
+                                "typed_per_filter_config": disabled("ext-authz-dead"),
+                            },
+                            {
+                                "match": {"prefix": "/extauthz/dead"},
+                                "route": {"cluster": "backend"},
+                                "typed_per_filter_config": disabled("ext-authz-live"),
+                            },
+                            {
+                                "match": {"prefix": "/"},
+                                "route": {"cluster": "backend"},
+                                "typed_per_filter_config": disabled("ext-authz-live", "ext-authz-dead"),
+                            },
+                        ],
+                    }
+                ]
             },
             "http_filters": [
-                {"name": "envoy.filters.http.jwt_authn", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-                    "providers": {"test": {
-                        "issuer": issuer.issuer,
-                        "audiences": ["meshaudit"],
-                        "local_jwks": {"inline_string": issuer.jwks},
-                        "payload_in_metadata": "jwt_payload",
-                    }},
-                    "rules": [{"match": {"prefix": "/jwt"}, "requires": {"provider_name": "test"}}],
-                }},
+                {
+                    "name": "envoy.filters.http.jwt_authn",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                        "providers": {
+                            "test": {
+                                "issuer": issuer.issuer,
+                                "audiences": ["meshaudit"],
+                                "local_jwks": {"inline_string": issuer.jwks},
+                                "payload_in_metadata": "jwt_payload",
+                            }
+                        },
+                        "rules": [{"match": {"prefix": "/jwt"}, "requires": {"provider_name": "test"}}],
+                    },
+                },
                 ext_authz_filter("ext-authz-live", "ext_authz", ports["ext_authz"]),
                 ext_authz_filter("ext-authz-dead", "ext_authz_dead", ports["dead"]),
-                {"name": "envoy.filters.http.rbac", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                    "rules": {"action": "DENY", "policies": {
-                        "ns[pay]-policy[deny-forbidden]-rule[0]": policy("/admin/forbidden"),
-                        "ns[pay]-policy[deny-shop-to-refunds]-rule[0]": policy("/admin/refunds", CLIENT_ID),
-                    }},
-                    # An Istio dry-run DENY policy: evaluated, reported in metadata, not enforced.
-                    "shadow_rules": {"action": "DENY", "policies": {
-                        "ns[pay]-policy[dry-deny-reports]-rule[0]": policy("/reports"),
-                    }},
-                    "shadow_rules_stat_prefix": "istio_dry_run_deny_",
-                }},
-                {"name": "envoy.filters.http.wasm", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": wasm_config("meshaudit", "meshaudit", HTTP_PLUGIN),
-                }},
-                {"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                {
+                    "name": "envoy.filters.http.rbac",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                        "rules": {
+                            "action": "DENY",
+                            "policies": {
+                                "ns[pay]-policy[deny-forbidden]-rule[0]": policy("/admin/forbidden"),
+                                "ns[pay]-policy[deny-shop-to-refunds]-rule[0]": policy("/admin/refunds", CLIENT_ID),
+                            },
+                        },
+                        # An Istio dry-run DENY policy: evaluated, reported in metadata, not enforced.
+                        "shadow_rules": {
+                            "action": "DENY",
+                            "policies": {
+                                "ns[pay]-policy[dry-deny-reports]-rule[0]": policy("/reports"),
+                            },
+                        },
+                        "shadow_rules_stat_prefix": "istio_dry_run_deny_",
+                    },
+                },
+                {
+                    "name": "envoy.filters.http.wasm",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": wasm_config("meshaudit", "meshaudit", HTTP_PLUGIN),
+                    },
+                },
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
             ],
         },
     }
@@ -160,8 +193,9 @@ def downstream_mtls(certs: dict) -> dict:
         "@type": f"{TLS}.DownstreamTlsContext",
         "require_client_certificate": True,
         "common_tls_context": {
-            "tls_certificates": [{"certificate_chain": {"filename": str(certs["server"][0])},
-                                  "private_key": {"filename": str(certs["server"][1])}}],
+            "tls_certificates": [
+                {"certificate_chain": {"filename": str(certs["server"][0])}, "private_key": {"filename": str(certs["server"][1])}}
+            ],
             "validation_context": {"trusted_ca": {"filename": str(certs["ca"])}},
         },
     }
@@ -169,23 +203,38 @@ def downstream_mtls(certs: dict) -> dict:
 
 def server_config(certs: dict, issuer: pki.JwtIssuer, ports: dict) -> dict:
     downstream_tls = downstream_mtls(certs)
-    network_wasm = {"name": "envoy.filters.network.wasm", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-        "config": wasm_config("meshaudit-network", "network", {}),
-    }}
+    network_wasm = {
+        "name": "envoy.filters.network.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+            "config": wasm_config("meshaudit-network", "network", {}),
+        },
+    }
     return {
         "node": {"id": "server-sidecar", "cluster": "pay"},
         "admin": {"address": address(ports["server_admin"])},
         "static_resources": {
             "listeners": [
-                {"name": "inbound-mtls", "address": address(ports["mtls"]), "filter_chains": [{
-                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
-                    "filters": [network_wasm, server_hcm("inbound_mtls", issuer, ports)],
-                }]},
+                {
+                    "name": "inbound-mtls",
+                    "address": address(ports["mtls"]),
+                    "filter_chains": [
+                        {
+                            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
+                            "filters": [network_wasm, server_hcm("inbound_mtls", issuer, ports)],
+                        }
+                    ],
+                },
                 # Istio PERMISSIVE mode: the same service also reachable in plaintext.
-                {"name": "inbound-plain", "address": address(ports["plain"]), "filter_chains": [{
-                    "filters": [server_hcm("inbound_plain", issuer, ports)],
-                }]},
+                {
+                    "name": "inbound-plain",
+                    "address": address(ports["plain"]),
+                    "filter_chains": [
+                        {
+                            "filters": [server_hcm("inbound_plain", issuer, ports)],
+                        }
+                    ],
+                },
             ],
             "clusters": [
                 static_cluster("backend", ports["upstream"]),
@@ -203,8 +252,9 @@ def client_config(certs: dict, ports: dict) -> dict:
         "common_tls_context": {
             # Istio's sidecars speak TLS 1.3 to each other; Envoy's client default tops out at 1.2.
             "tls_params": {"tls_maximum_protocol_version": "TLSv1_3"},
-            "tls_certificates": [{"certificate_chain": {"filename": str(certs["client"][0])},
-                                  "private_key": {"filename": str(certs["client"][1])}}],
+            "tls_certificates": [
+                {"certificate_chain": {"filename": str(certs["client"][0])}, "private_key": {"filename": str(certs["client"][1])}}
+            ],
             "validation_context": {
                 "trusted_ca": {"filename": str(certs["ca"])},
                 "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": SERVER_ID}}],
@@ -215,17 +265,42 @@ def client_config(certs: dict, ports: dict) -> dict:
         "node": {"id": "client-sidecar", "cluster": "shop"},
         "admin": {"address": address(ports["client_admin"])},
         "static_resources": {
-            "listeners": [{"name": "outbound", "address": address(ports["client"]), "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "outbound",
-                    "route_config": {"virtual_hosts": [{"name": "pay", "domains": ["*"],
-                                                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "pay"}}]}]},
-                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                },
-            }]}]}],
+            "listeners": [
+                {
+                    "name": "outbound",
+                    "address": address(ports["client"]),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "outbound",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "pay",
+                                                    "domains": ["*"],
+                                                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "pay"}}],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                                },
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": [static_cluster("pay", ports["mtls"], upstream_tls)],
         },
     }
@@ -292,19 +367,32 @@ class Mesh:
         assert len(found) == 1, f"{request_id}: {found}\n{self.server.log()[-3000:]}"
         return found[0]
 
-    def handshake(self, cert: tuple | None) -> None:
-        """A TLS client that the server must refuse."""
+    def tls_context(self, cert: tuple | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.certs["ca"]))
         ctx.check_hostname = False
         if cert:
             ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+        return ctx
+
+    def handshake(self, cert: tuple | None) -> str:
+        """A TLS client that the server must refuse; returns its address as Envoy sees it."""
         with socket.create_connection(("127.0.0.1", self.ports["mtls"]), timeout=5) as raw:
+            address = "{}:{}".format(*raw.getsockname())
             try:
-                with ctx.wrap_socket(raw, server_hostname="pay.local") as tls:
+                with self.tls_context(cert).wrap_socket(raw, server_hostname="pay.local") as tls:
                     tls.sendall(b"GET / HTTP/1.1\r\nHost: pay\r\n\r\n")
                     tls.recv(100)
             except (ssl.SSLError, ConnectionResetError, OSError):
                 pass
+        return address
+
+    @staticmethod
+    def network_record_of(address: str):
+        """Whether a record is the network filter's, of the connection from `address`."""
+        return lambda r: r.get("source", {}).get("address") == address and "connection" in r
+
+    def network_records(self, address: str) -> list[dict]:
+        return [r for r in self.server.records() if self.network_record_of(address)(r)]
 
     def stop(self) -> None:
         self.client.stop()
@@ -354,8 +442,9 @@ def test_each_connection_is_recorded_with_its_own_caller(mesh):
     ctx.check_hostname = False
     ctx.load_cert_chain(str(cert), str(key))
     direct = http.client.HTTPConnection("127.0.0.1", mesh.ports["mtls"], timeout=5)
-    direct.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", mesh.ports["mtls"]), timeout=5),
-                                  server_hostname="pay.local")
+    direct.sock = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", mesh.ports["mtls"]), timeout=5), server_hostname="pay.local"
+    )
     try:
         for i in range(3):
             direct.request("GET", "/admin/users", headers={"x-request-id": f"id-billing-{i}"})
@@ -396,14 +485,16 @@ def test_dry_run_deny_is_recorded_on_an_allowed_request(mesh):
     assert r["kind"] == "shadow_denied"
     assert r["why"]["reason"] == "security_outcome"
     assert r["authz"]["decision"] == "allowed"
-    assert r["authz"]["shadow"] == [{
-        "result": "denied",
-        "prefix": "istio_dry_run_deny_",
-        "policy": "ns[pay]-policy[dry-deny-reports]-rule[0]",
-        "policy_namespace": "pay",
-        "policy_name": "dry-deny-reports",
-        "policy_rule": 0,
-    }]
+    assert r["authz"]["shadow"] == [
+        {
+            "result": "denied",
+            "prefix": "istio_dry_run_deny_",
+            "policy": "ns[pay]-policy[dry-deny-reports]-rule[0]",
+            "policy_namespace": "pay",
+            "policy_name": "dry-deny-reports",
+            "policy_rule": 0,
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -443,12 +534,16 @@ def test_valid_jwt_records_issuer_and_a_pseudonymous_subject(mesh):
     r = mesh.record("jwt-ok")
     assert r["authn"]["result"] == "ok"
     assert r["authn"]["issuer"] == "https://issuer.test"
-    assert r["authn"]["subject"].startswith("hmac-sha256:")
-    assert r["pseudonym_key_id"].startswith("k-")
+    # Computed here from the key the VM was given, independently of the plugin's code.
+    expected = hmac.new(HMAC_KEY.encode(), b"jane@example.com", hashlib.sha256).hexdigest()[:32]
+    assert r["authn"]["subject"] == f"hmac-sha256:{expected}"
+    assert r["pseudonym_key_id"] == "k-" + hashlib.sha256(b"meshaudit key id\0" + HMAC_KEY.encode()).hexdigest()[:8]
     assert "jane" not in mesh.server.log()
     assert HMAC_KEY not in mesh.server.log()
     # The same subject again: the same pseudonym.
-    mesh.via_client("GET", "/jwt/me", {"x-request-id": "jwt-ok-2", "authorization": f"Bearer {mesh.issuer.token('jane@example.com')}"})
+    mesh.via_client(
+        "GET", "/jwt/me", {"x-request-id": "jwt-ok-2", "authorization": f"Bearer {mesh.issuer.token('jane@example.com')}"}
+    )
     assert mesh.record("jwt-ok-2")["authn"]["subject"] == r["authn"]["subject"]
 
 
@@ -471,8 +566,7 @@ def test_ext_authz_deny_and_error(mesh):
 
 
 def test_plaintext_request_is_recorded_as_such(mesh):
-    status, _, _ = mesh.plaintext("GET", "/orders", {"x-request-id": "plain-1",
-                                                     "x-forwarded-client-cert": f"URI={CLIENT_ID}"})
+    status, _, _ = mesh.plaintext("GET", "/orders", {"x-request-id": "plain-1", "x-forwarded-client-cert": f"URI={CLIENT_ID}"})
     assert status == 200
     r = mesh.record("plain-1")
     assert r["why"]["rule"] == "plaintext-callers"
@@ -484,11 +578,11 @@ def test_plaintext_request_is_recorded_as_such(mesh):
     [(None, "no_client_certificate"), ("rogue", "certificate_untrusted"), ("expired", "certificate_expired")],
 )
 def test_handshake_failures_are_recorded_by_the_network_filter(mesh, client, failure):
-    before = len([r for r in mesh.server.records() if r["kind"] == "tls_failure"])
-    mesh.handshake(mesh.certs[client] if client else None)
-    found = mesh.server.wait_records(lambda r: r["kind"] == "tls_failure", count=before + 1)
-    assert len(found) == before + 1, mesh.server.log()[-3000:]
-    r = found[-1]
+    address = mesh.handshake(mesh.certs[client] if client else None)
+    found = mesh.server.wait_records(mesh.network_record_of(address))
+    assert len(found) == 1, mesh.server.log()[-3000:]
+    r = found[0]
+    assert r["kind"] == "tls_failure"
     assert r["connection"]["failure"] == failure, r["connection"]["failure_reason"]
     assert r["connection"]["failure_reason"].startswith("TLS_error")
     assert r["source"]["address"].startswith("127.0.0.1:")
@@ -496,10 +590,29 @@ def test_handshake_failures_are_recorded_by_the_network_filter(mesh, client, fai
     assert r["instance"] == "server-sidecar"
 
 
-def test_successful_connections_produce_no_network_record(mesh):
-    mesh.via_client("GET", "/admin/conn", {"x-request-id": "conn-1"})
-    mesh.record("conn-1")
-    assert not [r for r in mesh.server.records() if r["kind"] == "connection"]
+@pytest.mark.parametrize("close", ["close", "reset"])
+def test_a_connection_closed_or_reset_after_its_requests_is_no_handshake_failure(mesh, close):
+    """An mTLS connection that completed its handshake and carried a request, then closed
+    cleanly or was reset by the client (which gives it a transport failure reason in Envoy):
+    the network filter writes no record of it, least of all a `tls_failure`."""
+    raw = socket.create_connection(("127.0.0.1", mesh.ports["mtls"]), timeout=5)
+    address = "{}:{}".format(*raw.getsockname())
+    conn = http.client.HTTPConnection("127.0.0.1", mesh.ports["mtls"], timeout=5)
+    conn.sock = mesh.tls_context(mesh.certs["client"]).wrap_socket(raw, server_hostname="pay.local")
+    conn.request("GET", "/admin/users", headers={"x-request-id": f"conn-{close}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    if close == "reset":
+        # SO_LINGER with a zero timeout: close() sends a TCP RST, not a FIN.
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    assert mesh.record(f"conn-{close}")["peer"]["principal"] == CLIENT_ID
+    # A failed handshake after it, on the same worker: once its record is there, the
+    # earlier connection's close has been handled too.
+    marker = mesh.handshake(None)
+    assert mesh.server.wait_records(mesh.network_record_of(marker))
+    assert mesh.network_records(address) == [], f"{close}: {mesh.network_records(address)}"
 
 
 def test_record_connections_names_each_mtls_caller(mesh, tmp_path):
@@ -510,18 +623,39 @@ def test_record_connections_names_each_mtls_caller(mesh, tmp_path):
         "node": {"id": "tcp-sidecar"},
         "admin": {"address": address(admin)},
         "static_resources": {
-            "listeners": [{"name": "inbound-tcp", "address": address(port), "filter_chains": [{
-                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_mtls(mesh.certs)},
-                "filters": [
-                    {"name": "envoy.filters.network.wasm", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                        "config": wasm_config("meshaudit-network", "network", {"network": {"record_connections": True}}),
-                    }},
-                    {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                        "stat_prefix": "tcp", "cluster": "backend"}},
-                ],
-            }]}],
+            "listeners": [
+                {
+                    "name": "inbound-tcp",
+                    "address": address(port),
+                    "filter_chains": [
+                        {
+                            "transport_socket": {
+                                "name": "envoy.transport_sockets.tls",
+                                "typed_config": downstream_mtls(mesh.certs),
+                            },
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.wasm",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                                        "config": wasm_config(
+                                            "meshaudit-network", "network", {"network": {"record_connections": True}}
+                                        ),
+                                    },
+                                },
+                                {
+                                    "name": "envoy.filters.network.tcp_proxy",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                        "stat_prefix": "tcp",
+                                        "cluster": "backend",
+                                    },
+                                },
+                            ],
+                        }
+                    ],
+                }
+            ],
             "clusters": [static_cluster("backend", mesh.ports["upstream"])],
         },
     }

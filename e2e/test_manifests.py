@@ -5,7 +5,6 @@ published JSON Schema current, and an Istio-encoded configuration loaded by Envo
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import subprocess
@@ -77,15 +76,22 @@ def plugin_configs() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def cli():
-    subprocess.run(["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit-config"],
-                   cwd=ROOT, check=True, timeout=600)
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit-config"], cwd=ROOT, check=True, timeout=600
+    )
     return CLI
 
 
 def test_there_is_a_manifest_for_each_way_of_deploying():
     kinds = {doc["kind"] for _, doc in documents()}
-    assert kinds >= {"WasmPlugin", "TrafficExtension", "EnvoyFilter", "AuthorizationPolicy",
-                     "PeerAuthentication", "RequestAuthentication"}
+    assert kinds >= {
+        "WasmPlugin",
+        "TrafficExtension",
+        "EnvoyFilter",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "RequestAuthentication",
+    }
     types = {doc["spec"].get("type") for _, doc in documents() if doc["kind"] == "WasmPlugin"}
     assert types == {"HTTP", "NETWORK"}
 
@@ -93,9 +99,21 @@ def test_there_is_a_manifest_for_each_way_of_deploying():
 def test_yamllint_clean():
     yamllint = shutil.which("yamllint")
     assert yamllint, "yamllint is installed by scripts/setup.sh"
-    out = subprocess.run([yamllint, "-c", str(ROOT / ".yamllint.yaml"), "envoyfilter", "observability", "e2e/envoy.yaml",
-                          "e2e/docker-compose.yaml", "e2e/docker-compose.observability.yaml"],
-                         cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            yamllint,
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            "envoyfilter",
+            "observability",
+            "e2e/envoy.yaml",
+            "e2e/docker-compose.yaml",
+            "e2e/docker-compose.observability.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout
 
 
@@ -129,23 +147,27 @@ def test_check_config_prints_what_envoy_would(cli, tmp_path):
     f.write_text('{"rules": [{"name": "a", "action": "audt"}]}')
     out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True)
     assert out.returncode == 1
-    assert out.stdout.strip() == (f"{f}: meshaudit: invalid plugin configuration: rules[0].action: unknown variant "
-                                  "`audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41")
+    assert out.stdout.strip() == (
+        f"{f}: meshaudit: invalid plugin configuration: rules[0].action: unknown variant "
+        "`audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"
+    )
     # Hashing without a key is refused unless the key is known to come at run time.
     f.write_text('{"redaction": {"sensitive_header_action": "hash"}}')
-    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 1 and "MESHAUDIT_HMAC_KEY is not set" in out.stdout
 
 
 def test_published_schema_is_current_and_accepts_the_shipped_configs(cli):
     generated = subprocess.run([str(cli), "schema"], capture_output=True, text=True, check=True).stdout
-    assert SCHEMA.exists(), "envoyfilter/meshaudit-config.schema.json is missing: run `cargo run --features cli --bin meshaudit-config -- schema`"
+    assert SCHEMA.exists(), (
+        "envoyfilter/meshaudit-config.schema.json is missing: run `cargo run --features cli --bin meshaudit-config -- schema`"
+    )
     assert json.loads(SCHEMA.read_text()) == json.loads(generated), (
         "the committed schema is stale: regenerate it with "
-        "`cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`")
+        "`cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`"
+    )
     schema = json.loads(generated)
-    for where, config in plugin_configs():
+    for _where, config in plugin_configs():
         jsonschema.validate(json.loads(config), schema)
     jsonschema.validate(harness.plugin_config(yaml.safe_load((harness.E2E / "envoy.yaml").read_text())), schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -51,9 +51,12 @@ def live():
         stack.request("GET", "/admin/users", {"x-request-id": "obs-1"})
         stack.request("GET", "/admin/forbidden/x", {"x-request-id": "obs-2"})
         stack.envoy.wait_records(lambda r: r["kind"] == "accounting")
-        metrics = {line.split("{")[0].split(" ")[0] for line in stack.envoy.admin("/stats/prometheus").splitlines()
-                   if line and not line.startswith("#")}
-        lines = [l for l in stack.envoy.log().splitlines() if "meshaudit.record " in l]
+        metrics = {
+            line.split("{")[0].split(" ")[0]
+            for line in stack.envoy.admin("/stats/prometheus").splitlines()
+            if line and not line.startswith("#")
+        }
+        lines = [text for text in stack.envoy.log().splitlines() if "meshaudit.record " in text]
         yield metrics, lines
     finally:
         stack.stop()
@@ -63,8 +66,16 @@ def test_record_schema_is_a_valid_json_schema():
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
-    assert {"request.canonical_path", "authz.policy", "peer.principal", "rate_limit.remaining",
-            "connection.failure", "config.digest", "suppressed.count", "totals.sampled_out"} <= PATHS
+    assert {
+        "request.canonical_path",
+        "authz.policy",
+        "peer.principal",
+        "rate_limit.remaining",
+        "connection.failure",
+        "config.digest",
+        "suppressed.count",
+        "totals.sampled_out",
+    } <= PATHS
 
 
 def dashboard() -> dict:
@@ -92,13 +103,30 @@ def test_dashboard_loki_queries_use_record_fields():
     assert {"authz_policy", "peer_principal", "authn_reason", "rate_limit_remaining", "connection_failure"} <= used
 
 
+def prometheus_metric_names(expr: str) -> set[str]:
+    """The meshaudit metrics a PromQL expression reads, however written (`m`, `m{…}`,
+    `m[5m]`, `rate(m)`); label names (in matchers, `by (…)`, `on (…)`) and strings are not metrics."""
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r'"[^"]*"', " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    return set(re.findall(r"\b(meshaudit_[a-z_]+)\b", expr))
+
+
+def test_prometheus_metric_names_are_found_however_written():
+    assert prometheus_metric_names('sum by (meshaudit_rule) (rate(meshaudit_rule_records{meshaudit_rule="a"}[5m]))') == {
+        "meshaudit_rule_records"
+    }
+    assert prometheus_metric_names("meshaudit_sink_errors > 0") == {"meshaudit_sink_errors"}
+    assert prometheus_metric_names("max(meshaudit_vm_memory_bytes)") == {"meshaudit_vm_memory_bytes"}
+
+
 def test_dashboard_prometheus_queries_use_exported_metrics(live):
     metrics, _ = live
     used = set()
     for panel in dashboard()["panels"]:
         for target in panel["targets"]:
             if target["datasource"]["type"] == "prometheus":
-                used |= set(re.findall(r"\b(meshaudit_[a-z_]+)\s*[\[{]", target["expr"]))
+                used |= prometheus_metric_names(target["expr"])
     assert used and used <= metrics, f"not exported by Envoy: {used - metrics}"
 
 
@@ -135,7 +163,7 @@ def test_elasticsearch_template_maps_record_fields_and_ecs_aliases():
 
 
 def test_kibana_saved_search_uses_record_fields():
-    objects = [json.loads(l) for l in (OBS / "kibana" / "saved-objects.ndjson").read_text().splitlines() if l]
+    objects = [json.loads(text) for text in (OBS / "kibana" / "saved-objects.ndjson").read_text().splitlines() if text]
     search = next(o for o in objects if o["type"] == "search")
     view = next(o for o in objects if o["type"] == "index-pattern")
     assert view["attributes"]["timeFieldName"] in PATHS
@@ -159,11 +187,14 @@ def test_collectors_extract_real_records_from_envoys_log(live):
     fluentd_grep = re.compile(re.search(r"pattern /(.+)/", fluentd_conf).group(1))
     logstash = (OBS / "logstash" / "meshaudit.conf").read_text()
     marker = re.search(r'if "([^"]+)" not in \[message\]', logstash).group(1)
-    dissect_sep = re.search(r'%\{envoy_prefix\}(.+?)%\{record\}', logstash).group(1)
+    dissect_sep = re.search(r"%\{envoy_prefix\}(.+?)%\{record\}", logstash).group(1)
     for line in lines:
         assert grep.search(line) and fluentd_grep.search(line) and marker in line
-        for record_text in (fluent_bit.search(line).group("record"), fluentd.search(line).group("record"),
-                            line.split(dissect_sep, 1)[1]):
+        for record_text in (
+            fluent_bit.search(line).group("record"),
+            fluentd.search(line).group("record"),
+            line.split(dissect_sep, 1)[1],
+        ):
             harness.validate_record(json.loads(record_text))
     # Envoy's other messages are left out by every collector.
     other = "[2026-11-25 17:16:00.087][1][warning][main] [source/server/server.cc:1059] There is no configured limit"

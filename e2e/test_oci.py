@@ -8,7 +8,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import time
 
 import harness
 import pytest
@@ -25,12 +24,16 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     port = harness.free_port()
     config = root / "config.yml"
-    config.write_text(yaml.safe_dump({
-        "version": 0.1,
-        "log": {"level": "error"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "error"},
+                "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
     proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         harness.wait_for_port(port)

@@ -41,17 +41,31 @@ def scraped(tmp_path_factory):
     stack = harness.Stack(plugin=plugin)
     workdir = tmp_path_factory.mktemp("prometheus")
     port = harness.free_port()
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [{
-            "job_name": "envoy",
-            "metrics_path": "/stats/prometheus",
-            "static_configs": [{"targets": [f"127.0.0.1:{stack.envoy.admin_port}"]}],
-        }],
-    }))
-    proc = subprocess.Popen([exe, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (workdir / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS)],
+                "scrape_configs": [
+                    {
+                        "job_name": "envoy",
+                        "metrics_path": "/stats/prometheus",
+                        "static_configs": [{"targets": [f"127.0.0.1:{stack.envoy.admin_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         harness.wait_for_port(port, timeout=30)
         yield stack, f"http://127.0.0.1:{port}"
@@ -98,5 +112,11 @@ def test_alert_rules_are_loaded_by_prometheus(scraped):
             groups = json.load(r)["data"]["groups"]
         names = {rule["name"] for g in groups for rule in g["rules"] if rule.get("health") in ("ok", "unknown")}
         time.sleep(0.5)
-    assert names == {"MeshauditDenialSpike", "MeshauditAuthFailureSpike", "MeshauditRecordsSuppressed",
-                     "MeshauditSinkErrors", "MeshauditConfigRejected", "MeshauditSilent"}
+    assert names == {
+        "MeshauditDenialSpike",
+        "MeshauditAuthFailureSpike",
+        "MeshauditRecordsSuppressed",
+        "MeshauditSinkErrors",
+        "MeshauditConfigRejected",
+        "MeshauditSilent",
+    }

@@ -9,8 +9,10 @@ bash scripts/setup.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "cargo fmt --check"
+step "cargo fmt --check; ruff format --check and ruff check (Python of e2e/, bench/, scripts/)"
 cargo fmt --all -- --check
+ruff format --check e2e bench scripts
+ruff check e2e bench scripts
 
 step "clippy (native, all targets, with the meshaudit-config command) and clippy (wasm32-wasip1, the plugin)"
 cargo clippy --all-targets --features cli -- -D warnings
