@@ -34,7 +34,7 @@ def traceparent(tid: str) -> str:
 
 
 def record_for(stack, request_id: str, timeout: float = 10.0) -> dict:
-    found = stack.envoy.wait_records(lambda r: r.get("request", {}).get("id") == request_id, timeout=timeout)
+    found = stack.envoy.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, timeout, settle=0.2)
     assert len(found) == 1, f"expected exactly one record for {request_id}, got {found}"
     return found[0]
 

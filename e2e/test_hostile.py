@@ -48,7 +48,7 @@ def stack():
 
 
 def only_record(stack, request_id):
-    found = stack.envoy.wait_records(lambda r: r.get("request", {}).get("id") == request_id)
+    found = stack.envoy.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, settle=0.2)
     assert len(found) == 1, found
     return found[0]
 

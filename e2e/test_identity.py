@@ -363,7 +363,7 @@ class Mesh:
         return harness.Stack.request(type("S", (), {"listen_port": self.ports["plain"]})(), method, path, headers)
 
     def record(self, request_id: str) -> dict:
-        found = self.server.wait_records(lambda r: r.get("request", {}).get("id") == request_id)
+        found = self.server.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, settle=0.2)
         assert len(found) == 1, f"{request_id}: {found}\n{self.server.log()[-3000:]}"
         return found[0]
 
@@ -579,7 +579,7 @@ def test_plaintext_request_is_recorded_as_such(mesh):
 )
 def test_handshake_failures_are_recorded_by_the_network_filter(mesh, client, failure):
     address = mesh.handshake(mesh.certs[client] if client else None)
-    found = mesh.server.wait_records(mesh.network_record_of(address))
+    found = mesh.server.wait_exactly(mesh.network_record_of(address), 1, settle=0.2)
     assert len(found) == 1, mesh.server.log()[-3000:]
     r = found[0]
     assert r["kind"] == "tls_failure"

@@ -20,4 +20,17 @@ impl Active {
             batches: self.batches,
         }
     }
+
+    /// Runs a stream's end under the configuration it was created with. A stream outliving
+    /// a configuration change keeps the old one, whose worker state it then ends in.
+    pub(super) fn at_end(
+        active: Option<&Self>,
+        end: impl FnOnce(&Settings, &mut Worker, &EnvoyHost),
+    ) {
+        let Some(active) = active else { return };
+        let Ok(mut worker) = active.worker.try_borrow_mut() else {
+            return;
+        };
+        end(&active.settings, &mut worker, &active.host());
+    }
 }

@@ -24,17 +24,10 @@ impl HttpContext for RequestContext {
     }
 
     fn on_log(&mut self) {
-        let Some(active) = &self.active else { return };
-        let Ok(mut worker) = active.worker.try_borrow_mut() else {
-            return;
-        };
-        if let Some(json) = request::on_log(
-            &active.settings,
-            &mut worker,
-            self.headers_seen,
-            &active.host(),
-        ) {
-            emit_request_record(&active.settings, &json, &mut worker);
-        }
+        Active::at_end(self.active.as_deref(), |settings, worker, host| {
+            if let Some(json) = request::on_log(settings, worker, self.headers_seen, host) {
+                emit_request_record(settings, &json, worker);
+            }
+        });
     }
 }

@@ -24,17 +24,11 @@ impl StreamContext for ConnectionContext {
     }
 
     fn on_log(&mut self) {
-        let Some(active) = &self.active else { return };
-        let Ok(mut worker) = active.worker.try_borrow_mut() else {
-            return;
-        };
-        if let Some(json) = network::on_connection_close(
-            &active.settings,
-            &mut worker,
-            &active.host(),
-            self.data_seen,
-        ) {
-            emit(active.settings.log_level, &json, &mut worker);
-        }
+        Active::at_end(self.active.as_deref(), |settings, worker, host| {
+            if let Some(json) = network::on_connection_close(settings, worker, host, self.data_seen)
+            {
+                emit(settings.log_level, &json, worker);
+            }
+        });
     }
 }

@@ -128,26 +128,10 @@ pub fn on_log(
     };
     let kind = settled.kind();
     let verdict = verdict(settings, kind, rule);
-    let why = match verdict.action {
-        Action::Audit => Why {
-            reason: verdict.reason,
-            rule: None,
-            action: "audit",
-            sample_rate: 1.0,
-            sampled_by: None,
-        },
-        Action::Sample(rate) => Why {
-            reason: verdict.reason,
-            rule: None,
-            action: "sample",
-            sample_rate: rate,
-            sampled_by: plan.sampled_by(),
-        },
+    let Some(why) = plan.why(&verdict) else {
         // Not reached: the rules recorded this request, or a security outcome did (audit).
-        Action::Drop => {
-            worker.tally(rule, |c| c.dropped += 1);
-            return None;
-        }
+        worker.tally(rule, |c| c.dropped += 1);
+        return None;
     };
 
     let connection = match connection_for_rules {
@@ -254,11 +238,24 @@ impl Plan {
         }
     }
 
-    fn sampled_by(&self) -> Option<SampleKey> {
-        match self.keep {
-            Keep::Recorded(key) => key,
-            Keep::UnlessSecurity(_) => None,
-        }
+    /// Why the record is written (its rule's name is filled in when it is assembled);
+    /// `None` if the verdict is to drop it after all.
+    fn why(&self, verdict: &Verdict) -> Option<Why<'static>> {
+        let (action, sample_rate, sampled_by) = match verdict.action {
+            Action::Audit => ("audit", 1.0, None),
+            Action::Sample(rate) => match self.keep {
+                Keep::Recorded(key) => ("sample", rate, key),
+                Keep::UnlessSecurity(_) => ("sample", rate, None),
+            },
+            Action::Drop => return None,
+        };
+        Some(Why {
+            reason: verdict.reason,
+            rule: None,
+            action,
+            sample_rate,
+            sampled_by,
+        })
     }
 }
 
