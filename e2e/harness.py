@@ -273,10 +273,34 @@ class Envoy:
         self._log_file.close()
 
 
+class LdsConfig:
+    """The demo's listener served by file-based LDS, as a control plane would push it:
+    `push(plugin)` replaces the listener with one whose plugin configuration is `plugin`."""
+
+    def __init__(self, workdir: Path, upstream_port: int) -> None:
+        self.workdir = workdir
+        self.listen_port = free_port()
+        self.bootstrap = load_config(upstream_port, self.listen_port, free_port())
+        self.listener = self.bootstrap["static_resources"].pop("listeners")[0]
+        self.listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        self.bootstrap["dynamic_resources"] = {
+            "lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {"path": str(workdir / "lds.yaml"), "watched_directory": {"path": str(workdir)}},
+            }
+        }
+
+    def push(self, plugin: dict | str) -> None:
+        set_plugin_config({"static_resources": {"listeners": [self.listener]}}, plugin)
+        staged = self.workdir / "lds.yaml.new"
+        staged.write_text(yaml.safe_dump({"resources": [self.listener]}))
+        staged.rename(self.workdir / "lds.yaml")  # atomic, as the watcher expects
+
+
 class Stack:
     """Upstream + Envoy, as the demo and most tests use them."""
 
-    def __init__(self, plugin: dict | str | None = None, workdir: Path | None = None, adjust=None) -> None:
+    def __init__(self, plugin: dict | str | None = None, workdir: Path | None = None, adjust=None, concurrency: int = 1) -> None:
         """`adjust(config)` may change the Envoy config further (routes, limits) before start."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="meshaudit-e2e-"))
         self.upstream = Upstream()
@@ -287,7 +311,7 @@ class Stack:
             set_plugin_config(config, plugin)
         if adjust is not None:
             adjust(config)
-        self.envoy = Envoy(config, self.workdir)
+        self.envoy = Envoy(config, self.workdir, concurrency=concurrency)
         try:
             self.envoy.wait_ready()
         except Exception:

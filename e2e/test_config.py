@@ -85,23 +85,8 @@ def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_pat
     Envoy with two workers: every VM configures (the main thread's and one per worker), and
     one `config_applied` is written per change."""
     upstream = harness.Upstream()
-    listen = harness.free_port()
-    static = harness.load_config(upstream.port, listen, harness.free_port())
-    listener = static["static_resources"].pop("listeners")[0]
-    listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-    static["dynamic_resources"] = {
-        "lds_config": {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": str(tmp_path / "lds.yaml"), "watched_directory": {"path": str(tmp_path)}},
-        }
-    }
-    import yaml
-
-    def push(plugin: str) -> None:
-        harness.set_plugin_config({"static_resources": {"listeners": [listener]}}, plugin)
-        staged = tmp_path / "lds.yaml.new"
-        staged.write_text(yaml.safe_dump({"resources": [listener]}))
-        staged.rename(tmp_path / "lds.yaml")  # atomic, as the watcher expects
+    lds = harness.LdsConfig(tmp_path, upstream.port)
+    push, listen, static = lds.push, lds.listen_port, lds.bootstrap
 
     first = '{"rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}]}'
     second = '{"rules": [{"name": "b-only", "match": {"paths": [{"exact": "/b-only"}]}, "action": "audit"}]}'

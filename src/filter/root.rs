@@ -37,6 +37,30 @@ pub(super) struct Root {
 }
 
 impl Root {
+    /// A worker's report: `suppressed` and `accounting` records, the interval's counts
+    /// pushed to Envoy's stats, and the VM's memory. Every tick, and once more at the end.
+    fn report(&self, active: &Active) {
+        let Ok(mut worker) = active.worker.try_borrow_mut() else {
+            return;
+        };
+        // The main thread's VM never serves traffic: it would overwrite the gauge with its own.
+        if worker.requests_seen == 0 {
+            return;
+        }
+        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
+        for line in &report.lines {
+            emit(active.settings.log_level, line, &mut worker);
+        }
+        for (id, delta) in active.counters.iter().zip(metrics::values(&report.counts)) {
+            if let (Some(id), true) = (id, delta > 0) {
+                abi::increment_metric(*id, delta);
+            }
+        }
+        if let Some(gauge) = self.memory_gauge {
+            abi::record_metric(gauge, abi::vm_memory_bytes());
+        }
+    }
+
     pub(super) fn new(context_id: u32) -> Self {
         Self {
             context_id,
@@ -77,7 +101,18 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// Envoy calls this at shutdown (SIGTERM) and when a configuration change replaces this
+    /// root, after its streams have ended: the old context may never tick again, so the
+    /// partial interval is reported now, or it would be lost. All of it is written here, so
+    /// Envoy need not wait (`true`).
+    fn on_done(&mut self) -> bool {
+        if let Some(active) = self.active.take() {
+            self.report(&active);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -102,6 +137,13 @@ impl RootContext for Root {
         self.network = abi::property(PLUGIN_ROOT_ID).as_deref() == Some(NETWORK_ROOT_ID);
         let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
         let mut worker = Worker::new(&settings, instance, seed, now);
+        // A configuration replacing another on this root: the old one's interval is reported
+        // before its worker state goes (streams still under way keep the old configuration,
+        // and what they count after this is not reported: Envoy replaces roots, not
+        // configurations, on a change, so this is the rare case).
+        if let Some(old) = self.active.take() {
+            self.report(&old);
+        }
         announce_config(&settings, &mut worker, now);
         let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
         abi::set_tick_period_ms(u32::try_from(interval_ms).unwrap_or(u32::MAX));
@@ -118,28 +160,9 @@ impl RootContext for Root {
         true
     }
 
-    /// The periodic report: `suppressed` and `accounting` records, the interval's
-    /// counts pushed to Envoy's stats, and the VM's memory.
     fn on_tick(&mut self) {
-        let Some(active) = &self.active else { return };
-        let Ok(mut worker) = active.worker.try_borrow_mut() else {
-            return;
-        };
-        // The main thread's VM never serves traffic: it would overwrite the gauge with its own.
-        if worker.requests_seen == 0 {
-            return;
-        }
-        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
-        for line in &report.lines {
-            emit(active.settings.log_level, line, &mut worker);
-        }
-        for (id, delta) in active.counters.iter().zip(metrics::values(&report.counts)) {
-            if let (Some(id), true) = (id, delta > 0) {
-                abi::increment_metric(*id, delta);
-            }
-        }
-        if let Some(gauge) = self.memory_gauge {
-            abi::record_metric(gauge, abi::vm_memory_bytes());
+        if let Some(active) = &self.active {
+            self.report(active);
         }
     }
 

@@ -1,0 +1,91 @@
+"""Nothing lost when a plugin's configuration goes away: at SIGTERM, and when a listener
+update replaces it, each worker writes its partial interval (its suppressed and accounting
+records) before it goes. The reporting interval here is longer than the tests, so every
+count comes from that last report: the accounting must add up to what Envoy served."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import harness
+import pytest
+from test_volume import SHIPPED_PLUGIN, h2load
+
+FLOOD = 2000
+
+
+def flood_plugin(**changes) -> dict:
+    """The shipped configuration, with a tight security budget (most denials of a flood are
+    suppressed) and a reporting interval no test reaches."""
+    plugin = copy.deepcopy(SHIPPED_PLUGIN)
+    plugin["reporting"] = {"interval_seconds": 600}
+    plugin["budgets"] = {"security": {"records_per_second": 5, "burst": 10}}
+    plugin.update(changes)
+    return plugin
+
+
+def assert_every_request_accounted(records: list[dict], served: int) -> None:
+    """The accounting identity, to the last request: every request Envoy served is in an
+    accounting record, as written, sampled out, dropped or suppressed, and every suppressed
+    one in a `suppressed` record."""
+    accounting = [r for r in records if r["kind"] == "accounting"]
+    totals = {k: sum(a["totals"][k] for a in accounting) for k in ("requests", "records", "sampled_out", "dropped", "suppressed")}
+    assert totals["requests"] == served, totals
+    assert totals["records"] + totals["sampled_out"] + totals["dropped"] + totals["suppressed"] == served, totals
+    assert totals["suppressed"] > 0, "the budget refused most of the flood"
+    suppressed = [r for r in records if r["kind"] == "suppressed"]
+    assert sum(r["suppressed"]["count"] for r in suppressed) == totals["suppressed"]
+    request_records = [r for r in records if "request" in r]
+    assert len(request_records) == totals["records"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_reports_the_partial_interval(workers):
+    s = harness.Stack(plugin=flood_plugin(), concurrency=workers)
+    try:
+        h2load(s, FLOOD, "/admin/forbidden/keys", status_class="4xx")
+        served = harness.stat(s.envoy, "http.ingress.downstream_rq_total")
+        assert served == FLOOD
+        assert not [r for r in s.envoy.records() if r["kind"] == "accounting"], "no interval has ended yet"
+    finally:
+        s.stop()  # SIGTERM
+    assert s.envoy.proc.returncode == 0
+    records = s.envoy.records()
+    assert_every_request_accounted(records, FLOOD)
+    streams = {r["stream"] for r in records if r["kind"] == "accounting"}
+    assert 1 <= len(streams) <= workers, "one last report per worker that served traffic"
+
+
+def test_a_listener_update_reports_the_replaced_configurations_partial_interval(tmp_path):
+    """The listener is replaced with a new plugin configuration (1 s drain): Envoy ends the
+    old configuration's roots once the old listener has drained, and each writes its last report."""
+    upstream = harness.Upstream()
+    lds = harness.LdsConfig(tmp_path, upstream.port)
+    lds.push(flood_plugin())
+    envoy = harness.Envoy(lds.bootstrap, tmp_path, extra_args=("--drain-time-s", "1"), concurrency=2)
+    stack = type("S", (), {"listen_port": lds.listen_port})()
+    try:
+        envoy.wait_ready()
+        first = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)[0]
+        h2load(stack, FLOOD, "/admin/forbidden/keys", status_class="4xx")
+        served = harness.stat(envoy, "http.ingress.downstream_rq_total")
+        assert served == FLOOD
+        lds.push(flood_plugin(instance_id="after-update"))
+        update = envoy.wait_records(lambda r: r["kind"] == "config_applied" and r["instance"] == "after-update")
+        assert update and update[0]["config"]["previous_digest"] == first["config"]["digest"]
+        # Bounded: the old listener drains for a second, then its roots end and report.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sum(r["totals"]["requests"] for r in envoy.records() if r["kind"] == "accounting") >= FLOOD:
+                break
+            time.sleep(0.2)
+        records = envoy.records()
+        assert_every_request_accounted(records, FLOOD)
+        assert {r["instance"] for r in records if r["kind"] == "accounting"} == {first["instance"]}, (
+            "the flood is reported by the configuration that served it"
+        )
+        assert envoy.proc.poll() is None
+    finally:
+        envoy.stop()
+        upstream.stop()
