@@ -256,8 +256,9 @@ class Envoy:
             found = [r for r in self.records() if predicate(r)]
         return found
 
-    def admin(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+    def admin(self, path: str, method: str = "GET") -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.read().decode()
 
     def stop(self) -> None:

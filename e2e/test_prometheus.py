@@ -119,4 +119,7 @@ def test_alert_rules_are_loaded_by_prometheus(scraped):
         "MeshauditSinkErrors",
         "MeshauditConfigRejected",
         "MeshauditSilent",
+        "MeshauditRecordsHidden",
+        "EnvoyAccessLogWriteFailed",
+        "EnvoyAccessLogDropped",
     }

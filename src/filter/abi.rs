@@ -29,21 +29,12 @@ pub(super) enum BufferType {
 }
 
 pub(super) use crate::core::config::LogLevel;
-
-fn log_level_code(level: LogLevel) -> u32 {
-    match level {
-        LogLevel::Trace => 0,
-        LogLevel::Debug => 1,
-        LogLevel::Info => 2,
-        LogLevel::Warn => 3,
-        LogLevel::Error => 4,
-        LogLevel::Critical => 5,
-    }
-}
+use crate::core::config::LogThreshold;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -189,7 +180,15 @@ unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
 /// Writes to Envoy's log; `false` when the host refused it.
 pub(super) fn log(level: LogLevel, message: &str) -> bool {
     // SAFETY: pointer and length describe `message`, which outlives the call.
-    unsafe { proxy_log(log_level_code(level), message.as_ptr(), message.len()) == OK }
+    unsafe { proxy_log(level.code(), message.as_ptr(), message.len()) == OK }
+}
+
+/// What Envoy's log shows of this plugin's lines; `None` if the host would not say.
+pub(super) fn log_threshold() -> Option<LogThreshold> {
+    let mut code = u32::MAX;
+    // SAFETY: the host writes one u32 through a valid pointer.
+    let status = unsafe { proxy_get_log_level(&mut code) };
+    (status == OK).then(|| LogThreshold::from_code(code))
 }
 
 pub(super) fn now_unix_nanos() -> Option<u64> {

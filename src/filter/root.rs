@@ -31,6 +31,7 @@ pub(super) struct Root {
     /// Root id `network`: a network filter recording TLS handshake failures.
     network: bool,
     memory_gauge: Option<u32>,
+    log_hidden_gauge: Option<u32>,
     config_errors: Option<u32>,
     /// Compiled at the first configuration, kept across later ones.
     batches: Option<BatchTokens>,
@@ -47,9 +48,17 @@ impl Root {
         if worker.requests_seen == 0 {
             return;
         }
+        if let Some(threshold) = abi::log_threshold() {
+            worker.set_log_threshold(threshold);
+        }
         let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
+        // The gauge first: once a `log_level` record is in the log, the gauge says the same.
+        if let Some(gauge) = self.log_hidden_gauge {
+            abi::record_metric(gauge, u64::from(worker.records_hidden()));
+        }
+        let level = worker.own_records_level();
         for line in &report.lines {
-            emit(active.settings.log_level, line, &mut worker);
+            emit(level, line, &mut worker);
         }
         for (id, delta) in active.counters.iter().zip(metrics::values(&report.counts)) {
             if let (Some(id), true) = (id, delta > 0) {
@@ -67,6 +76,7 @@ impl Root {
             active: None,
             network: false,
             memory_gauge: abi::define_metric(MetricType::Gauge, metrics::VM_MEMORY_BYTES),
+            log_hidden_gauge: abi::define_metric(MetricType::Gauge, metrics::LOG_HIDDEN),
             config_errors: abi::define_metric(MetricType::Counter, metrics::CONFIG_ERRORS),
             batches: None,
         }
@@ -75,8 +85,13 @@ impl Root {
     /// Logs why the configuration was refused, counts it and records the attempt;
     /// Envoy then keeps the previous configuration (or, at start-up, refuses the listener).
     fn reject(&self, now: u64, bytes: &[u8], reason: &str) -> bool {
+        // At `error`, or `critical` where Envoy's log shows no less.
+        let level = match abi::log_threshold() {
+            Some(threshold) if !threshold.shows(LogLevel::Error) => LogLevel::Critical,
+            _ => LogLevel::Error,
+        };
         abi::log(
-            LogLevel::Error,
+            level,
             &format!("meshaudit: invalid plugin configuration: {reason}"),
         );
         if let Some(id) = self.config_errors {
@@ -93,10 +108,7 @@ impl Root {
             rules: Vec::new(),
             error: Some(reason),
         };
-        abi::log(
-            LogLevel::Error,
-            &format!("{RECORD_PREFIX}{}", record.encode()),
-        );
+        abi::log(level, &format!("{RECORD_PREFIX}{}", record.encode()));
         false
     }
 }
@@ -137,6 +149,9 @@ impl RootContext for Root {
         self.network = abi::property(PLUGIN_ROOT_ID).as_deref() == Some(NETWORK_ROOT_ID);
         let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
         let mut worker = Worker::new(&settings, instance, seed, now);
+        if let Some(threshold) = abi::log_threshold() {
+            worker.set_log_threshold(threshold);
+        }
         // A configuration replacing another on this root: the old one's interval is reported
         // before its worker state goes (streams still under way keep the old configuration,
         // and what they count after this is not reported: Envoy replaces roots, not
@@ -222,7 +237,7 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
             error: None,
         };
         let line = record.encode();
-        emit(settings.log_level, &line, worker);
+        emit(worker.own_records_level(), &line, worker);
     };
     for _ in 0..4 {
         let (previous, cas) = abi::shared_data(&key);

@@ -4,8 +4,8 @@
 use crate::core::path::{CanonicalOptions, Glob};
 use crate::core::redact::{Redact, Redaction};
 
-/// Envoy's log levels, in the order of the Proxy-Wasm ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Envoy's log levels, in the order (and with the codes) of the Proxy-Wasm ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -30,6 +30,53 @@ impl LogLevel {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, l)| *l)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, l)| *l == self)
+            .map_or("critical", |(n, _)| *n)
+    }
+
+    /// The level's code in the Proxy-Wasm ABI (`proxy_log`, `proxy_get_log_level`).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The level a Proxy-Wasm code names; `None` above `critical` (Envoy's `off`).
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .map(|(_, l)| *l)
+            .find(|l| l.code() == code)
+    }
+}
+
+/// What Envoy's log shows of the plugin's lines (`proxy_get_log_level`): Envoy filters out
+/// lines below its level without telling the plugin (`proxy_log` still succeeds), and the
+/// level can change at run time (`istioctl proxy-config log <pod> --level wasm:error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogThreshold {
+    /// Lines at this level and above are shown.
+    From(LogLevel),
+    Off,
+}
+
+impl LogThreshold {
+    pub(crate) fn from_code(code: u32) -> Self {
+        LogLevel::from_code(code).map_or(LogThreshold::Off, LogThreshold::From)
+    }
+
+    pub(crate) fn shows(self, level: LogLevel) -> bool {
+        matches!(self, LogThreshold::From(threshold) if level >= threshold)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LogThreshold::From(level) => level.name(),
+            LogThreshold::Off => "off",
+        }
     }
 }
 

@@ -85,6 +85,8 @@ pub(crate) enum RecordKind {
     Event(Kind),
     /// The periodic totals of a worker's stream.
     Accounting,
+    /// Envoy's log level began, or ceased, to hide the records.
+    LogLevel,
     ConfigApplied,
     ConfigRejected,
 }
@@ -94,6 +96,7 @@ impl RecordKind {
         match self {
             RecordKind::Event(kind) => kind.as_str(),
             RecordKind::Accounting => "accounting",
+            RecordKind::LogLevel => "log_level",
             RecordKind::ConfigApplied => "config_applied",
             RecordKind::ConfigRejected => "config_rejected",
         }

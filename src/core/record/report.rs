@@ -88,3 +88,29 @@ impl AccountingRecord<'_> {
         w.finish()
     }
 }
+
+/// Envoy's log level began, or ceased, to hide the records' level. Written at `critical`
+/// while it does, so that it passes any level short of `off`.
+#[derive(Debug)]
+pub(crate) struct LogLevelRecord<'a> {
+    pub(crate) envelope: Envelope<'a>,
+    /// What Envoy's log shows: a level and above, or `off`.
+    pub(crate) envoy: &'static str,
+    /// The level records are written at (`log_level`).
+    pub(crate) records: &'static str,
+    pub(crate) records_hidden: bool,
+}
+
+impl LogLevelRecord<'_> {
+    pub(crate) fn encode(&self) -> String {
+        let mut w = JsonWriter::with_capacity(256);
+        self.envelope.begin(&mut w, usize::MAX);
+        w.object_field("log_level");
+        w.str_field("envoy", self.envoy);
+        w.str_field("records", self.records);
+        w.bool_field("records_hidden", self.records_hidden);
+        w.end_object();
+        w.end_object();
+        w.finish()
+    }
+}

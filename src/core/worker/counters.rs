@@ -40,8 +40,11 @@ counts! {
         sampled_out,
         dropped,
         suppressed,
-        /// Records of this rule that Envoy refused to take (the only records lost).
+        /// Records of this rule that Envoy refused to take.
         sink_errors,
+        /// Records of this rule that went to Envoy's log while its level filtered them out
+        /// (`log_level`): not written.
+        hidden,
     }
 }
 

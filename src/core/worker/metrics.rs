@@ -49,6 +49,8 @@ pub(crate) fn values(counts: &Counters) -> Vec<u64> {
 pub(crate) const CONFIG_ERRORS: &str = "meshaudit.config_errors";
 /// The VM's linear memory, in bytes.
 pub(crate) const VM_MEMORY_BYTES: &str = "meshaudit.vm_memory_bytes";
+/// 1 while Envoy's log level hides the records (as the reporting worker last read it), else 0.
+pub(crate) const LOG_HIDDEN: &str = "meshaudit.log_hidden";
 
 #[cfg(test)]
 mod tests {

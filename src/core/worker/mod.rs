@@ -10,8 +10,8 @@ pub(crate) mod counters;
 pub(crate) mod metrics;
 pub(crate) mod suppress;
 
-use crate::core::config::{Budget, Settings};
-use crate::core::record::report::{AccountingRecord, SuppressedRecord};
+use crate::core::config::{Budget, LogLevel, LogThreshold, Settings};
+use crate::core::record::report::{AccountingRecord, LogLevelRecord, SuppressedRecord};
 use crate::core::record::{Envelope, Kind, RecordKind};
 use crate::core::sample::Rng;
 use budget::TokenBucket;
@@ -43,6 +43,13 @@ pub struct Worker {
     interval_start_ns: u64,
     /// The rule of the request record produced last, until it is written.
     last_record_rule: Option<Option<usize>>,
+    /// What Envoy's log shows of this plugin's lines, as last read.
+    log_threshold: LogThreshold,
+    /// Whether the records' level is hidden by it, as the last `log_level` record said.
+    hidden_reported: bool,
+    record_level: LogLevel,
+    /// Request records go to Envoy's log alone (no access-log hand-off).
+    request_records_in_log_only: bool,
 }
 
 fn bucket(budget: Budget) -> TokenBucket {
@@ -75,6 +82,30 @@ impl Worker {
             connections: ConnectionCache::default(),
             interval_start_ns: now_ns,
             last_record_rule: None,
+            log_threshold: LogThreshold::From(LogLevel::Trace),
+            hidden_reported: false,
+            record_level: settings.log_level,
+            request_records_in_log_only: !settings.output.filter_state,
+        }
+    }
+
+    /// What Envoy's log shows now (the adapter reads it at configure and at every report).
+    pub(crate) fn set_log_threshold(&mut self, threshold: LogThreshold) {
+        self.log_threshold = threshold;
+    }
+
+    /// Whether Envoy's log filters out records at the configured level.
+    pub(crate) fn records_hidden(&self) -> bool {
+        !self.log_threshold.shows(self.record_level)
+    }
+
+    /// The level for the plugin's own records (configuration, accounting, suppressed,
+    /// `log_level`): the configured one, or `critical` while that one is hidden.
+    pub(crate) fn own_records_level(&self) -> LogLevel {
+        if self.records_hidden() {
+            LogLevel::Critical
+        } else {
+            self.record_level
         }
     }
 
@@ -125,11 +156,20 @@ impl Worker {
         self.tally(rule, |c| c.suppressed += 1);
     }
 
-    /// Counts a record written, by rule and kind.
+    /// Counts a record written, by rule and kind; or, when it goes to Envoy's log alone and
+    /// the log filters out its level, as hidden (Envoy takes the line and drops it).
     pub(crate) fn count_record(&mut self, rule: Option<usize>, kind: Kind) {
         self.last_record_rule = Some(rule);
-        self.tally(rule, |c| c.records += 1);
-        self.counters.count_kind(kind);
+        let log_only = match kind {
+            Kind::TlsFailure | Kind::Connection => true,
+            _ => self.request_records_in_log_only,
+        };
+        if log_only && self.records_hidden() {
+            self.tally(rule, |c| c.hidden += 1);
+        } else {
+            self.tally(rule, |c| c.records += 1);
+            self.counters.count_kind(kind);
+        }
     }
 
     /// The periodic report: one `suppressed` record per group, then the
@@ -143,6 +183,19 @@ impl Worker {
                 lines,
                 counts: self.counters.take(),
             };
+        }
+        let hidden = self.records_hidden();
+        if hidden != self.hidden_reported {
+            let (envoy, records) = (self.log_threshold.name(), self.record_level.name());
+            let line = LogLevelRecord {
+                envelope: self.envelope(RecordKind::LogLevel, now_ns),
+                envoy,
+                records,
+                records_hidden: hidden,
+            }
+            .encode();
+            lines.push(line);
+            self.hidden_reported = hidden;
         }
         for group in self.suppressor.take() {
             let line = self.suppressed_record(settings, &group, now_ns);
@@ -227,4 +280,69 @@ pub struct Report {
     pub lines: Vec<String>,
     /// The interval's counts, for Envoy's stats.
     pub counts: Counters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn settings(json: &str) -> Settings {
+        Settings::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn records_envoys_log_level_hides_are_counted_as_hidden_and_said_so() {
+        let s = settings(r#"{"rules": [{"name": "a", "action": "audit"}]}"#);
+        let mut w = Worker::new(&s, "p".into(), 1, 0);
+        w.requests_seen = 3;
+        w.count_record(Some(0), Kind::Access);
+        assert_eq!(w.own_records_level(), LogLevel::Warn);
+        // `istioctl proxy-config log <pod> --level wasm:error`: records at `warn` vanish.
+        w.set_log_threshold(LogThreshold::From(LogLevel::Error));
+        assert!(w.records_hidden());
+        assert_eq!(w.own_records_level(), LogLevel::Critical);
+        w.count_record(Some(0), Kind::Denied);
+        w.count_record(None, Kind::TlsFailure);
+        let report = w.report(&s, 1_000_000_000);
+        let said: Value = serde_json::from_str(&report.lines[0]).unwrap();
+        assert_eq!(said["kind"], "log_level");
+        assert_eq!(
+            said["log_level"],
+            serde_json::json!({"envoy": "error", "records": "warn", "records_hidden": true})
+        );
+        let accounting: Value = serde_json::from_str(report.lines.last().unwrap()).unwrap();
+        assert_eq!(accounting["by_rule"]["a"]["records"], 1);
+        assert_eq!(accounting["by_rule"]["a"]["hidden"], 1);
+        assert_eq!(accounting["by_rule"]["_default"]["hidden"], 1);
+        assert_eq!(accounting["totals"]["hidden"], 2);
+        assert_eq!(
+            accounting["records_by_kind"],
+            serde_json::json!({"access": 1})
+        );
+        // Said once per change: the next report repeats nothing, and the end of it is said too.
+        assert_eq!(w.report(&s, 2_000_000_000).lines.len(), 1);
+        w.set_log_threshold(LogThreshold::From(LogLevel::Info));
+        let report = w.report(&s, 3_000_000_000);
+        let said: Value = serde_json::from_str(&report.lines[0]).unwrap();
+        assert_eq!(said["log_level"]["records_hidden"], false);
+        assert_eq!(w.own_records_level(), LogLevel::Warn);
+        // Off hides everything.
+        w.set_log_threshold(LogThreshold::from_code(6));
+        assert!(w.records_hidden());
+    }
+
+    #[test]
+    fn records_handed_to_the_access_loggers_are_not_hidden_by_the_log_level() {
+        let s = settings(r#"{"output": {"filter_state": true}}"#);
+        let mut w = Worker::new(&s, "p".into(), 1, 0);
+        w.set_log_threshold(LogThreshold::Off);
+        w.count_record(None, Kind::Access);
+        assert_eq!(w.counters.by_rule[0].records, 1);
+        // A network record goes to Envoy's log alone.
+        w.count_record(None, Kind::TlsFailure);
+        assert_eq!(w.counters.by_rule[0].hidden, 1);
+    }
 }

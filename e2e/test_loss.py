@@ -1,7 +1,8 @@
-"""Nothing lost when a plugin's configuration goes away: at SIGTERM, and when a listener
-update replaces it, each worker writes its partial interval (its suppressed and accounting
-records) before it goes. The reporting interval here is longer than the tests, so every
-count comes from that last report: the accounting must add up to what Envoy served."""
+"""Nothing lost without a trace. When a plugin's configuration goes away (SIGTERM, a listener
+update replacing it), each worker writes its partial interval (its suppressed and accounting
+records) before it goes: the reporting interval here is longer than the tests, so every count
+comes from that last report, and the accounting must add up to what Envoy served. And when
+Envoy's log level hides the records, they are counted as hidden, and the plugin says so."""
 
 from __future__ import annotations
 
@@ -89,3 +90,54 @@ def test_a_listener_update_reports_the_replaced_configurations_partial_interval(
     finally:
         envoy.stop()
         upstream.stop()
+
+
+def test_records_a_log_level_hides_are_counted_and_the_condition_is_said():
+    """`POST /logging?wasm=error` (what `istioctl proxy-config log --level wasm:error` does):
+    records at `warn` no longer reach Envoy's log, which tells the plugin nothing when it
+    drops them. The plugin reads the level at every report: from then on its records are
+    counted as hidden, its own records go out at `critical`, and a gauge says so."""
+    plugin = {
+        "reporting": {"interval_seconds": 1},
+        "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}],
+    }
+    s = harness.Stack(plugin=plugin)
+    log_level = lambda hidden: lambda r: r["kind"] == "log_level" and r["log_level"]["records_hidden"] is hidden  # noqa: E731
+
+    def hidden_total() -> int:
+        return sum(r["totals"]["hidden"] for r in s.envoy.records() if r["kind"] == "accounting")
+
+    try:
+        assert s.request("GET", "/admin/before", {"x-request-id": "level-before"})[0] == 200
+        s.envoy.wait_records(lambda r: r.get("request", {}).get("id") == "level-before")
+        s.envoy.admin("/logging?wasm=error", method="POST")
+        said = s.envoy.wait_records(log_level(True), timeout=10)
+        assert len(said) == 1, s.envoy.log()[-2000:]
+        assert said[0]["log_level"] == {"envoy": "error", "records": "warn", "records_hidden": True}
+        assert "[critical]" in next(line for line in s.envoy.log().splitlines() if '"kind":"log_level"' in line)
+        for i in range(20):
+            assert s.request("GET", f"/admin/hidden-{i}", {"x-request-id": f"hidden-{i}"})[0] == 200
+        deadline = time.monotonic() + 15
+        while hidden_total() < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert hidden_total() == 20, "every hidden record is counted, in accounting records Envoy still shows"
+        assert not [r for r in s.envoy.records() if r.get("request", {}).get("id", "").startswith("hidden-")]
+        assert harness.stat(s.envoy, "wasmcustom.meshaudit.rule.admin.hidden") == 20
+        assert harness.stat(s.envoy, "wasmcustom.meshaudit.log_hidden") == 1
+        # Back to Envoy's default: said once more, and records are written again.
+        s.envoy.admin("/logging?wasm=warning", method="POST")
+        assert s.envoy.wait_records(log_level(False), timeout=10)
+        assert s.request("GET", "/admin/after", {"x-request-id": "level-after"})[0] == 200
+        assert s.envoy.wait_records(lambda r: r.get("request", {}).get("id") == "level-after")
+        assert harness.stat(s.envoy, "wasmcustom.meshaudit.log_hidden") == 0
+        accounting = [r for r in s.envoy.records() if r["kind"] == "accounting"]
+        t = {
+            k: sum(a["totals"][k] for a in accounting)
+            for k in ("requests", "records", "hidden", "sampled_out", "dropped", "suppressed")
+        }
+        assert (
+            t["requests"] <= 22
+            and t["records"] + t["hidden"] + t["sampled_out"] + t["dropped"] + t["suppressed"] == t["requests"]
+        )
+    finally:
+        s.stop()
