@@ -58,9 +58,11 @@ def test_sigterm_reports_the_partial_interval(workers):
     assert 1 <= len(streams) <= workers, "one last report per worker that served traffic"
 
 
-def test_a_listener_update_reports_the_replaced_configurations_partial_interval(tmp_path):
-    """The listener is replaced with a new plugin configuration (1 s drain): Envoy ends the
-    old configuration's roots once the old listener has drained, and each writes its last report."""
+@pytest.mark.parametrize("change", ["configuration", "vm_id"])
+def test_a_listener_update_reports_the_replaced_configurations_partial_interval(tmp_path, change):
+    """The listener is replaced with a new plugin configuration, or the same one in a new VM
+    (another `vm_id`), with a 1 s drain: Envoy ends the old roots once the old listener has
+    drained, and each writes its last report."""
     upstream = harness.Upstream()
     lds = harness.LdsConfig(tmp_path, upstream.port)
     lds.push(flood_plugin())
@@ -72,9 +74,14 @@ def test_a_listener_update_reports_the_replaced_configurations_partial_interval(
         h2load(stack, FLOOD, "/admin/forbidden/keys", status_class="4xx")
         served = harness.stat(envoy, "http.ingress.downstream_rq_total")
         assert served == FLOOD
+        if change == "vm_id":
+            vm = harness.wasm_filter({"static_resources": {"listeners": [lds.listener]}})["typed_config"]["config"]["vm_config"]
+            vm["vm_id"] = "meshaudit-next"
         lds.push(flood_plugin(instance_id="after-update"))
         update = envoy.wait_records(lambda r: r["kind"] == "config_applied" and r["instance"] == "after-update")
-        assert update and update[0]["config"]["previous_digest"] == first["config"]["digest"]
+        assert update, envoy.log()[-3000:]
+        if change == "configuration":
+            assert update[0]["config"]["previous_digest"] == first["config"]["digest"]
         # Bounded: the old listener drains for a second, then its roots end and report.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -141,3 +148,22 @@ def test_records_a_log_level_hides_are_counted_and_the_condition_is_said():
         )
     finally:
         s.stop()
+
+
+def test_config_applied_states_what_lowers_coverage(tmp_path):
+    """Envoy started with its wasm log level above the records' (`--component-log-level
+    wasm:error`), and a configuration that turns off the security-outcome override: the
+    configuration trail says both, in a record Envoy still shows (written at `critical`)."""
+    upstream = harness.Upstream()
+    listen = harness.free_port()
+    config = harness.load_config(upstream.port, listen, harness.free_port())
+    harness.set_plugin_config(config, {"always_audit_security_outcomes": False})
+    envoy = harness.Envoy(config, tmp_path, extra_args=("--component-log-level", "wasm:error"))
+    try:
+        envoy.wait_ready()
+        applied = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)
+        assert len(applied) == 1, envoy.log()[-2000:]
+        assert applied[0]["config"]["coverage"] == {"always_audit_security_outcomes": False, "records_hidden": True}
+    finally:
+        envoy.stop()
+        upstream.stop()

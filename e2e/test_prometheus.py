@@ -122,4 +122,6 @@ def test_alert_rules_are_loaded_by_prometheus(scraped):
         "MeshauditRecordsHidden",
         "EnvoyAccessLogWriteFailed",
         "EnvoyAccessLogDropped",
+        "MeshauditNotAuditing",
+        "MeshauditCoverageLow",
     }

@@ -11,7 +11,7 @@ use super::network::ConnectionContext;
 use crate::core::config::defaults::VERSION as CONFIG_VERSION;
 use crate::core::config::{sha256_hex, LogLevel, Settings};
 use crate::core::envoy::attributes::{NODE_ID, PLUGIN_NAME, PLUGIN_ROOT_ID};
-use crate::core::record::config::ConfigRecord;
+use crate::core::record::config::{ConfigRecord, Coverage};
 use crate::core::record::RECORD_PREFIX;
 use crate::core::worker::{metrics, Worker};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
@@ -107,6 +107,7 @@ impl Root {
             config_version: CONFIG_VERSION,
             rules: Vec::new(),
             error: Some(reason),
+            coverage: None,
         };
         abi::log(level, &format!("{RECORD_PREFIX}{}", record.encode()));
         false
@@ -235,6 +236,10 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
             config_version: settings.version,
             rules: settings.rules.iter().map(|r| r.name.as_str()).collect(),
             error: None,
+            coverage: Some(Coverage {
+                always_audit_security_outcomes: settings.always_audit_security_outcomes,
+                records_hidden: worker.records_hidden(),
+            }),
         };
         let line = record.encode();
         emit(worker.own_records_level(), &line, worker);

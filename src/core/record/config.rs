@@ -15,6 +15,18 @@ pub(crate) struct ConfigRecord<'a> {
     pub rules: Vec<&'a str>,
     /// Set when the configuration was refused: why (kind `config_rejected`).
     pub error: Option<&'a str>,
+    /// What lowers the audit's coverage under this configuration (`config_applied`).
+    pub coverage: Option<Coverage>,
+}
+
+/// The settings and conditions that lower coverage, stated where an alert on the
+/// configuration trail can catch them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Coverage {
+    /// `false`: security outcomes are recorded only where the rules say so.
+    pub always_audit_security_outcomes: bool,
+    /// Envoy's log level hides the records' level now (see `log_level` records).
+    pub records_hidden: bool,
 }
 
 impl ConfigRecord<'_> {
@@ -41,6 +53,15 @@ impl ConfigRecord<'_> {
         }
         w.end_array();
         w.opt_str_field("error", self.error);
+        if let Some(coverage) = self.coverage {
+            w.object_field("coverage");
+            w.bool_field(
+                "always_audit_security_outcomes",
+                coverage.always_audit_security_outcomes,
+            );
+            w.bool_field("records_hidden", coverage.records_hidden);
+            w.end_object();
+        }
         w.end_object();
         w.end_object();
         w.finish()
