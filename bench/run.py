@@ -129,6 +129,7 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
             }
         ],
     }
+    new_callers = {"budgets": {"security": {"records_per_second": 1000}}, "rules": [{"name": "all", "action": "audit"}]}
     return [
         ("no filter", [], [], []),
         ("file access log, every request", [], [file_log(workdir / "all.log")], []),
@@ -178,6 +179,22 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
         (
             "meshaudit, denial flood, budget 100/s",
             [deny_all()] + meshaudit({"budgets": {"security": {"records_per_second": 100}}}),
+            [],
+            [],
+        ),
+        # A new caller on every request (bench/new_caller.lua), recorded (1000 a second) or
+        # suppressed: the per-caller and suppression tables at their default sizes, then at
+        # their maximum, which must cost the same. HTTP/1.1 only (h2load cannot vary headers).
+        ("meshaudit, new caller per request, default tables", meshaudit(new_callers), [], []),
+        (
+            "meshaudit, new caller per request, tables at maximum",
+            meshaudit(
+                {
+                    **new_callers,
+                    "rate_limit": {"max_callers": 65536},
+                    "budgets": {**new_callers["budgets"], "max_suppressed_callers": 65536},
+                }
+            ),
             [],
             [],
         ),
@@ -244,10 +261,20 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def wrk(port: int, headers: list[str]) -> dict:
+# Variants whose load comes from a wrk script, by name prefix; they run under HTTP/1.1 only.
+WRK_SCRIPTS = {"meshaudit, new caller per request": ROOT / "bench" / "new_caller.lua"}
+
+
+def wrk_script(name: str) -> Path | None:
+    return next((script for prefix, script in WRK_SCRIPTS.items() if name.startswith(prefix)), None)
+
+
+def wrk(port: int, headers: list[str], script: Path | None = None) -> dict:
     args = ["taskset", "-c", "1", shutil.which("wrk") or "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     for h in headers:
         args += ["-H", h]
+    if script:
+        args += ["-s", str(script)]
     out = subprocess.run(
         args + [f"http://127.0.0.1:{port}{TARGET}"], capture_output=True, text=True, timeout=DURATION + 60
     ).stdout
@@ -332,16 +359,20 @@ def main() -> None:
     try:
         for _, envoy, _, _ in envoys:
             envoy.wait_ready()
-        samples: dict[str, dict[str, list[dict]]] = {p: {name: [] for name, *_ in envoys} for p in PROTOCOLS}
+        samples: dict[str, dict[str, list[dict]]] = {
+            p: {name: [] for name, *_ in envoys if p == "http1" or not wrk_script(name)} for p in PROTOCOLS
+        }
         for rnd in range(ROUNDS):
             for protocol in PROTOCOLS:
                 for name, envoy, port, headers in envoys:
+                    if name not in samples[protocol]:
+                        continue
                     truncate_logs(workdir)
                     before = cpu_ns(envoy.proc.pid)
                     if protocol == "h2":
                         result = h2load(port, headers, workdir / "h2load-requests.log")
                     else:
-                        result = wrk(port, headers)
+                        result = wrk(port, headers, wrk_script(name))
                     result["cpu_us_per_req"] = (cpu_ns(envoy.proc.pid) - before) / 1e3 / max(result["requests"], 1)
                     samples[protocol][name].append(result)
                     print(
@@ -414,6 +445,16 @@ def write_results(samples: dict[str, dict[str, list[dict]]], memory: dict, workd
             if name in med:
                 value = times_empty[name]
                 targets.append(f"- {target}, {label}: **{value:.2f}×** — {'met' if value <= limit else 'MISSED'}")
+        full, default = (
+            "meshaudit, new caller per request, tables at maximum",
+            "meshaudit, new caller per request, default tables",
+        )
+        if full in med and default in med:
+            ratio = med[full]["cpu_us_per_req"] / med[default]["cpu_us_per_req"]
+            targets.append(
+                f"- per-caller and suppression tables at their maximum ≤ 1.2× the CPU per request at default sizes, "
+                f"a new caller per request, {label}: **{ratio:.2f}×** — {'met' if ratio <= 1.2 else 'MISSED'}"
+            )
         rounds += [
             f"{label}:",
             "",

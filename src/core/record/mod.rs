@@ -27,7 +27,7 @@ pub(crate) const RECORD_PREFIX: &str = "meshaudit.record ";
 macro_rules! kinds {
     ($($(#[$meta:meta])* $variant:ident => $name:literal,)*) => {
         /// The kind of event a record reports.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Kind {
             $($(#[$meta])* $variant,)*
         }

@@ -3,9 +3,10 @@
 
 use super::callers::MAX_CALLER_BYTES;
 use crate::core::record::Kind;
+use std::collections::HashMap;
 
 /// What identifies a group of suppressed events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SuppressedKey {
     pub kind: Kind,
     pub rule: Option<usize>,
@@ -25,10 +26,14 @@ pub(crate) struct SuppressedGroup {
 
 /// Events a budget refused, aggregated per (kind, rule, caller) until the next report.
 /// At most `max_callers` named groups; beyond, one overflow group per (kind, rule), whose
-/// number the configuration bounds.
+/// number the configuration bounds. A group is found by hashing: every event costs the
+/// same whatever the table holds.
 #[derive(Debug)]
 pub(crate) struct Suppressor {
+    /// In the order they began, as the `suppressed` records are written.
     groups: Vec<SuppressedGroup>,
+    /// (key, overflow) → position in `groups`.
+    index: HashMap<(SuppressedKey, bool), usize>,
     named: usize,
     max_named: usize,
 }
@@ -39,6 +44,7 @@ impl Suppressor {
     pub(crate) fn new(max_named: usize) -> Self {
         Self {
             groups: Vec::new(),
+            index: HashMap::new(),
             named: 0,
             max_named,
         }
@@ -47,30 +53,32 @@ impl Suppressor {
     /// Counts one refused event. Returns `true` when it went to an overflow group.
     pub(crate) fn add(&mut self, mut key: SuppressedKey, now_ns: u64) -> bool {
         key.caller.truncate(MAX_CALLER_BYTES);
-        if self.bump(&key, false, now_ns) {
+        let named = (key, false);
+        if self.bump(&named, now_ns) {
             return false;
         }
+        let (key, _) = named;
         if self.named < self.max_named {
             self.named += 1;
             self.push(key, false, now_ns);
             return false;
         }
-        let key = SuppressedKey {
-            caller: OTHER_CALLERS.to_vec(),
-            ..key
-        };
-        if !self.bump(&key, true, now_ns) {
-            self.push(key, true, now_ns);
+        let other = (
+            SuppressedKey {
+                caller: OTHER_CALLERS.to_vec(),
+                ..key
+            },
+            true,
+        );
+        if !self.bump(&other, now_ns) {
+            self.push(other.0, true, now_ns);
         }
         true
     }
 
-    fn bump(&mut self, key: &SuppressedKey, overflow: bool, now_ns: u64) -> bool {
-        match self
-            .groups
-            .iter_mut()
-            .find(|g| g.overflow == overflow && g.key == *key)
-        {
+    /// Counts one more event of an existing group; `false` if there is none yet.
+    fn bump(&mut self, group: &(SuppressedKey, bool), now_ns: u64) -> bool {
+        match self.index.get(group).and_then(|&i| self.groups.get_mut(i)) {
             Some(group) => {
                 group.count += 1;
                 group.last_ns = now_ns;
@@ -81,6 +89,8 @@ impl Suppressor {
     }
 
     fn push(&mut self, key: SuppressedKey, overflow: bool, now_ns: u64) {
+        self.index
+            .insert((key.clone(), overflow), self.groups.len());
         self.groups.push(SuppressedGroup {
             key,
             overflow,
@@ -92,6 +102,7 @@ impl Suppressor {
 
     pub(crate) fn take(&mut self) -> Vec<SuppressedGroup> {
         self.named = 0;
+        self.index.clear();
         std::mem::take(&mut self.groups)
     }
 }
@@ -134,5 +145,24 @@ mod tests {
             "three named callers and one overflow group"
         );
         assert!(s.take().is_empty());
+    }
+
+    #[test]
+    fn a_full_table_counts_every_event_of_every_caller() {
+        let mut s = Suppressor::new(65_536);
+        let key = |i: u32| SuppressedKey {
+            kind: Kind::Denied,
+            rule: None,
+            caller: format!("10.0.{}.{}", i / 256, i % 256).into_bytes(),
+        };
+        for i in 0..70_000u32 {
+            let overflow = s.add(key(i % 68_000), u64::from(i));
+            assert_eq!(overflow, i % 68_000 >= 65_536, "{i}");
+        }
+        let groups = s.take();
+        assert_eq!(groups.len(), 65_537, "every named caller and one overflow group");
+        assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), 70_000);
+        assert_eq!(groups[0].count, 2, "the first callers came again");
+        assert!(s.take().is_empty() && s.index.is_empty());
     }
 }

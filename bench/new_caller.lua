@@ -1,0 +1,11 @@
+-- wrk: a new caller on every request. Each request has a connection of its own
+-- (Connection: close) and an X-Forwarded-For address of its own, which Envoy takes as the
+-- downstream address by default (use_remote_address: false), so meshaudit's per-caller and
+-- suppression tables see a new key every time.
+local n = 0
+
+request = function()
+  n = n + 1
+  local address = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, nil, { ["Connection"] = "close", ["X-Forwarded-For"] = address })
+end
