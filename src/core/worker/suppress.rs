@@ -160,7 +160,11 @@ mod tests {
             assert_eq!(overflow, i % 68_000 >= 65_536, "{i}");
         }
         let groups = s.take();
-        assert_eq!(groups.len(), 65_537, "every named caller and one overflow group");
+        assert_eq!(
+            groups.len(),
+            65_537,
+            "every named caller and one overflow group"
+        );
         assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), 70_000);
         assert_eq!(groups[0].count, 2, "the first callers came again");
         assert!(s.take().is_empty() && s.index.is_empty());
