@@ -153,10 +153,11 @@ impl RootContext for Root {
         if let Some(threshold) = abi::log_threshold() {
             worker.set_log_threshold(threshold);
         }
-        // A configuration replacing another on this root: the old one's interval is reported
-        // before its worker state goes (streams still under way keep the old configuration,
-        // and what they count after this is not reported: Envoy replaces roots, not
-        // configurations, on a change, so this is the rare case).
+        // A configuration replacing another on this same root: the old one's interval is
+        // reported before its worker state goes. Streams still under way keep the old
+        // configuration, and what they count after this is not reported. Envoy 1.40 starts a
+        // new root for a new configuration and ends the old one after its streams (`on_done`,
+        // tested), so this covers a host that reconfigures a root in place.
         if let Some(old) = self.active.take() {
             self.report(&old);
         }
