@@ -73,18 +73,9 @@ def wasm_filter(wasm: Path, root_id: str, plugin: dict | None) -> dict:
 
 
 def deny_all() -> dict:
-    return {
-        "name": "envoy.filters.http.rbac",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "rules": {
-                "action": "DENY",
-                "policies": {
-                    "ns[bench]-policy[deny-all]-rule[0]": {"permissions": [{"any": True}], "principals": [{"any": True}]}
-                },
-            },
-        },
-    }
+    return harness.rbac_filter(
+        {"ns[bench]-policy[deny-all]-rule[0]": {"permissions": [{"any": True}], "principals": [{"any": True}]}}
+    )
 
 
 def file_log(path: Path, cel: str | None = None) -> dict:

@@ -117,6 +117,19 @@ def plugin_config(config: dict) -> dict:
     return json.loads(wasm_filter(config)["typed_config"]["config"]["configuration"]["value"])
 
 
+def rbac_filter(policies: dict, action: str = "DENY", **extra) -> dict:
+    """Envoy's HTTP RBAC filter with `policies` under `action` (and `shadow_rules` and the like
+    in `extra`), as Istio's authorization builder shapes one."""
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": action, "policies": policies},
+            **extra,
+        },
+    }
+
+
 def set_plugin_config(config: dict, plugin: dict | str) -> None:
     value = plugin if isinstance(plugin, str) else json.dumps(plugin)
     wasm_filter(config)["typed_config"]["config"]["configuration"]["value"] = value

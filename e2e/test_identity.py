@@ -150,27 +150,18 @@ def server_hcm(stat_prefix: str, issuer: pki.JwtIssuer, ports: dict) -> dict:
                 },
                 ext_authz_filter("ext-authz-live", "ext_authz", ports["ext_authz"]),
                 ext_authz_filter("ext-authz-dead", "ext_authz_dead", ports["dead"]),
-                {
-                    "name": "envoy.filters.http.rbac",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                        "rules": {
-                            "action": "DENY",
-                            "policies": {
-                                "ns[pay]-policy[deny-forbidden]-rule[0]": policy("/admin/forbidden"),
-                                "ns[pay]-policy[deny-shop-to-refunds]-rule[0]": policy("/admin/refunds", CLIENT_ID),
-                            },
-                        },
-                        # An Istio dry-run DENY policy: evaluated, reported in metadata, not enforced.
-                        "shadow_rules": {
-                            "action": "DENY",
-                            "policies": {
-                                "ns[pay]-policy[dry-deny-reports]-rule[0]": policy("/reports"),
-                            },
-                        },
-                        "shadow_rules_stat_prefix": "istio_dry_run_deny_",
+                harness.rbac_filter(
+                    {
+                        "ns[pay]-policy[deny-forbidden]-rule[0]": policy("/admin/forbidden"),
+                        "ns[pay]-policy[deny-shop-to-refunds]-rule[0]": policy("/admin/refunds", CLIENT_ID),
                     },
-                },
+                    # An Istio dry-run DENY policy: evaluated, reported in metadata, not enforced.
+                    shadow_rules={
+                        "action": "DENY",
+                        "policies": {"ns[pay]-policy[dry-deny-reports]-rule[0]": policy("/reports")},
+                    },
+                    shadow_rules_stat_prefix="istio_dry_run_deny_",
+                ),
                 {
                     "name": "envoy.filters.http.wasm",
                     "typed_config": {
