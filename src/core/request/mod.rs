@@ -59,6 +59,7 @@ pub fn on_log(
     let known = KnownHeaders::find(&map);
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
+    let method_override = known.method_override();
 
     // Rules on the caller's identity need the connection's facts before deciding: one
     // attribute (the connection id) for a connection already known.
@@ -79,7 +80,7 @@ pub fn on_log(
         &MatchInput {
             canonical_path: &canonical,
             method: known.method,
-            method_override: known.method_override(),
+            method_override,
             authority: known.authority,
             match_headers: &match_headers,
             status: status_for_rules.flatten().unwrap_or(0),
@@ -141,7 +142,11 @@ pub fn on_log(
             .facts(non_negative(settled.facts.connection_id), host),
     };
     let security = kind.is_security_outcome() || plan.sensitive;
-    if !admit(worker, &verdict, kind, security, &connection, now) {
+    let caller = caller_key(
+        connection.peer.principal.as_deref(),
+        connection.source_address.as_deref(),
+    );
+    if !admit(worker, &verdict, kind, security, caller, now) {
         return None;
     }
 
@@ -156,6 +161,8 @@ pub fn on_log(
         now,
         map: &map,
         known: &known,
+        method_override,
+        caller,
         path,
         query,
         canonical: &canonical,
@@ -349,13 +356,9 @@ fn admit(
     verdict: &Verdict,
     kind: Kind,
     security: bool,
-    connection: &ConnectionFacts,
+    caller: &[u8],
     now: u64,
 ) -> bool {
-    let caller = caller_key(
-        connection.peer.principal.as_deref(),
-        connection.source_address.as_deref(),
-    );
     if !worker.admit(verdict.rule, security, now) {
         worker.suppress(
             SuppressedKey {
@@ -383,6 +386,9 @@ struct Recorded<'s> {
     now: u64,
     map: &'s HeaderMap,
     known: &'s KnownHeaders<'s>,
+    method_override: Option<&'s [u8]>,
+    /// The caller as the budgets and the per-caller counts key it.
+    caller: &'s [u8],
     /// The path as sent, without its query string.
     path: &'s [u8],
     query: Option<&'s [u8]>,
@@ -401,10 +407,6 @@ impl Recorded<'_> {
         let (settings, known, query) = (self.settings, self.known, self.query);
         let kind = self.kind;
         let rule = self.verdict.rule.and_then(|i| settings.rules.get(i));
-        let caller = caller_key(
-            connection.peer.principal.as_deref(),
-            connection.source_address.as_deref(),
-        );
         // A sensitive endpoint's record carries the caller's rate-limit position, from the
         // limiter's response headers (CEL cannot test a header's presence in Envoy 1.40).
         let limiter = if self.sensitive {
@@ -414,7 +416,7 @@ impl Recorded<'_> {
         };
         let rate_limit = match (self.sensitive, self.verdict.rule) {
             (true, Some(index)) => {
-                let (window_calls, evicted) = worker.callers.hit(index, caller, self.now);
+                let (window_calls, evicted) = worker.callers.hit(index, self.caller, self.now);
                 if evicted {
                     worker.counters.worker.caller_evictions += 1;
                 }
@@ -473,7 +475,7 @@ impl Recorded<'_> {
             }),
             request_id: known.request_id,
             method: known.method,
-            method_override: known.method_override(),
+            method_override: self.method_override,
             authority: known.authority,
             path: Some(&recorded_path),
             query: recorded_query.as_deref(),
