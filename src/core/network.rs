@@ -1,14 +1,18 @@
 //! The network-filter mode: TLS and mTLS handshake failures never reach an
 //! HTTP filter, so the same plugin, loaded as a network filter (root id
-//! `network`), records them when the connection closes.
+//! `network`), records them when the connection closes; with them, TCP services'
+//! authorization: the network RBAC filter's denials, and what a mesh AUDIT policy
+//! (Istio compiles it into that filter for TCP) marked.
 
 use super::config::Settings;
-use super::envoy::attributes::{DESTINATION_ADDRESS, SOURCE_ADDRESS, TRANSPORT_FAILURE};
+use super::envoy::attributes::{ConnectionEndFacts, Decoded, DESTINATION_ADDRESS, SOURCE_ADDRESS};
 use super::envoy::connection::ConnectionFacts;
 use super::envoy::host::Host;
 use super::envoy::identity::Peer;
+use super::envoy::mesh::direction;
+use super::envoy::rbac::denial_in_details;
 use super::record::connection::ConnectionRecord;
-use super::record::{Kind, RecordKind};
+use super::record::{Kind, Reason, RecordKind};
 use super::worker::callers::caller_key;
 use super::worker::suppress::SuppressedKey;
 use super::worker::Worker;
@@ -33,8 +37,10 @@ pub(crate) fn failure_class(reason: &[u8]) -> &'static str {
     }
 }
 
-/// At connection close: a `tls_failure` record for a failed handshake, a
-/// `connection` record for others when configured, else nothing.
+/// At connection close: a `tls_failure` record for a failed handshake, `denied` for a
+/// connection the network RBAC filter refused, a `connection` record for one a mesh AUDIT
+/// policy matched or, when configured, for any other; else nothing. One batch read per
+/// connection decides.
 ///
 /// `data_seen`: the connection carried data, which a TLS listener passes to its network
 /// filters only once the handshake is done. Envoy also gives a transport failure reason
@@ -48,12 +54,12 @@ pub(crate) fn on_connection_close(
 ) -> Option<String> {
     worker.requests_seen += 1;
     worker.tally(None, |c| c.requests += 1);
-    let failure = if data_seen {
-        None
-    } else {
-        host.property(TRANSPORT_FAILURE).filter(|r| !r.is_empty())
-    };
-    if failure.is_none() && !settings.record_connections {
+    let answer = host.properties(ConnectionEndFacts::BATCH);
+    let end: ConnectionEndFacts = answer.decode();
+    let failure = end.transport_failure.filter(|_| !data_seen);
+    let denial = end.termination_details.and_then(denial_in_details);
+    let audited = settings.audit_policies && end.audit_hint == Some(true);
+    if failure.is_none() && denial.is_none() && !audited && !settings.record_connections {
         worker.tally(None, |c| c.dropped += 1);
         return None;
     }
@@ -70,10 +76,10 @@ pub(crate) fn on_connection_close(
     };
     let destination = host.property(DESTINATION_ADDRESS);
     let cap = settings.limits.max_field_bytes;
-    let kind = if failure.is_some() {
-        Kind::TlsFailure
-    } else {
-        Kind::Connection
+    let kind = match (failure, denial) {
+        (Some(_), _) => Kind::TlsFailure,
+        (None, Some(_)) => Kind::Denied,
+        (None, None) => Kind::Connection,
     };
     let now = host.now_unix_nanos();
     if !worker.admit(None, kind.is_security_outcome(), now) {
@@ -89,16 +95,20 @@ pub(crate) fn on_connection_close(
         return None;
     }
     worker.count_record(None, kind);
+    let hop = direction(worker.proxy, end.listener_direction);
     let record = ConnectionRecord {
         envelope: worker.envelope(RecordKind::Event(kind), now),
-        reason: if failure.is_some() {
-            "security_outcome"
+        reason: if kind.is_security_outcome() {
+            Reason::SecurityOutcome
+        } else if audited {
+            Reason::MeshAuditPolicy
         } else {
-            "record_connections"
+            Reason::RecordConnections
         },
-        failure: failure
-            .as_deref()
-            .map(|reason| (failure_class(reason), reason)),
+        failure: failure.map(|reason| (failure_class(reason), reason)),
+        denial,
+        audited,
+        direction: hop,
         local_address: destination.as_deref(),
         source_address: source.as_deref(),
         peer: &peer,
@@ -151,9 +161,10 @@ mod tests {
         .is_none());
         assert_eq!(
             host.calls.get(),
-            0,
-            "a connection that carried data: nothing to read"
+            1,
+            "a connection that carried data: how it ended, in one batch"
         );
+        host.reset_calls();
         let verbose = Settings::from_json(br#"{"network": {"record_connections": true}}"#).unwrap();
         let line = on_connection_close(
             &verbose,
@@ -165,8 +176,9 @@ mod tests {
         let r: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(r["kind"], "connection");
         assert_eq!(r["peer"]["namespace"], "a");
-        // Per connection: the caller's facts in one batch, the local address, the time.
-        assert_eq!(host.calls.get(), 3);
+        // Per connection: how it ended and the caller's facts in a batch each, the local
+        // address, the time.
+        assert_eq!(host.calls.get(), 4);
     }
 
     #[test]
@@ -184,6 +196,62 @@ mod tests {
         let line = on_connection_close(&quiet, &mut worker, &host, false)
             .expect("before any data, the same reason is a failed handshake");
         assert!(line.contains(r#""kind":"tls_failure""#));
+    }
+
+    #[test]
+    fn tcp_authorization_denials_and_audit_policy_matches() {
+        let s = Settings::from_json(b"{}").unwrap();
+        let mut worker = Worker::new(&s, "p".into(), 1, 0);
+        let mut close = |host: &FakeHost| {
+            on_connection_close(&s, &mut worker, host, false)
+                .map(|line| serde_json::from_str::<serde_json::Value>(&line).unwrap())
+        };
+        let denied = FakeHost::new()
+            .with_property(
+                "connection.termination_details",
+                "rbac_access_denied_matched_policy[ns[db]-policy[deny-tcp]-rule[0]]",
+            )
+            .with_int_property("xds.listener_direction", 1);
+        let r = close(&denied).expect("a TCP denial is a security outcome");
+        assert_eq!(r["kind"], "denied");
+        assert_eq!(r["why"]["reason"], "security_outcome");
+        assert_eq!(r["direction"], "inbound");
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": "denied", "by": "rbac", "basis": "deny_policy",
+                "policy": "ns[db]-policy[deny-tcp]-rule[0]", "policy_namespace": "db",
+                "policy_name": "deny-tcp", "policy_rule": 0})
+        );
+        let none = FakeHost::new().with_property(
+            "connection.termination_details",
+            "rbac_access_denied_matched_policy[none]",
+        );
+        assert_eq!(
+            close(&none).unwrap()["authz"]["basis"],
+            "no_allow_policy_matched"
+        );
+
+        let audited = FakeHost::new()
+            .with_property("metadata.filter_metadata.envoy.common.access_log_hint", [1]);
+        let r = close(&audited).expect("an AUDIT policy matched the connection");
+        assert_eq!(r["kind"], "connection");
+        assert_eq!(r["why"]["reason"], "mesh_audit_policy");
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": "allowed", "by": "rbac", "basis": "not_denied",
+                "audit": {"matched": true}})
+        );
+        let unmarked = FakeHost::new()
+            .with_property("metadata.filter_metadata.envoy.common.access_log_hint", [0]);
+        assert!(close(&unmarked).is_none());
+        let off = Settings::from_json(br#"{"authorization": {"audit_policies": false}}"#).unwrap();
+        assert!(on_connection_close(
+            &off,
+            &mut Worker::new(&off, "p".into(), 1, 0),
+            &audited,
+            true
+        )
+        .is_none());
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl RootContext for Root {
         self.network = abi::property(PLUGIN_ROOT_ID).as_deref() == Some(NETWORK_ROOT_ID);
         let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
         let mut worker = Worker::new(&settings, instance, seed, now);
+        worker.set_node_id(&abi::property(NODE_ID).unwrap_or_default());
         if let Some(threshold) = abi::log_threshold() {
             worker.set_log_threshold(threshold);
         }

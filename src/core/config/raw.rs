@@ -90,6 +90,12 @@ pub struct RawAuthorization {
     /// `shadow_denied` / `shadow_allowed` events. Costs one attribute read per request.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::SHADOW_RESULTS)))]
     pub shadow_results: Option<bool>,
+    /// Record every request (and, in network mode, every connection) a mesh AUDIT policy
+    /// matched: Istio's `AUDIT` AuthorizationPolicy, compiled to an RBAC filter with
+    /// `action: LOG`, which marks what it matches and leaves recording to a plugin.
+    /// Recorded like an `audit` rule's request, whatever the rules and sampling say.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::AUDIT_POLICIES)))]
+    pub audit_policies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -227,6 +227,8 @@ pub struct Settings {
     pub reporting_interval_seconds: u64,
     /// Read RBAC shadow / dry-run results for every request.
     pub shadow_results: bool,
+    /// Record what a mesh AUDIT policy matched (`access_log_hint`).
+    pub audit_policies: bool,
     pub jwt: JwtSettings,
     /// Network mode: record successful connections too.
     pub record_connections: bool,

@@ -26,6 +26,9 @@ pub(crate) const PEER_SUBJECT: &[&str] = &["connection", "subject_peer_certifica
 pub(crate) const PEER_CERT_SHA256: &[&str] = &["connection", "sha256_peer_certificate_digest"];
 pub(crate) const LOCAL_URI_SAN: &[&str] = &["connection", "uri_san_local_certificate"];
 pub(crate) const TRANSPORT_FAILURE: &[&str] = &["connection", "transport_failure_reason"];
+/// Why Envoy closed the connection itself, e.g. the network RBAC filter's
+/// `rbac_access_denied_matched_policy[…]`.
+pub(crate) const TERMINATION_DETAILS: &[&str] = &["connection", "termination_details"];
 pub(crate) const SOURCE_ADDRESS: &[&str] = &["source", "address"];
 pub(crate) const DESTINATION_ADDRESS: &[&str] = &["destination", "address"];
 pub(crate) const RESPONSE_CODE: &[&str] = &["response", "code"];
@@ -37,17 +40,43 @@ pub(crate) const ROUTE_NAME: &[&str] = &["xds", "route_name"];
 /// Absent for a direct response.
 pub(crate) const CLUSTER_NAME: &[&str] = &["xds", "cluster_name"];
 pub(crate) const NODE_ID: &[&str] = &["xds", "node", "id"];
+/// `envoy.config.core.v3.TrafficDirection` of the listener: 1 inbound, 2 outbound.
+pub(crate) const LISTENER_DIRECTION: &[&str] = &["xds", "listener_direction"];
+/// The Istio object a route was built from (a VirtualService), on outbound sidecar and
+/// gateway routes; the default inbound route has none.
+pub(crate) const ROUTE_ISTIO_CONFIG: &[&str] = &[
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "istio",
+    "config",
+];
+/// The DestinationRule that shaped the upstream cluster, where one did.
+pub(crate) const CLUSTER_ISTIO_CONFIG: &[&str] = &[
+    "xds",
+    "cluster_metadata",
+    "filter_metadata",
+    "istio",
+    "config",
+];
 pub(crate) const PLUGIN_NAME: &[&str] = &["plugin_name"];
 pub(crate) const PLUGIN_ROOT_ID: &[&str] = &["plugin_root_id"];
 /// RBAC's dynamic metadata: `enforced_*` and `[<prefix>]shadow_*` keys.
 pub(crate) const RBAC_METADATA: &[&str] =
     &["metadata", "filter_metadata", "envoy.filters.http.rbac"];
+/// Set by an RBAC filter with `action: LOG` (how Istio compiles an `AUDIT` AuthorizationPolicy):
+/// `true` when one of its policies matched the request, `false` when none did.
+pub(crate) const ACCESS_LOG_HINT: &[&str] = &[
+    "metadata",
+    "filter_metadata",
+    "envoy.common",
+    "access_log_hint",
+];
 /// jwt_authn's dynamic metadata namespace; the verified payload is under the
 /// provider's `payload_in_metadata` key.
 pub(crate) const JWT_METADATA: &str = "envoy.filters.http.jwt_authn";
 
 // Response headers.
-pub(crate) const STATUS_HEADER: &str = ":status";
 /// A rate limiter's headers (Envoy's local and global rate limit filters, draft 03
 /// of the IETF RateLimit fields), which limiters send together.
 pub(crate) const RATE_LIMIT_LIMIT_HEADER: &str = "x-ratelimit-limit";
@@ -180,26 +209,32 @@ impl Decode for Presence {
 /// The batches, each compiled once per root context by the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batch {
+    Outcome,
     Record,
     SensitiveRecord,
     RecordWithOutcome,
     Connection,
+    ConnectionEnd,
 }
 
 impl Batch {
-    pub const ALL: [Batch; 4] = [
+    pub const ALL: [Batch; 6] = [
+        Batch::Outcome,
         Batch::Record,
         Batch::SensitiveRecord,
         Batch::RecordWithOutcome,
         Batch::Connection,
+        Batch::ConnectionEnd,
     ];
 
     pub fn attrs(self) -> &'static [Attr] {
         match self {
+            Batch::Outcome => &OutcomeFacts::ATTRS,
             Batch::Record => &RecordFacts::ATTRS,
             Batch::SensitiveRecord => &SensitiveRecordFacts::ATTRS,
             Batch::RecordWithOutcome => &OutcomeRecordFacts::ATTRS,
             Batch::Connection => &ConnectionAttrs::ATTRS,
+            Batch::ConnectionEnd => &ConnectionEndFacts::ATTRS,
         }
     }
 
@@ -261,6 +296,17 @@ macro_rules! attribute_batch {
 }
 
 attribute_batch! {
+    /// What every request's end reads when the rules would not record it: the status (is
+    /// it a security outcome after all?) and whether a mesh AUDIT policy matched it. One
+    /// batch, in place of the `:status` read that was the routine path's second call.
+    pub struct OutcomeFacts for Outcome {
+        /// Absent when no response was sent.
+        status: Int = optional(RESPONSE_CODE),
+        audit_hint: Flag = optional(ACCESS_LOG_HINT),
+    }
+}
+
+attribute_batch! {
     /// What every record reads once it is decided. The connection's id tells whether
     /// its facts (`ConnectionAttrs`) are known already.
     pub struct RecordFacts for Record {
@@ -270,6 +316,9 @@ attribute_batch! {
         duration: Nanos = always(REQUEST_DURATION),
         route_name: Bytes = optional(ROUTE_NAME),
         cluster_name: Bytes = optional(CLUSTER_NAME),
+        listener_direction: Int = optional(LISTENER_DIRECTION),
+        route_config: Bytes = optional(ROUTE_ISTIO_CONFIG),
+        cluster_config: Bytes = optional(CLUSTER_ISTIO_CONFIG),
     }
 }
 
@@ -293,6 +342,7 @@ attribute_batch! {
         rbac_present: Presence = optional(RBAC_METADATA),
         /// Absent when no response was sent.
         status: Int = optional(RESPONSE_CODE),
+        audit_hint: Flag = optional(ACCESS_LOG_HINT),
     }
 }
 
@@ -307,6 +357,18 @@ attribute_batch! {
         peer_subject: Bytes = optional(PEER_SUBJECT),
         peer_cert_sha256: Bytes = optional(PEER_CERT_SHA256),
         local_uri_san: Bytes = optional(LOCAL_URI_SAN),
+    }
+}
+
+attribute_batch! {
+    /// How a connection ended, read once per connection in network mode: a failed
+    /// handshake, the network RBAC filter's denial, a mesh AUDIT policy's mark (which the
+    /// network RBAC filter sets on the connection), and the listener's direction.
+    pub struct ConnectionEndFacts for ConnectionEnd {
+        transport_failure: Bytes = optional(TRANSPORT_FAILURE),
+        termination_details: Bytes = optional(TERMINATION_DETAILS),
+        audit_hint: Flag = optional(ACCESS_LOG_HINT),
+        listener_direction: Int = optional(LISTENER_DIRECTION),
     }
 }
 
@@ -349,21 +411,20 @@ pub(crate) fn cel_expression(attrs: &[Attr]) -> String {
 }
 
 /// `has(a.b) ? a.b : absent`, or for a key that is not an identifier (a header name,
-/// a filter name with dots) `'k' in a.b ? a.b['k'] : absent`; just `a.b` when it is always there.
+/// a filter name with dots) `'k' in a.b ? a.b['k'] : absent`; just `a.b` when it is always
+/// there. A path of four or more segments tests every level from the second, since a
+/// missing map in between would make the evaluation fail rather than answer absent.
 fn cel_item(attr: &Attr) -> String {
-    let (parent, last) = match attr.path.split_last() {
-        Some((last, parent)) => (parent.join("."), *last),
-        None => (String::new(), ""),
-    };
-    let identifier = last.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    let (present, value) = if identifier {
-        let path = attr.path.join(".");
-        (format!("has({path})"), path)
+    let levels = attr.path.len();
+    let value = cel_path(attr.path);
+    let present = if levels <= 3 {
+        cel_presence(attr.path)
     } else {
-        (
-            format!("'{last}' in {parent}"),
-            format!("{parent}['{last}']"),
-        )
+        (2..=levels)
+            .filter_map(|n| attr.path.get(..n))
+            .map(cel_presence)
+            .collect::<Vec<_>>()
+            .join(" && ")
     };
     if attr.kind == AttrKind::Presence {
         return present;
@@ -372,6 +433,38 @@ fn cel_item(attr: &Attr) -> String {
         return value;
     }
     format!("{present} ? {value} : ''")
+}
+
+fn is_identifier(segment: &str) -> bool {
+    segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `a.b['k'].c`: identifiers selected, other keys indexed.
+fn cel_path(path: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, segment) in path.iter().enumerate() {
+        if i == 0 {
+            out.push_str(segment);
+        } else if is_identifier(segment) {
+            out.push('.');
+            out.push_str(segment);
+        } else {
+            out.push_str(&format!("['{segment}']"));
+        }
+    }
+    out
+}
+
+/// Whether the last segment of `path` exists in its parent.
+fn cel_presence(path: &[&str]) -> String {
+    match path.split_last() {
+        Some((last, parent)) if !is_identifier(last) => {
+            format!("'{last}' in {}", cel_path(parent))
+        }
+        _ => format!("has({})", cel_path(path)),
+    }
 }
 
 /// The values of a batch of attributes, in the order asked.
@@ -456,7 +549,19 @@ mod tests {
             0i64.to_le_bytes(),
             12_345_678i64.to_le_bytes(),
         );
-        let answer = list(&[&id, b"direct_response", &flags, &nanos, b"direct", b""]);
+        let inbound = 1i64.to_le_bytes();
+        let vs = b"/apis/networking.istio.io/v1/namespaces/shop/virtual-service/direct";
+        let answer = list(&[
+            &id,
+            b"direct_response",
+            &flags,
+            &nanos,
+            b"direct",
+            b"",
+            &inbound,
+            vs,
+            b"",
+        ]);
         let answer = Answer::from_batch(answer, Batch::Record).unwrap();
         let facts: RecordFacts = answer.decode();
         assert_eq!(facts.connection_id, Some(7));
@@ -465,6 +570,9 @@ mod tests {
         assert_eq!(facts.duration, Some(12_345_678));
         assert_eq!(facts.route_name, Some(&b"direct"[..]));
         assert_eq!(facts.cluster_name, None);
+        assert_eq!(facts.listener_direction, Some(1));
+        assert_eq!(facts.route_config, Some(&vs[..]));
+        assert_eq!(facts.cluster_config, None);
 
         let answer = list(&[b"127.0.0.1:50860", b"", &[0], b"", b"", b"", b""]);
         let answer = Answer::from_batch(answer, Batch::Connection).unwrap();
@@ -477,11 +585,13 @@ mod tests {
 
     #[test]
     fn longer_lists_start_with_the_record_list() {
-        assert_eq!(SensitiveRecordFacts::ATTRS[..6], RecordFacts::ATTRS);
-        assert_eq!(OutcomeRecordFacts::ATTRS[..6], RecordFacts::ATTRS);
-        assert_eq!(SensitiveRecordFacts::ATTRS[6].kind, AttrKind::Presence);
-        assert_eq!(OutcomeRecordFacts::ATTRS[6].kind, AttrKind::Presence);
-        assert_eq!(OutcomeRecordFacts::ATTRS[7].path, RESPONSE_CODE);
+        let n = RecordFacts::ATTRS.len();
+        assert_eq!(SensitiveRecordFacts::ATTRS[..n], RecordFacts::ATTRS);
+        assert_eq!(OutcomeRecordFacts::ATTRS[..n], RecordFacts::ATTRS);
+        assert_eq!(SensitiveRecordFacts::ATTRS[n].kind, AttrKind::Presence);
+        assert_eq!(OutcomeRecordFacts::ATTRS[n].kind, AttrKind::Presence);
+        assert_eq!(OutcomeRecordFacts::ATTRS[n + 1].path, RESPONSE_CODE);
+        assert_eq!(OutcomeRecordFacts::ATTRS[n + 2].path, ACCESS_LOG_HINT);
         for batch in Batch::ALL {
             assert_eq!(Batch::ALL[batch.index()], batch);
         }
@@ -518,21 +628,22 @@ mod tests {
 
     #[test]
     fn presence_is_asked_without_fetching_the_value() {
+        let n = RecordFacts::ATTRS.len();
         assert_eq!(
-            cel_expression(&SensitiveRecordFacts::ATTRS[6..]),
+            cel_expression(&SensitiveRecordFacts::ATTRS[n..]),
             "['envoy.filters.http.rbac' in metadata.filter_metadata]"
         );
         // Envoy encodes a boolean as one byte.
         for (answer, present) in [(1u8, true), (0, false)] {
             let mut items: Vec<&[u8]> = vec![b""; SensitiveRecordFacts::ATTRS.len()];
             let byte = [answer];
-            items[6] = &byte;
+            items[n] = &byte;
             let answer = Answer::from_batch(list(&items), Batch::SensitiveRecord).unwrap();
             let facts: SensitiveRecordFacts = answer.decode();
             assert_eq!(facts.rbac_present, Some(present));
         }
         let single = |value: Option<Vec<u8>>| {
-            let mut values = vec![None; 6];
+            let mut values = vec![None; n];
             values.push(value);
             let answer = Answer::Single(values);
             answer.decode::<SensitiveRecordFacts>().rbac_present
@@ -551,6 +662,24 @@ mod tests {
             cel_expression(&[HEADER]),
             "['x-ratelimit-limit' in response.headers ? response.headers['x-ratelimit-limit'] : '']"
         );
+    }
+
+    #[test]
+    fn deep_paths_test_every_level() {
+        assert_eq!(
+            cel_expression(&OutcomeFacts::ATTRS),
+            "[has(response.code) ? response.code : '', \
+             has(metadata.filter_metadata) && 'envoy.common' in metadata.filter_metadata \
+             && has(metadata.filter_metadata['envoy.common'].access_log_hint) \
+             ? metadata.filter_metadata['envoy.common'].access_log_hint : '']"
+        );
+        let answer =
+            Answer::from_batch(list(&[&403i64.to_le_bytes(), &[1]]), Batch::Outcome).unwrap();
+        let facts: OutcomeFacts = answer.decode();
+        assert_eq!((facts.status, facts.audit_hint), (Some(403), Some(true)));
+        let single = Answer::Single(vec![None, Some(vec![0])]);
+        let facts: OutcomeFacts = single.decode();
+        assert_eq!((facts.status, facts.audit_hint), (None, Some(false)));
     }
 
     #[test]

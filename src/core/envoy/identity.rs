@@ -2,8 +2,7 @@
 //! decoded. Everything here comes from Envoy (certificates, filter metadata,
 //! response code details), never from request headers a client could forge.
 
-use super::attributes::{JWT_METADATA, RBAC_METADATA};
-use super::headers::HeaderMap;
+use super::attributes::JWT_METADATA;
 use super::host::Host;
 
 /// A SPIFFE ID, split. Istio workloads are `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
@@ -52,120 +51,6 @@ impl Peer {
     }
 }
 
-/// An Istio RBAC policy name `ns[<namespace>]-policy[<name>]-rule[<index>]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IstioPolicy<'a> {
-    pub namespace: &'a [u8],
-    pub name: &'a [u8],
-    pub rule: u32,
-}
-
-pub(crate) fn parse_istio_policy(id: &[u8]) -> Option<IstioPolicy<'_>> {
-    let rest = id.strip_prefix(b"ns[")?;
-    let ns_end = find(rest, b"]-policy[")?;
-    let namespace = rest.get(..ns_end)?;
-    let rest = rest.get(ns_end + b"]-policy[".len()..)?;
-    // The name may not contain "]-rule[" but the rule index is the last bracket.
-    let name_end = rfind(rest, b"]-rule[")?;
-    let name = rest.get(..name_end)?;
-    let index = rest
-        .get(name_end + b"]-rule[".len()..)?
-        .strip_suffix(b"]")?;
-    let rule = std::str::from_utf8(index).ok()?.parse().ok()?;
-    (!namespace.is_empty() && !name.is_empty()).then_some(IstioPolicy {
-        namespace,
-        name,
-        rule,
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
-}
-
-/// One RBAC engine's result, from the RBAC filter's dynamic metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EngineResult {
-    /// The shadow stat prefix (`istio_dry_run_allow_`…), empty for the plain shadow engine.
-    pub prefix: Vec<u8>,
-    /// `allowed` or `denied`.
-    pub result: Vec<u8>,
-    pub policy: Option<Vec<u8>>,
-}
-
-/// RBAC's dynamic metadata (`enforced_*`, `[<prefix>]shadow_*`), read in one host call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Rbac {
-    pub enforced: Option<EngineResult>,
-    pub shadows: Vec<EngineResult>,
-}
-
-const ENGINE_RESULT: &[u8] = b"engine_result";
-const EFFECTIVE_POLICY_ID: &[u8] = b"effective_policy_id";
-const SHADOW: &[u8] = b"shadow_";
-const ENFORCED: &[u8] = b"enforced_";
-const MAX_SHADOW_ENGINES: usize = 8;
-
-impl Rbac {
-    pub(crate) fn read(host: &impl Host) -> Self {
-        host.property(RBAC_METADATA)
-            .map(|bytes| Self::from_struct(&HeaderMap::from_serialized(bytes)))
-            .unwrap_or_default()
-    }
-
-    /// Envoy serialises a Struct of strings as the same pairs as a header map.
-    pub(crate) fn from_struct(map: &HeaderMap) -> Self {
-        let mut rbac = Rbac::default();
-        for (key, value) in map.iter() {
-            let Some(engine_key) = key.strip_suffix(ENGINE_RESULT) else {
-                continue;
-            };
-            let policy_key = [engine_key, EFFECTIVE_POLICY_ID].concat();
-            let policy = map
-                .iter()
-                .find(|(k, _)| *k == policy_key.as_slice())
-                .map(|(_, v)| v.to_vec());
-            if engine_key == ENFORCED {
-                rbac.enforced = Some(EngineResult {
-                    prefix: Vec::new(),
-                    result: value.to_vec(),
-                    policy,
-                });
-            } else if let Some(prefix) = engine_key.strip_suffix(SHADOW) {
-                if rbac.shadows.len() < MAX_SHADOW_ENGINES {
-                    rbac.shadows.push(EngineResult {
-                        prefix: prefix.to_vec(),
-                        result: value.to_vec(),
-                        policy,
-                    });
-                }
-            }
-        }
-        rbac
-    }
-
-    pub(crate) fn enforced_denied(&self) -> bool {
-        self.enforced
-            .as_ref()
-            .is_some_and(|e| e.result == b"denied")
-    }
-
-    pub(crate) fn shadow_denied(&self) -> bool {
-        self.shadows.iter().any(|s| s.result == b"denied")
-    }
-
-    /// A shadow (dry-run) policy matched and would allow.
-    pub(crate) fn shadow_allowed_by_policy(&self) -> bool {
-        self.shadows
-            .iter()
-            .any(|s| s.result == b"allowed" && s.policy.is_some())
-    }
-}
-
 /// An address or authority without its `:port` (`[::1]:8080` keeps its brackets).
 pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
     // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
@@ -211,7 +96,6 @@ pub(crate) fn jwt_failure_reason(code_details: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::envoy::headers::serialize;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -234,66 +118,6 @@ mod tests {
         );
         assert_eq!(parse_spiffe(b"https://example.org"), None);
         assert_eq!(parse_spiffe(b"spiffe:///ns/a/sa/b"), None);
-    }
-
-    #[test]
-    fn istio_policy_names_parse_and_malformed_ones_do_not() {
-        let p = parse_istio_policy(b"ns[shop]-policy[deny-admin]-rule[2]").unwrap();
-        assert_eq!(
-            (p.namespace, p.name, p.rule),
-            (&b"shop"[..], &b"deny-admin"[..], 2)
-        );
-        // A name holding the separator: the rule index is the last bracket.
-        let p = parse_istio_policy(b"ns[a]-policy[x]-rule[1]-y]-rule[7]").unwrap();
-        assert_eq!((p.name, p.rule), (&b"x]-rule[1]-y"[..], 7));
-        for bad in [
-            &b"ns[a]-policy[b]-rule[x]"[..],
-            b"ns[]-policy[b]-rule[0]",
-            b"ns[a]-policy[]-rule[0]",
-            b"policy[b]-rule[0]",
-            b"ns[a]-policy[b]-rule[0",
-            b"ns[a]-policy[b]-rule[99999999999]",
-            b"",
-        ] {
-            assert_eq!(
-                parse_istio_policy(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn rbac_metadata_with_istio_dry_run_prefixes() {
-        let map = HeaderMap::from_serialized(serialize(&[
-            (
-                "istio_dry_run_allow_shadow_effective_policy_id",
-                b"ns[demo]-policy[dry]-rule[0]",
-            ),
-            ("enforced_engine_result", b"allowed"),
-            ("istio_dry_run_allow_shadow_engine_result", b"denied"),
-            ("shadow_engine_result", b"allowed"),
-        ]));
-        let rbac = Rbac::from_struct(&map);
-        assert_eq!(rbac.enforced.as_ref().unwrap().result, b"allowed");
-        assert!(!rbac.enforced_denied());
-        assert!(rbac.shadow_denied());
-        assert!(!rbac.shadow_allowed_by_policy());
-        let dry = rbac
-            .shadows
-            .iter()
-            .find(|s| s.prefix == b"istio_dry_run_allow_")
-            .unwrap();
-        assert_eq!(
-            dry.policy.as_deref(),
-            Some(&b"ns[demo]-policy[dry]-rule[0]"[..])
-        );
-        let plain = rbac.shadows.iter().find(|s| s.prefix.is_empty()).unwrap();
-        assert_eq!(
-            (plain.result.as_slice(), plain.policy.as_deref()),
-            (&b"allowed"[..], None)
-        );
     }
 
     #[test]

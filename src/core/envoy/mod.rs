@@ -8,4 +8,6 @@ pub(crate) mod flags;
 pub(crate) mod headers;
 pub(crate) mod host;
 pub(crate) mod identity;
+pub(crate) mod mesh;
+pub(crate) mod rbac;
 pub(crate) mod response;

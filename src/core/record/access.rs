@@ -3,7 +3,9 @@
 use super::json::JsonWriter;
 use super::{write_peer, write_source, Envelope, Kind, Reason, RecordKind};
 use crate::core::envoy::flags;
-use crate::core::envoy::identity::{parse_istio_policy, EngineResult, Peer};
+use crate::core::envoy::identity::Peer;
+use crate::core::envoy::mesh::parse_istio_config;
+use crate::core::envoy::rbac::{parse_istio_policy, EngineResult};
 use crate::core::sample::SampleKey;
 
 /// Field cap used when a record is still over its size cap after dropping headers.
@@ -38,10 +40,74 @@ pub(crate) struct Authz<'a> {
     pub decision: &'static str,
     /// `rbac`, `ext_authz`, `upstream` (a 403 from the application) or `none`.
     pub by: &'static str,
+    /// On what grounds (see `Basis`).
+    pub basis: Basis,
+    /// The deciding policy; never an AUDIT (LOG) or dry-run policy.
     pub policy: Option<&'a [u8]>,
     /// ext_authz: the status sent downstream.
     pub status: Option<u16>,
     pub shadows: &'a [EngineResult],
+    /// A mesh AUDIT policy matched (`Some`), and its id where Envoy's metadata still tells it.
+    pub audit: Option<Option<&'a [u8]>>,
+    /// The policy id Envoy's merged RBAC metadata holds when it cannot say whose it is
+    /// (`Basis::AllowOrAuditPolicy`).
+    pub unattributed_policy: Option<&'a [u8]>,
+    /// Istio's CUSTOM action sent the request to the external authorizer.
+    pub ext_authz: Option<ExtAuthzCheck<'a>>,
+}
+
+/// The grounds of an authorization decision (`authz.basis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// A DENY policy matched (named in `response.code_details`).
+    DenyPolicy,
+    /// ALLOW policies apply to the workload and none matched (`…matched_policy[none]`).
+    NoAllowPolicyMatched,
+    /// An ALLOW policy matched.
+    AllowPolicy,
+    /// No policy denied and no ALLOW policy applies to the workload.
+    NoAllowPolicyApplies,
+    /// Allowed, with a mesh AUDIT policy matched: the policy id Envoy kept is the ALLOW
+    /// policy that matched, or the AUDIT policy's when no ALLOW policy applies. Envoy's
+    /// RBAC filters share one metadata namespace and Istio sets no `rules_stat_prefix`
+    /// that would tell them apart.
+    AllowOrAuditPolicy,
+    /// The external authorizer answered.
+    ExtAuthz,
+    /// The application answered 403.
+    Upstream,
+    /// Nothing enforced; only dry-run results or an AUDIT mark.
+    NotEnforced,
+    /// A connection the network RBAC filter let through: it leaves no trace of which
+    /// policy allowed it.
+    NotDenied,
+}
+
+impl Basis {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Basis::DenyPolicy => "deny_policy",
+            Basis::NoAllowPolicyMatched => "no_allow_policy_matched",
+            Basis::AllowPolicy => "allow_policy",
+            Basis::NoAllowPolicyApplies => "no_allow_policy_applies",
+            Basis::AllowOrAuditPolicy => "allow_or_audit_policy",
+            Basis::ExtAuthz => "ext_authz",
+            Basis::Upstream => "upstream",
+            Basis::NotEnforced => "not_enforced",
+            Basis::NotDenied => "not_denied",
+        }
+    }
+}
+
+/// Istio's CUSTOM action: the request went to the external authorizer (`authz.ext_authz`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExtAuthzCheck<'a> {
+    /// The CUSTOM AuthorizationPolicy that selected it (`ns[…]-policy[…]-rule[…]`).
+    pub policy: &'a [u8],
+    /// The provider, where Istio names it in the policy (1.30 and later).
+    pub provider: Option<&'a [u8]>,
+    /// `allowed`, `denied` or `error`.
+    pub answer: &'static str,
 }
 
 /// What authentication concluded (`authn` in the record).
@@ -95,6 +161,12 @@ pub(crate) struct AccessRecord<'a> {
     pub source_address: Option<&'a [u8]>,
     pub route_name: Option<&'a [u8]>,
     pub cluster_name: Option<&'a [u8]>,
+    /// `inbound`, `outbound`, `gateway` or `waypoint` (see `envoy::mesh::direction`).
+    pub direction: Option<&'static str>,
+    /// The route's and the cluster's `filter_metadata.istio.config` (the VirtualService,
+    /// the DestinationRule).
+    pub route_config: Option<&'a [u8]>,
+    pub cluster_config: Option<&'a [u8]>,
     pub duration_nanos: Option<i64>,
 }
 
@@ -176,11 +248,30 @@ impl AccessRecord<'_> {
             w.object_field("authz");
             w.str_field("decision", authz.decision);
             w.str_field("by", authz.by);
+            w.str_field("basis", authz.basis.as_str());
             if let Some(policy) = authz.policy {
                 write_policy(&mut w, policy, cap);
             }
             if let Some(status) = authz.status {
                 w.u64_field("status", u64::from(status));
+            }
+            if let Some(id) = authz.unattributed_policy {
+                w.bytes_field("unattributed_policy", id, cap);
+            }
+            if let Some(audit) = authz.audit {
+                w.object_field("audit");
+                w.bool_field("matched", true);
+                if let Some(policy) = audit {
+                    write_policy(&mut w, policy, cap);
+                }
+                w.end_object();
+            }
+            if let Some(check) = &authz.ext_authz {
+                w.object_field("ext_authz");
+                w.str_field("answer", check.answer);
+                w.opt_bytes_field("provider", check.provider, cap);
+                write_policy(&mut w, check.policy, cap);
+                w.end_object();
             }
             if !authz.shadows.is_empty() {
                 w.array_field("shadow");
@@ -227,10 +318,31 @@ impl AccessRecord<'_> {
         if let Some(address) = self.source_address {
             write_source(&mut w, address, cap);
         }
-        if self.route_name.is_some() || self.cluster_name.is_some() {
+        w.opt_str_field("direction", self.direction);
+        if self.route_name.is_some()
+            || self.cluster_name.is_some()
+            || self.route_config.is_some()
+            || self.cluster_config.is_some()
+        {
             w.object_field("route");
             w.opt_bytes_field("name", self.route_name, cap);
             w.opt_bytes_field("cluster", self.cluster_name, cap);
+            let route_object = ("virtual_service", "route_config");
+            write_istio_object(
+                &mut w,
+                route_object,
+                b"virtual-service",
+                self.route_config,
+                cap,
+            );
+            let cluster_object = ("destination_rule", "cluster_config");
+            write_istio_object(
+                &mut w,
+                cluster_object,
+                b"destination-rule",
+                self.cluster_config,
+                cap,
+            );
             w.end_object();
         }
         if let Some(nanos) = self.duration_nanos.and_then(|n| u64::try_from(n).ok()) {
@@ -245,8 +357,31 @@ impl AccessRecord<'_> {
     }
 }
 
+/// `field: {namespace, name}` for the Istio object of `kind` that `config` names; any
+/// other value as it is, in `raw_field`, rather than lost or misread.
+fn write_istio_object(
+    w: &mut JsonWriter,
+    (field, raw_field): (&'static str, &'static str),
+    kind: &[u8],
+    config: Option<&[u8]>,
+    cap: usize,
+) {
+    let Some(config) = config else {
+        return;
+    };
+    match parse_istio_config(config) {
+        Some(object) if object.kind == kind => {
+            w.object_field(field);
+            w.bytes_field("namespace", object.namespace, cap);
+            w.bytes_field("name", object.name, cap);
+            w.end_object();
+        }
+        _ => w.bytes_field(raw_field, config, cap),
+    }
+}
+
 /// `policy`, and for Istio's naming also `policy_namespace`, `policy_name`, `policy_rule`.
-fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
+pub(super) fn write_policy(w: &mut JsonWriter, policy: &[u8], cap: usize) {
     w.bytes_field("policy", policy, cap);
     if let Some(istio) = parse_istio_policy(policy) {
         w.bytes_field("policy_namespace", istio.namespace, cap);

@@ -1,17 +1,23 @@
 //! Network-mode records: a failed TLS handshake (`tls_failure`), or a connection
 //! (`connection`) when configured.
 
+use super::access::{write_policy, Basis};
 use super::json::JsonWriter;
-use super::{write_peer, write_source, Envelope};
+use super::{write_peer, write_source, Envelope, Reason};
 use crate::core::envoy::identity::Peer;
 
 #[derive(Debug)]
 pub(crate) struct ConnectionRecord<'a> {
     pub envelope: Envelope<'a>,
-    /// `why.reason`: `security_outcome` or `record_connections`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// A failed handshake: its short class and Envoy's failure reason.
     pub failure: Option<(&'static str, &'a [u8])>,
+    /// The network RBAC filter closed it: the DENY policy that matched, or `None` when no
+    /// ALLOW policy did.
+    pub denial: Option<Option<&'a [u8]>>,
+    /// A mesh AUDIT policy matched it (the network RBAC filter names no policy for that).
+    pub audited: bool,
+    pub direction: Option<&'static str>,
     pub local_address: Option<&'a [u8]>,
     pub source_address: Option<&'a [u8]>,
     pub peer: &'a Peer,
@@ -22,7 +28,7 @@ impl ConnectionRecord<'_> {
         let mut w = JsonWriter::default();
         self.envelope.begin(&mut w, cap);
         w.object_field("why");
-        w.str_field("reason", self.reason);
+        w.str_field("reason", self.reason.as_str());
         w.end_object();
         w.object_field("connection");
         if let Some((class, reason)) = self.failure {
@@ -35,6 +41,27 @@ impl ConnectionRecord<'_> {
             write_source(&mut w, address, cap);
         }
         write_peer(&mut w, self.peer, cap);
+        if self.denial.is_some() || self.audited {
+            w.object_field("authz");
+            let (decision, basis, policy) = match self.denial {
+                Some(Some(policy)) => ("denied", Basis::DenyPolicy, Some(policy)),
+                Some(None) => ("denied", Basis::NoAllowPolicyMatched, None),
+                None => ("allowed", Basis::NotDenied, None),
+            };
+            w.str_field("decision", decision);
+            w.str_field("by", "rbac");
+            w.str_field("basis", basis.as_str());
+            if let Some(policy) = policy {
+                write_policy(&mut w, policy, cap);
+            }
+            if self.audited {
+                w.object_field("audit");
+                w.bool_field("matched", true);
+                w.end_object();
+            }
+            w.end_object();
+        }
+        w.opt_str_field("direction", self.direction);
         w.end_object();
         w.finish()
     }

@@ -110,8 +110,12 @@ pub(crate) enum Reason {
     Rule,
     /// A security outcome, audited whatever the rules say.
     SecurityOutcome,
+    /// A mesh AUDIT policy matched (Istio's `AUDIT` action: RBAC's `access_log_hint`).
+    MeshAuditPolicy,
     /// No rule matched: the default sample rate applied.
     Default,
+    /// Network mode: `network.record_connections` records every connection.
+    RecordConnections,
 }
 
 impl Reason {
@@ -119,7 +123,9 @@ impl Reason {
         match self {
             Reason::Rule => "rule",
             Reason::SecurityOutcome => "security_outcome",
+            Reason::MeshAuditPolicy => "mesh_audit_policy",
             Reason::Default => "default_sample",
+            Reason::RecordConnections => "record_connections",
         }
     }
 }

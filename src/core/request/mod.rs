@@ -29,8 +29,10 @@ use crate::core::envoy::attributes::{
 use crate::core::envoy::connection::ConnectionFacts;
 use crate::core::envoy::headers::HeaderMap;
 use crate::core::envoy::host::Host;
-use crate::core::envoy::identity::{JwtClaims, Rbac};
-use crate::core::envoy::response::{read_status, LimiterHeaders};
+use crate::core::envoy::identity::JwtClaims;
+use crate::core::envoy::mesh::direction;
+use crate::core::envoy::rbac::Rbac;
+use crate::core::envoy::response::LimiterHeaders;
 use crate::core::path::{canonicalize, split_query};
 use crate::core::record::access::{AccessRecord, RateLimitUsage, Why};
 use crate::core::record::{Kind, Reason};
@@ -39,7 +41,10 @@ use crate::core::worker::callers::caller_key;
 use crate::core::worker::suppress::SuppressedKey;
 use crate::core::worker::Worker;
 use inputs::{recorded_headers, sampling_draw, KnownHeaders};
-use outcome::{authentication, authorization, classify, likely_security, EarlyOutcome};
+use outcome::{
+    audit_hint, authentication, authorization, classify, likely_security, status_code,
+    EarlyOutcome, Ending,
+};
 use rules::{first_matching_rule, verdict, MatchInput, Verdict};
 use std::rc::Rc;
 
@@ -68,7 +73,7 @@ pub fn on_log(
         .peer
         .then(|| connection_of_stream(worker, host));
     // The status is read before matching only when a rule matches on it.
-    let status_for_rules = settings.reads.status.then(|| read_status(host));
+    let ending_for_rules = settings.reads.status.then(|| Ending::read(settings, host));
     let match_headers: Vec<Option<&[u8]>> = settings
         .reads
         .headers
@@ -83,7 +88,7 @@ pub fn on_log(
             method_override,
             authority: known.authority,
             match_headers: &match_headers,
-            status: status_for_rules.flatten().unwrap_or(0),
+            status: ending_for_rules.and_then(|e| e.status).unwrap_or(0),
             peer: connection_for_rules.as_deref().map(|c| &c.peer),
         },
     );
@@ -93,10 +98,10 @@ pub fn on_log(
 
     // The outcome before the record's facts, where it decides: for a request the rules
     // do not record, only a security outcome is, which the status and the details tell.
-    let early = (matches!(plan.keep, Keep::UnlessSecurity(_)) || status_for_rules.is_some())
-        .then(|| EarlyOutcome::read(settings, replied_before_plugin, status_for_rules, host));
+    let early = (matches!(plan.keep, Keep::UnlessSecurity(_)) || ending_for_rules.is_some())
+        .then(|| EarlyOutcome::read(settings, replied_before_plugin, ending_for_rules, host));
     if let (Keep::UnlessSecurity(unrecorded), Some(early)) = (plan.keep, &early) {
-        if verdict(settings, early.kind(), rule).action != Action::Audit {
+        if verdict(settings, early.kind(), rule, early.audit_hint).action != Action::Audit {
             unrecorded.count(worker, rule);
             return None;
         }
@@ -128,7 +133,7 @@ pub fn on_log(
         }
     };
     let kind = settled.kind();
-    let verdict = verdict(settings, kind, rule);
+    let verdict = verdict(settings, kind, rule, settled.audit_hint);
     let Some(why) = plan.why(&verdict) else {
         // Not reached: the rules recorded this request, or a security outcome did (audit).
         worker.tally(rule, |c| c.dropped += 1);
@@ -141,7 +146,8 @@ pub fn on_log(
             .connections
             .facts(non_negative(settled.facts.connection_id), host),
     };
-    let security = kind.is_security_outcome() || plan.sensitive;
+    // What a mesh AUDIT policy marked is as sensitive as an `audit` rule's endpoint.
+    let security = kind.is_security_outcome() || plan.sensitive || settled.audit_hint;
     let caller = caller_key(
         connection.peer.principal.as_deref(),
         connection.source_address.as_deref(),
@@ -223,7 +229,7 @@ impl Plan {
         known: &KnownHeaders,
         worker: &mut Worker,
     ) -> Self {
-        let planned = verdict(settings, Kind::Access, rule);
+        let planned = verdict(settings, Kind::Access, rule, false);
         let keep = match planned.action {
             Action::Drop => Keep::UnlessSecurity(Unrecorded::Dropped),
             Action::Audit => Keep::Recorded(None),
@@ -269,6 +275,8 @@ impl Plan {
 /// The outcome once the record's batch is read, and the batch's facts.
 struct Settled<'a> {
     status: Option<u16>,
+    /// A mesh AUDIT policy matched (and the configuration heeds them).
+    audit_hint: bool,
     code_details: Option<&'a [u8]>,
     rbac: Option<Rbac>,
     facts: RecordFacts<'a>,
@@ -281,6 +289,7 @@ impl<'a> Settled<'a> {
     fn after_early(early: EarlyOutcome, facts: RecordFacts<'a>) -> Self {
         Self {
             status: early.status,
+            audit_hint: early.audit_hint,
             code_details: (!early.likely_security)
                 .then_some(facts.code_details)
                 .flatten(),
@@ -315,13 +324,16 @@ impl<'a> Settled<'a> {
         facts: OutcomeRecordFacts<'a>,
         host: &impl Host,
     ) -> Self {
-        let status = facts.status.and_then(|code| u16::try_from(code).ok());
+        let status = status_code(facts.status);
+        let audit_hint = audit_hint(settings, facts.audit_hint);
         let rbac = (settings.shadow_results
             || plan.sensitive
+            || audit_hint
             || likely_security(replied_before_plugin, status))
         .then(|| read_rbac_if_present(facts.rbac_present, host));
         Self {
             status,
+            audit_hint,
             code_details: facts.record.code_details,
             rbac,
             facts: facts.record,
@@ -449,7 +461,13 @@ impl Recorded<'_> {
         let recorded_path = redaction.path(self.path);
         let recorded_canonical = redaction.path(self.canonical);
         let code_details = settled.code_details();
-        let authz = authorization(kind, settled.status, code_details, settled.rbac.as_ref());
+        let authz = authorization(
+            kind,
+            settled.status,
+            code_details,
+            settled.rbac.as_ref(),
+            settled.audit_hint,
+        );
         let subject = jwt_claims
             .as_ref()
             .and_then(|claims| claims.subject.as_deref())
@@ -498,6 +516,9 @@ impl Recorded<'_> {
             source_address: connection.source_address.as_deref(),
             route_name: settled.facts.route_name,
             cluster_name: settled.facts.cluster_name,
+            direction: direction(worker.proxy, settled.facts.listener_direction),
+            route_config: settled.facts.route_config,
+            cluster_config: settled.facts.cluster_config,
             duration_nanos: settled.facts.duration,
         };
         record.encode(

@@ -3,11 +3,12 @@
 //! authentication concluded, and the outcome read before the record's batch.
 
 use crate::core::config::Settings;
-use crate::core::envoy::attributes::CODE_DETAILS;
+use crate::core::envoy::attributes::{Decoded, OutcomeFacts, CODE_DETAILS};
 use crate::core::envoy::host::Host;
-use crate::core::envoy::identity::{jwt_failure_reason, JwtClaims, Rbac};
-use crate::core::envoy::response::read_status;
-use crate::core::record::access::{Authn, Authz};
+use crate::core::envoy::identity::{jwt_failure_reason, JwtClaims};
+use crate::core::envoy::rbac::Rbac;
+use crate::core::envoy::rbac::{denial_in_details, parse_ext_authz_selection};
+use crate::core::record::access::{Authn, Authz, Basis, ExtAuthzCheck};
 use crate::core::record::Kind;
 
 /// Classifies the outcome from the status, Envoy's `response.code_details`
@@ -24,10 +25,11 @@ pub(super) fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&R
 }
 
 fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
-    const DENIED: [&[u8]; 3] = [
+    const DENIED: [&[u8]; 4] = [
         b"rbac_access_denied",
         b"ext_authz_denied",
         b"ext_authz_error",
+        b"ext_authz_invalid",
     ];
     const AUTH_FAILED: [&[u8]; 1] = [b"jwt_authn_access_denied"];
     if let Some(details) = code_details {
@@ -64,11 +66,42 @@ pub(super) fn likely_security(replied_before_plugin: bool, status: Option<u16>) 
     replied_before_plugin || status.is_some_and(is_security_status)
 }
 
+/// How the request ended, as the routine path reads it: one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Ending {
+    /// `None` when no response was sent.
+    pub status: Option<u16>,
+    /// A mesh AUDIT policy matched (RBAC's `access_log_hint`).
+    pub audit_hint: bool,
+}
+
+impl Ending {
+    pub(super) fn read(settings: &Settings, host: &impl Host) -> Self {
+        let answer = host.properties(OutcomeFacts::BATCH);
+        let facts: OutcomeFacts = answer.decode();
+        Self {
+            status: status_code(facts.status),
+            audit_hint: audit_hint(settings, facts.audit_hint),
+        }
+    }
+}
+
+/// Envoy's `response.code`, if it is a status.
+pub(super) fn status_code(code: Option<i64>) -> Option<u16> {
+    code.and_then(|code| u16::try_from(code).ok())
+}
+
+/// Whether a mesh AUDIT policy matched, as far as the configuration heeds them.
+pub(super) fn audit_hint(settings: &Settings, hint: Option<bool>) -> bool {
+    settings.audit_policies && hint == Some(true)
+}
+
 /// The outcome read before the record's batch, where it decides whether there is a
 /// record at all (the rules would not record the request, or match on its status).
 #[derive(Debug)]
 pub(super) struct EarlyOutcome {
     pub status: Option<u16>,
+    pub audit_hint: bool,
     /// `likely_security`: the code details were read.
     pub likely_security: bool,
     pub code_details: Option<Vec<u8>>,
@@ -76,21 +109,23 @@ pub(super) struct EarlyOutcome {
 }
 
 impl EarlyOutcome {
-    /// `status`: already read before matching, if a rule matches on it.
+    /// `ending`: already read before matching, if a rule matches on the status.
     pub(super) fn read(
         settings: &Settings,
         replied_before_plugin: bool,
-        status: Option<Option<u16>>,
+        ending: Option<Ending>,
         host: &impl Host,
     ) -> Self {
-        let status = status.unwrap_or_else(|| read_status(host));
+        let Ending { status, audit_hint } = ending.unwrap_or_else(|| Ending::read(settings, host));
         let likely_security = likely_security(replied_before_plugin, status);
         let code_details = likely_security
             .then(|| host.property(CODE_DETAILS))
             .flatten();
-        let rbac = (settings.shadow_results || likely_security).then(|| Rbac::read(host));
+        let rbac =
+            (settings.shadow_results || likely_security || audit_hint).then(|| Rbac::read(host));
         Self {
             status,
+            audit_hint,
             likely_security,
             code_details,
             rbac,
@@ -106,55 +141,89 @@ impl EarlyOutcome {
     }
 }
 
-/// What authorization decided, and which filter decided it.
+/// What authorization decided, which filter decided it and on what grounds, with what
+/// the mesh's AUDIT and CUSTOM machinery did on the way. `audit_hint`: a mesh AUDIT
+/// policy matched. See `envoy::rbac` for why the denying policy is taken from the
+/// response's details and never from the merged metadata.
 pub(super) fn authorization<'a>(
     kind: Kind,
     status: Option<u16>,
     code_details: Option<&'a [u8]>,
     rbac: Option<&'a Rbac>,
+    audit_hint: bool,
 ) -> Option<Authz<'a>> {
     let details = code_details.unwrap_or_default();
     let shadows = rbac.map(|r| r.shadows.as_slice()).unwrap_or_default();
     let enforced = rbac.and_then(|r| r.enforced.as_ref());
-    let (decision, by, policy) = if details.starts_with(b"ext_authz_denied") {
-        ("denied", "ext_authz", None)
-    } else if details.starts_with(b"ext_authz_error") {
-        ("error", "ext_authz", None)
-    } else if let Some(engine) = enforced.filter(|e| e.result == b"denied") {
-        (
-            "denied",
-            "rbac",
-            engine
-                .policy
-                .as_deref()
-                .or_else(|| rbac_policy_in_details(details)),
-        )
-    } else if details.starts_with(b"rbac_access_denied") {
-        ("denied", "rbac", rbac_policy_in_details(details))
-    } else if let Some(engine) = enforced {
-        ("allowed", "rbac", engine.policy.as_deref())
+    // The id Envoy's merged metadata kept: the last enforcing filter's that matched a policy.
+    let kept = enforced.and_then(|e| e.policy.as_deref());
+    let ext_authz_answer = ext_authz_answer(details);
+    let selection = rbac.and_then(|r| r.ext_authz_selection.as_deref());
+    let mut unattributed_policy = None;
+    let (decision, by, basis, policy) = if let Some(answer) = ext_authz_answer {
+        (answer, "ext_authz", Basis::ExtAuthz, None)
+    } else if let Some(denied_by) = denial_in_details(details) {
+        match denied_by {
+            Some(id) => ("denied", "rbac", Basis::DenyPolicy, Some(id)),
+            None => ("denied", "rbac", Basis::NoAllowPolicyMatched, None),
+        }
+    } else if enforced.is_some_and(|e| e.result == b"denied") {
+        // Denied without the details that name the policy (not seen from Envoy 1.40): the
+        // kept id is the denying policy's unless an AUDIT policy's may be it.
+        let policy = kept.filter(|_| !audit_hint);
+        ("denied", "rbac", Basis::DenyPolicy, policy)
+    } else if enforced.is_some() {
+        match (kept, audit_hint) {
+            (Some(id), false) => ("allowed", "rbac", Basis::AllowPolicy, Some(id)),
+            (Some(id), true) => {
+                unattributed_policy = Some(id);
+                ("allowed", "rbac", Basis::AllowOrAuditPolicy, None)
+            }
+            (None, _) => ("allowed", "rbac", Basis::NoAllowPolicyApplies, None),
+        }
     } else if kind == Kind::Denied {
-        ("denied", "upstream", None)
-    } else if shadows.is_empty() {
+        ("denied", "upstream", Basis::Upstream, None)
+    } else if selection.is_some() {
+        ("allowed", "ext_authz", Basis::ExtAuthz, None)
+    } else if shadows.is_empty() && !audit_hint {
         return None;
     } else {
-        ("allowed", "none", None)
+        ("allowed", "none", Basis::NotEnforced, None)
     };
+    // The AUDIT policy's id survives only where no later filter matched a policy: a
+    // request no ALLOW policy matched.
+    let audit = audit_hint.then(|| kept.filter(|_| basis == Basis::NoAllowPolicyMatched));
+    let ext_authz = selection.map(|id| {
+        let (provider, policy) = parse_ext_authz_selection(id);
+        ExtAuthzCheck {
+            policy,
+            provider,
+            // Checked and let through, unless it answered otherwise.
+            answer: ext_authz_answer.unwrap_or("allowed"),
+        }
+    });
     Some(Authz {
         decision,
         by,
+        basis,
         policy,
         status: (by == "ext_authz").then_some(status).flatten(),
         shadows,
+        audit,
+        unattributed_policy,
+        ext_authz,
     })
 }
 
-/// The policy in `rbac_access_denied_matched_policy[<id>]` (Envoy writes it from its configuration).
-fn rbac_policy_in_details(details: &[u8]) -> Option<&[u8]> {
-    details
-        .strip_prefix(b"rbac_access_denied_matched_policy[")?
-        .strip_suffix(b"]")
-        .filter(|id| !id.is_empty() && *id != b"none")
+/// ext_authz's answer when it replied itself (`ext_authz_denied`, `ext_authz_error`, `ext_authz_invalid`).
+fn ext_authz_answer(details: &[u8]) -> Option<&'static str> {
+    if details.starts_with(b"ext_authz_denied") {
+        Some("denied")
+    } else if details.starts_with(b"ext_authz_error") || details.starts_with(b"ext_authz_invalid") {
+        Some("error")
+    } else {
+        None
+    }
 }
 
 pub(super) fn authentication<'a>(

@@ -94,7 +94,15 @@ pub(super) struct Verdict {
     pub level: Level,
 }
 
-pub(super) fn verdict(settings: &Settings, kind: Kind, rule: Option<usize>) -> Verdict {
+/// `mesh_audit`: a mesh AUDIT policy matched the request. Like a security outcome it makes
+/// the request recorded whatever the rules say; an `audit` rule or a security outcome
+/// still names itself as the reason (the record says which AUDIT policy matched anyway).
+pub(super) fn verdict(
+    settings: &Settings,
+    kind: Kind,
+    rule: Option<usize>,
+    mesh_audit: bool,
+) -> Verdict {
     let matched = rule.and_then(|i| settings.rules.get(i));
     let level = matched.map_or(Level::Metadata, |r| r.level);
     match matched {
@@ -109,6 +117,12 @@ pub(super) fn verdict(settings: &Settings, kind: Kind, rule: Option<usize>) -> V
                 level,
             }
         }
+        _ if mesh_audit && matched.is_none_or(|r| r.action != Action::Audit) => Verdict {
+            reason: Reason::MeshAuditPolicy,
+            rule,
+            action: Action::Audit,
+            level,
+        },
         Some(r) => Verdict {
             reason: Reason::Rule,
             rule,
@@ -223,30 +237,30 @@ mod tests {
     #[test]
     fn security_outcomes_override_drop_unless_disabled() {
         let s = settings(RULES);
-        let v = verdict(&s, Kind::Denied, Some(0));
+        let v = verdict(&s, Kind::Denied, Some(0), false);
         assert_eq!(v.reason, Reason::SecurityOutcome);
         assert_eq!(v.action, Action::Audit);
         assert_eq!(v.rule, Some(0));
-        let v = verdict(&s, Kind::Access, Some(0));
+        let v = verdict(&s, Kind::Access, Some(0), false);
         assert_eq!((v.reason, v.action), (Reason::Rule, Action::Drop));
-        let v = verdict(&s, Kind::Denied, Some(1));
+        let v = verdict(&s, Kind::Denied, Some(1), false);
         assert_eq!(
             v.reason,
             Reason::Rule,
             "an audit rule that matched keeps the credit"
         );
-        let v = verdict(&s, Kind::Access, None);
+        let v = verdict(&s, Kind::Access, None, false);
         assert_eq!(
             (v.reason, v.action),
             (Reason::Default, Action::Sample(0.01))
         );
-        let v = verdict(&s, Kind::Access, Some(2));
+        let v = verdict(&s, Kind::Access, Some(2), false);
         assert_eq!(v.level, Level::Request);
 
         let off = settings(
             r#"{"always_audit_security_outcomes": false, "rules": [{"name": "all", "action": "drop"}]}"#,
         );
-        let v = verdict(&off, Kind::AuthFailure, Some(0));
+        let v = verdict(&off, Kind::AuthFailure, Some(0), false);
         assert_eq!((v.reason, v.action), (Reason::Rule, Action::Drop));
     }
 }

@@ -208,7 +208,7 @@ fn rules_on_the_status_read_it_before_matching() {
     assert_eq!(r["response"]["code"], 503);
     let fine = FakeHost::request("GET", "/products", 200);
     assert!(run(&s, &fine, true).is_none());
-    assert_eq!(fine.calls.get(), 2, "the header map and :status");
+    assert_eq!(fine.calls.get(), 2, "the header map and the outcome batch");
 }
 
 #[test]
@@ -586,7 +586,7 @@ fn enforced_rbac_denial_records_the_istio_policy() {
     assert_eq!(r["kind"], "denied");
     assert_eq!(
         r["authz"],
-        serde_json::json!({"decision": "denied", "by": "rbac", "policy": "ns[shop]-policy[deny-orders]-rule[1]",
+        serde_json::json!({"decision": "denied", "by": "rbac", "basis": "deny_policy", "policy": "ns[shop]-policy[deny-orders]-rule[1]",
             "policy_namespace": "shop", "policy_name": "deny-orders", "policy_rule": 1})
     );
 }
@@ -699,7 +699,7 @@ fn ext_authz_denials_and_errors() {
         assert_eq!(r["kind"], "denied");
         assert_eq!(
             r["authz"],
-            serde_json::json!({"decision": decision, "by": "ext_authz", "status": status})
+            serde_json::json!({"decision": decision, "by": "ext_authz", "basis": "ext_authz", "status": status})
         );
     }
 }
@@ -721,7 +721,7 @@ fn the_request_cannot_forge_a_policy_name() {
     let r = run(&s, &host, true).unwrap();
     assert_eq!(
         r["authz"],
-        serde_json::json!({"decision": "denied", "by": "upstream"})
+        serde_json::json!({"decision": "denied", "by": "upstream", "basis": "upstream"})
     );
 }
 
@@ -789,4 +789,236 @@ fn accounting_adds_up_and_names_lost_records_by_rule() {
         "request records took seq 0.. before the accounting record"
     );
     assert_eq!(report.counts.totals().sink_errors, 1);
+}
+
+/// Istio's authorization filters, as its builder generates them (CUSTOM, AUDIT, DENY,
+/// ALLOW), seen through what they leave: the merged RBAC metadata, the AUDIT mark and
+/// the response's details.
+mod istio_layout {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const RBAC: &str = "metadata.filter_metadata.envoy.filters.http.rbac";
+    const HINT: &str = "metadata.filter_metadata.envoy.common.access_log_hint";
+    const AUDIT_ID: &str = "ns[shop]-policy[audit-admin]-rule[0]";
+    const ROUTINE: &str = r#"{"default_sample_rate": 0}"#;
+
+    fn enforced(result: &str, policy: Option<&str>) -> Vec<u8> {
+        let mut pairs: Vec<(&str, &[u8])> = vec![("enforced_engine_result", result.as_bytes())];
+        if let Some(policy) = policy {
+            pairs.push(("enforced_effective_policy_id", policy.as_bytes()));
+        }
+        rbac_struct(&pairs)
+    }
+
+    fn audited(host: FakeHost) -> FakeHost {
+        host.with_property(HINT, [1])
+    }
+
+    #[test]
+    fn an_audit_policy_match_is_recorded_whatever_the_sampling() {
+        let s = settings(ROUTINE);
+        // AUDIT only: the LOG filter's id is the one Envoy kept.
+        let host = audited(FakeHost::request("GET", "/admin/users", 200))
+            .with_property(RBAC, enforced("allowed", Some(AUDIT_ID)));
+        let r = run(&s, &host, true).expect("an AUDIT policy matched");
+        assert_eq!(r["kind"], "access");
+        assert_eq!(r["why"]["reason"], "mesh_audit_policy");
+        assert_eq!(r["why"]["action"], "audit");
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": "allowed", "by": "rbac", "basis": "allow_or_audit_policy",
+                "unattributed_policy": AUDIT_ID, "audit": {"matched": true}})
+        );
+        // The header map, the outcome batch, RBAC's metadata, the time, the record's batch
+        // and the connection's.
+        assert_eq!(host.calls.get(), 6);
+
+        // The mark says "no match": routine, two calls.
+        let unmatched = FakeHost::request("GET", "/admin/users", 200)
+            .with_property(HINT, [0])
+            .with_property(RBAC, enforced("allowed", None));
+        assert!(run(&s, &unmatched, true).is_none());
+        assert_eq!(unmatched.calls.get(), 2);
+
+        // Even a drop rule gives way, as it does to a security outcome.
+        let dropping = settings(
+            r#"{"rules": [{"name": "quiet", "match": {"paths": [{"prefix": "/admin"}]}, "action": "drop"}]}"#,
+        );
+        let r = run(&dropping, &host, true).unwrap();
+        assert_eq!(r["why"]["reason"], "mesh_audit_policy");
+        assert_eq!(r["why"]["rule"], "quiet");
+
+        // Turned off, the mark is not heeded.
+        let off =
+            settings(r#"{"default_sample_rate": 0, "authorization": {"audit_policies": false}}"#);
+        assert!(run(&off, &host, true).is_none());
+    }
+
+    #[test]
+    fn an_audit_rule_names_itself_and_the_record_still_says_audit_matched() {
+        let s = settings(CONFIG);
+        let host = audited(FakeHost::request("GET", "/admin/users", 200)).with_property(
+            RBAC,
+            enforced("allowed", Some("ns[shop]-policy[allow-admins]-rule[0]")),
+        );
+        let r = run(&s, &host, true).unwrap();
+        assert_eq!(r["why"]["reason"], "rule");
+        assert_eq!(r["authz"]["audit"], serde_json::json!({"matched": true}));
+        assert_eq!(r["authz"]["basis"], "allow_or_audit_policy");
+        assert!(
+            r["authz"].get("policy").is_none(),
+            "never an id that may be the AUDIT policy's"
+        );
+    }
+
+    #[test]
+    fn a_denial_for_want_of_an_allow_policy_names_no_policy() {
+        let s = settings(ROUTINE);
+        // AUDIT + ALLOW, neither ALLOW policy matched: the LOG filter's id survived.
+        let host = audited(FakeHost::request("GET", "/admin/other", 403))
+            .with_property(
+                "response.code_details",
+                "rbac_access_denied_matched_policy[none]",
+            )
+            .with_property(RBAC, enforced("denied", Some(AUDIT_ID)));
+        let r = run(&s, &host, false).unwrap();
+        assert_eq!(r["kind"], "denied");
+        assert_eq!(r["why"]["reason"], "security_outcome");
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": "denied", "by": "rbac", "basis": "no_allow_policy_matched",
+                "audit": {"matched": true, "policy": AUDIT_ID, "policy_namespace": "shop",
+                    "policy_name": "audit-admin", "policy_rule": 0}})
+        );
+        // Without an AUDIT policy: the same, with no audit.
+        let host = FakeHost::request("GET", "/other", 403)
+            .with_property(
+                "response.code_details",
+                "rbac_access_denied_matched_policy[none]",
+            )
+            .with_property(RBAC, enforced("denied", None));
+        let r = run(&s, &host, false).unwrap();
+        assert_eq!(r["authz"]["basis"], "no_allow_policy_matched");
+        assert!(r["authz"].get("audit").is_none());
+        assert!(r["authz"].get("policy").is_none());
+    }
+
+    #[test]
+    fn a_deny_policy_after_an_audit_one_is_the_decider() {
+        let s = settings(ROUTINE);
+        let deny = "ns[shop]-policy[deny-x]-rule[0]";
+        let host = audited(FakeHost::request("GET", "/admin/forbidden", 403))
+            .with_property(
+                "response.code_details",
+                format!("rbac_access_denied_matched_policy[{deny}]"),
+            )
+            .with_property(RBAC, enforced("denied", Some(deny)));
+        let r = run(&s, &host, false).unwrap();
+        assert_eq!(r["authz"]["basis"], "deny_policy");
+        assert_eq!(r["authz"]["policy"], deny);
+        assert_eq!(r["authz"]["audit"], serde_json::json!({"matched": true}));
+    }
+
+    #[test]
+    fn allowed_requests_name_the_allow_policy_or_say_none_applies() {
+        let s = settings(r#"{"rules": [{"name": "all", "action": "audit"}]}"#);
+        let host = FakeHost::request("GET", "/public", 200)
+            .with_property(HINT, [0])
+            .with_property(
+                RBAC,
+                enforced("allowed", Some("ns[shop]-policy[allow-public]-rule[0]")),
+            );
+        let r = run(&s, &host, true).unwrap();
+        assert_eq!(r["authz"]["basis"], "allow_policy");
+        assert_eq!(r["authz"]["policy_name"], "allow-public");
+        // Only a DENY filter, which matched nothing.
+        let host =
+            FakeHost::request("GET", "/public", 200).with_property(RBAC, enforced("allowed", None));
+        let r = run(&s, &host, true).unwrap();
+        assert_eq!(
+            r["authz"],
+            serde_json::json!({"decision": "allowed", "by": "rbac", "basis": "no_allow_policy_applies"})
+        );
+    }
+
+    #[test]
+    fn a_custom_selection_is_a_check_not_a_dry_run() {
+        let on =
+            settings(r#"{"default_sample_rate": 0, "authorization": {"shadow_results": true}}"#);
+        for (key, id, provider) in [
+            (
+                "istio_ext_authz_shadow",
+                "istio-ext-authz-opa-ns[shop]-policy[ext]-rule[0]",
+                Some("opa"),
+            ),
+            (
+                "shadow",
+                "istio-ext-authz-ns[shop]-policy[ext]-rule[0]",
+                None,
+            ),
+        ] {
+            let selection = rbac_struct(&[
+                (&format!("{key}_engine_result"), b"denied"),
+                (&format!("{key}_effective_policy_id"), id.as_bytes()),
+            ]);
+            // Allowed by the authorizer: not a shadow denial, so routine.
+            let allowed = FakeHost::request("GET", "/orders", 200).with_property(RBAC, &selection);
+            assert!(run(&on, &allowed, true).is_none(), "{key}");
+            // Recorded (an audit rule), it says the authorizer was asked and what it answered.
+            let r = run(
+                &settings(r#"{"rules": [{"name": "all", "action": "audit"}]}"#),
+                &allowed,
+                true,
+            )
+            .unwrap();
+            assert_eq!(r["kind"], "access");
+            let mut check = serde_json::json!({"answer": "allowed", "policy": "ns[shop]-policy[ext]-rule[0]",
+                "policy_namespace": "shop", "policy_name": "ext", "policy_rule": 0});
+            if let Some(provider) = provider {
+                check["provider"] = provider.into();
+            }
+            assert_eq!(r["authz"]["ext_authz"], check);
+            assert_eq!(r["authz"]["by"], "ext_authz");
+            assert!(r["authz"].get("shadow").is_none());
+            // Denied by it.
+            let denied = FakeHost::request("GET", "/orders", 403)
+                .with_property("response.code_details", "ext_authz_denied")
+                .with_property(RBAC, &selection);
+            let r = run(&on, &denied, false).unwrap();
+            assert_eq!(r["kind"], "denied");
+            assert_eq!(r["authz"]["ext_authz"]["answer"], "denied");
+            assert_eq!(r["authz"]["decision"], "denied");
+        }
+    }
+
+    #[test]
+    fn dry_run_audit_and_deny_policies() {
+        let on =
+            settings(r#"{"default_sample_rate": 0, "authorization": {"shadow_results": true}}"#);
+        // A dry-run AUDIT policy that matched: shadow LOG rules, no prefix, "allowed".
+        let dry_audit = rbac_struct(&[
+            ("enforced_engine_result", b"allowed"),
+            ("shadow_engine_result", b"allowed"),
+            (
+                "shadow_effective_policy_id",
+                b"ns[shop]-policy[dry-audit]-rule[0]",
+            ),
+        ]);
+        let host = FakeHost::request("GET", "/orders", 200).with_property(RBAC, &dry_audit);
+        assert!(run(&on, &host, true).is_none(), "no false shadow_allowed");
+        // A dry-run ALLOW policy that matched is one.
+        let dry_allow = rbac_struct(&[
+            ("istio_dry_run_allow_shadow_engine_result", b"allowed"),
+            (
+                "istio_dry_run_allow_shadow_effective_policy_id",
+                b"ns[shop]-policy[dry-allow]-rule[0]",
+            ),
+        ]);
+        let host = FakeHost::request("GET", "/orders", 200).with_property(RBAC, &dry_allow);
+        let r = run(&on, &host, true).unwrap();
+        assert_eq!(r["kind"], "shadow_allowed");
+        assert_eq!(r["authz"]["basis"], "not_enforced");
+    }
 }

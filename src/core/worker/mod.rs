@@ -11,6 +11,7 @@ pub(crate) mod metrics;
 pub(crate) mod suppress;
 
 use crate::core::config::{Budget, LogLevel, LogThreshold, Settings};
+use crate::core::envoy::mesh::ProxyKind;
 use crate::core::record::report::{AccountingRecord, LogLevelRecord, SuppressedRecord};
 use crate::core::record::{Envelope, Kind, RecordKind};
 use crate::core::sample::Rng;
@@ -50,6 +51,8 @@ pub struct Worker {
     record_level: LogLevel,
     /// Request records go to Envoy's log alone (no access-log hand-off).
     request_records_in_log_only: bool,
+    /// What kind of proxy this is (sidecar, gateway, waypoint), from its node id.
+    pub(crate) proxy: ProxyKind,
 }
 
 fn bucket(budget: Budget) -> TokenBucket {
@@ -86,7 +89,13 @@ impl Worker {
             hidden_reported: false,
             record_level: settings.log_level,
             request_records_in_log_only: !settings.output.filter_state,
+            proxy: ProxyKind::Other,
         }
+    }
+
+    /// The proxy's Envoy node id, which says whether it is a sidecar, a gateway or a waypoint.
+    pub fn set_node_id(&mut self, id: &[u8]) {
+        self.proxy = ProxyKind::from_node_id(id);
     }
 
     /// What Envoy's log shows now (the adapter reads it at configure and at every report).

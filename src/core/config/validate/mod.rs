@@ -9,7 +9,7 @@ mod rules;
 pub use checks::ConfigError;
 
 use super::defaults::{
-    ALWAYS_AUDIT_SECURITY_OUTCOMES, BACKSLASH_IS_SLASH, DECODE_ESCAPED_SLASHES,
+    ALWAYS_AUDIT_SECURITY_OUTCOMES, AUDIT_POLICIES, BACKSLASH_IS_SLASH, DECODE_ESCAPED_SLASHES,
     DEFAULT_SAMPLE_RATE, HASH_KEY_ENV, LOG_LEVEL, MAX_FIELD_BYTES, MAX_RECORD_BYTES,
     OUTPUT_FILTER_STATE, OUTPUT_LOG, RECORD_CONNECTIONS, REPORTING_INTERVAL_SECONDS,
     SHADOW_RESULTS, VERSION,
@@ -111,6 +111,7 @@ impl Settings {
             REPORTING_INTERVAL_SECONDS,
         )? as u64;
         let (rules, reads) = rules::rules(raw.rules, canonical)?;
+        let authorization = raw.authorization.unwrap_or_default();
         let mut settings = Settings {
             digest,
             version,
@@ -124,10 +125,8 @@ impl Settings {
             limits,
             redaction,
             reporting_interval_seconds,
-            shadow_results: raw
-                .authorization
-                .and_then(|a| a.shadow_results)
-                .unwrap_or(SHADOW_RESULTS),
+            shadow_results: authorization.shadow_results.unwrap_or(SHADOW_RESULTS),
+            audit_policies: authorization.audit_policies.unwrap_or(AUDIT_POLICIES),
             jwt,
             record_connections: raw
                 .network
