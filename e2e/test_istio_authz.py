@@ -408,7 +408,8 @@ def test_outbound_route_names_the_virtual_service_and_destination_rule(layout):
 
 def tcp_exchange(port: int) -> tuple[str, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        local = "%s:%d" % s.getsockname()
+        host, port = s.getsockname()
+        local = f"{host}:{port}"
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         chunks = []
         while True:
