@@ -419,6 +419,8 @@ def test_allowed_request_carries_the_callers_certificate_identity(mesh):
     assert r["authz"] == {
         "decision": "allowed",
         "by": "rbac",
+        # A DENY filter alone, which matched nothing: no ALLOW policy applies to the workload.
+        "basis": "no_allow_policy_applies",
         # The dry-run policy was evaluated too, and would not have denied this one.
         "shadow": [{"result": "allowed", "prefix": "istio_dry_run_deny_"}],
     }
@@ -460,6 +462,7 @@ def test_enforced_deny_names_the_istio_policy(mesh):
     assert r["authz"] == {
         "decision": "denied",
         "by": "rbac",
+        "basis": "deny_policy",
         "policy": "ns[pay]-policy[deny-shop-to-refunds]-rule[0]",
         "policy_namespace": "pay",
         "policy_name": "deny-shop-to-refunds",
@@ -543,13 +546,13 @@ def test_ext_authz_deny_and_error(mesh):
     assert status == 403
     r = mesh.record("ea-deny")
     assert r["kind"] == "denied"
-    assert r["authz"] == {"decision": "denied", "by": "ext_authz", "status": 403}
+    assert r["authz"] == {"decision": "denied", "by": "ext_authz", "basis": "ext_authz", "status": 403}
     assert r["response"]["code_details"].startswith("ext_authz_denied")
 
     status, _, _ = mesh.via_client("GET", "/extauthz/dead/x", {"x-request-id": "ea-error"})
     assert status == 403
     r = mesh.record("ea-error")
-    assert r["authz"] == {"decision": "error", "by": "ext_authz", "status": 403}
+    assert r["authz"] == {"decision": "error", "by": "ext_authz", "basis": "ext_authz", "status": 403}
     assert r["response"]["code_details"].startswith("ext_authz_error")
 
     status, _, _ = mesh.via_client("GET", "/extauthz/live/ok", {"x-request-id": "ea-allow"})

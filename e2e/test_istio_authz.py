@@ -408,8 +408,8 @@ def test_outbound_route_names_the_virtual_service_and_destination_rule(layout):
 
 def tcp_exchange(port: int) -> tuple[str, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        host, port = s.getsockname()
-        local = f"{host}:{port}"
+        local_host, local_port = s.getsockname()
+        local = f"{local_host}:{local_port}"
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         chunks = []
         while True:

@@ -96,6 +96,117 @@ def test_there_is_a_manifest_for_each_way_of_deploying():
     assert types == {"HTTP", "NETWORK"}
 
 
+def test_a_waypoint_plugin_attaches_by_target_ref():
+    """Ambient mode: ztunnel runs no Wasm, a waypoint does, and a waypoint heeds only
+    targetRefs (a Gateway of the Gateway API), never a selector."""
+    waypoint = [doc for path, doc in documents() if path.name == "wasmplugin-waypoint.yaml" and doc["kind"] == "WasmPlugin"]
+    assert len(waypoint) == 1
+    spec = waypoint[0]["spec"]
+    assert "selector" not in spec
+    assert spec["targetRefs"] == [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}]
+    assert (spec["type"], spec["phase"]) == ("HTTP", "STATS")
+
+
+def test_the_audit_policy_example_is_an_istio_audit_policy():
+    audit = [doc for _, doc in documents() if doc["kind"] == "AuthorizationPolicy" and doc["spec"].get("action") == "AUDIT"]
+    assert [doc["metadata"]["name"] for doc in audit] == ["audit-admin"]
+    # The WasmPlugins act on it.
+    for _, doc in documents():
+        if doc["kind"] == "WasmPlugin" and doc["spec"]["type"] == "HTTP":
+            assert doc["spec"]["pluginConfig"].get("authorization", {}).get("audit_policies", True) is True
+
+
+# Every Istio API group and resource (Istio's crd-all.gen.yaml, 1.30), and the Gateway API
+# routes istiod turns into VirtualServices: the change trail must name each write to them.
+ISTIO_RESOURCES = {
+    "networking.istio.io": {
+        "destinationrules",
+        "envoyfilters",
+        "gateways",
+        "proxyconfigs",
+        "serviceentries",
+        "sidecars",
+        "virtualservices",
+        "workloadentries",
+        "workloadgroups",
+    },
+    "security.istio.io": {"authorizationpolicies", "peerauthentications", "requestauthentications"},
+    "extensions.istio.io": {"wasmplugins", "trafficextensions"},
+    "telemetry.istio.io": {"telemetries"},
+    "gateway.networking.k8s.io": {"gateways", "httproutes", "grpcroutes", "tcproutes", "tlsroutes"},
+}
+# The audit.k8s.io/v1 Policy's fields (k8s.io/apiserver/pkg/apis/audit/v1/types.go).
+AUDIT_POLICY_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "rules"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "audit.k8s.io/v1"},
+        "kind": {"const": "Policy"},
+        "metadata": {"type": "object"},
+        "omitStages": {"type": "array", "items": {"enum": ["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]}},
+        "omitManagedFields": {"type": "boolean"},
+        "rules": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["level"],
+                "additionalProperties": False,
+                "properties": {
+                    "level": {"enum": ["None", "Metadata", "Request", "RequestResponse"]},
+                    "users": {"type": "array", "items": {"type": "string"}},
+                    "userGroups": {"type": "array", "items": {"type": "string"}},
+                    "verbs": {"type": "array", "items": {"type": "string"}},
+                    "resources": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "group": {"type": "string"},
+                                "resources": {"type": "array", "items": {"type": "string"}},
+                                "resourceNames": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                    "namespaces": {"type": "array", "items": {"type": "string"}},
+                    "nonResourceURLs": {"type": "array", "items": {"type": "string"}},
+                    "omitStages": {"type": "array", "items": {"type": "string"}},
+                    "omitManagedFields": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
+def test_the_kubernetes_audit_policy_records_every_write_to_istio_configuration():
+    policy = yaml.safe_load((ROOT / "observability" / "kubernetes" / "audit-policy.yaml").read_text())
+    jsonschema.validate(policy, AUDIT_POLICY_SCHEMA)
+
+    def first_rule(group: str, resource: str, verb: str) -> dict | None:
+        """The rule the API server applies (the first that matches), as it matches them."""
+        for rule in policy["rules"]:
+            if rule.get("verbs") and verb not in rule["verbs"]:
+                continue
+            if rule.get("userGroups") or rule.get("users") or rule.get("namespaces"):
+                continue  # narrower than "any user": not relied on here
+            if any(g.get("group", "") == group and resource in g.get("resources", []) for g in rule.get("resources", [])):
+                return rule
+        return None
+
+    for group, resources in ISTIO_RESOURCES.items():
+        for resource in resources:
+            for verb in ("create", "update", "patch", "delete", "deletecollection"):
+                rule = first_rule(group, resource, verb)
+                assert rule and rule["level"] == "RequestResponse", f"{verb} {group}/{resource}: {rule}"
+    # Nothing else is swept in at RequestResponse (Secrets least of all).
+    listed = {(g.get("group", ""), r) for rule in policy["rules"] for g in rule.get("resources", []) for r in g["resources"]}
+    assert listed - {(g, r) for g, rs in ISTIO_RESOURCES.items() for r in rs} == set()
+    assert first_rule("", "secrets", "get") is None
+
+
 def test_yamllint_clean():
     yamllint = shutil.which("yamllint")
     assert yamllint, "yamllint is installed by scripts/setup.sh"

@@ -85,10 +85,12 @@ def dashboard() -> dict:
 def test_dashboard_loki_queries_use_record_fields():
     used: set[str] = set()
     for panel in dashboard()["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):
             if target["datasource"]["type"] != "loki":
                 continue
             expr = target["expr"]
+            if expr.startswith('{job="kubernetes-audit"}'):
+                continue  # the other stream: test_dashboard_change_trail_row
             assert '{job="meshaudit"} | json' in expr
             after_json = expr.split("| json", 1)[1]
             for group in re.findall(r"by \(([^)]*)\)", expr):
@@ -101,6 +103,34 @@ def test_dashboard_loki_queries_use_record_fields():
     missing = used - FLAT
     assert not missing, f"dashboard fields not in the record schema: {missing}"
     assert {"authz_policy", "peer_principal", "authn_reason", "rate_limit_remaining", "connection_failure"} <= used
+
+
+# The audit.k8s.io/v1 Event fields the change-trail row reads, as Loki's json stage flattens them.
+K8S_AUDIT_EVENT_FIELDS = {
+    "verb",
+    "objectRef_resource",
+    "objectRef_namespace",
+    "objectRef_name",
+    "user_username",
+    "responseStatus_code",
+}
+
+
+def test_dashboard_change_trail_row():
+    """One variable filters both streams: the requests an Istio object routed or decided,
+    and the API server's record of who changed it."""
+    board = dashboard()
+    assert [v["name"] for v in board["templating"]["list"]] == ["object"]
+    row = next(p for p in board["panels"] if p["type"] == "row" and "$object" in p["title"])
+    below = [p for p in board["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    exprs = [t["expr"] for p in below for t in p["targets"]]
+    requests = next(e for e in exprs if e.startswith('{job="meshaudit"}'))
+    changes = next(e for e in exprs if e.startswith('{job="kubernetes-audit"}'))
+    for field in ("route_virtual_service_name", "route_destination_rule_name", "authz_policy_name", "direction"):
+        assert field in FLAT and field in requests, field
+    assert '="$object"' in requests and 'objectRef_name="$object"' in changes
+    used = set(re.findall(r"\{\{\.([A-Za-z_]+)\}\}", changes)) | set(re.findall(r"\|\s*([A-Za-z_]+)\s*=", changes))
+    assert used and used <= K8S_AUDIT_EVENT_FIELDS, used - K8S_AUDIT_EVENT_FIELDS
 
 
 def prometheus_metric_names(expr: str) -> set[str]:
@@ -124,7 +154,7 @@ def test_dashboard_prometheus_queries_use_exported_metrics(live):
     metrics, _ = live
     used = set()
     for panel in dashboard()["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):
             if target["datasource"]["type"] == "prometheus":
                 used |= prometheus_metric_names(target["expr"])
     assert used and used <= metrics, f"not exported by Envoy: {used - metrics}"
@@ -133,7 +163,7 @@ def test_dashboard_prometheus_queries_use_exported_metrics(live):
 def test_grafana_provisioning_matches_the_dashboard():
     sources = yaml.safe_load((OBS / "grafana" / "provisioning" / "datasources" / "datasources.yaml").read_text())
     uids = {s["uid"] for s in sources["datasources"]}
-    used = {t["datasource"]["uid"] for p in dashboard()["panels"] for t in p["targets"]}
+    used = {t["datasource"]["uid"] for p in dashboard()["panels"] for t in p.get("targets", [])}
     assert used <= uids
 
 

@@ -63,7 +63,12 @@ def test_push_pull_and_pin(registry, tmp_path):
     assert hashlib.sha256(open(path, "rb").read()).digest() == hashlib.sha256(wasm).digest(), "pulled back byte for byte"
 
     written = package_oci.render(reference, digest, tmp_path / "manifests")
-    assert {p.name for p in written} == {"wasmplugin-http.yaml", "wasmplugin-network.yaml", "trafficextension.yaml"}
+    assert {p.name for p in written} == {
+        "wasmplugin-http.yaml",
+        "wasmplugin-network.yaml",
+        "wasmplugin-waypoint.yaml",
+        "trafficextension.yaml",
+    }
     for p in written:
         for doc in yaml.safe_load_all(p.read_text()):
             target = doc["spec"].get("wasm", doc["spec"])

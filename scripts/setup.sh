@@ -35,7 +35,7 @@ command -v wasm-opt >/dev/null || apt_install binaryen
 # Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
 # nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark;
 # docker-registry is the local OCI registry the packaging test pushes to; prometheus scrapes
-# Envoy in the metrics test, and its promtool checks the alert rules.
+# Envoy in the metrics test, and its promtool checks the alert rules; postgresql-15 below.
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # Node.js runs the core's tests compiled to wasm (wasm-bindgen-test) and the core benchmark in V8.
@@ -44,6 +44,8 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v promtool >/dev/null || missing+=(prometheus)
+# PostgreSQL 15 runs the change trail's SQL (e2e/test_change_trail.py) in a throwaway cluster.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
