@@ -59,7 +59,7 @@ def test_config_applied_once_with_the_digest_of_the_config(stack):
     assert c["config"]["version"] == 1
     assert "previous_digest" not in c["config"]
     assert c["config"]["rules"] == [r["name"] for r in json.loads(SHIPPED_PLUGIN_JSON)["rules"]]
-    assert c["config"]["coverage"] == {"always_audit_security_outcomes": True, "records_hidden": False}
+    assert c["config"]["coverage"] == {"always_audit_security_outcomes": True, "audit_policies": True, "records_hidden": False}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c["ts"])
 
 

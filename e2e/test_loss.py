@@ -153,18 +153,23 @@ def test_records_a_log_level_hides_are_counted_and_the_condition_is_said():
 
 def test_config_applied_states_what_lowers_coverage(tmp_path):
     """Envoy started with its wasm log level above the records' (`--component-log-level
-    wasm:error`), and a configuration that turns off the security-outcome override: the
-    configuration trail says both, in a record Envoy still shows (written at `critical`)."""
+    wasm:error`), and a configuration that turns off the security-outcome override and the
+    AUDIT policies: the configuration trail says all three, in a record Envoy still shows
+    (written at `critical`)."""
     upstream = harness.Upstream()
     listen = harness.free_port()
     config = harness.load_config(upstream.port, listen, harness.free_port())
-    harness.set_plugin_config(config, {"always_audit_security_outcomes": False})
+    harness.set_plugin_config(config, {"always_audit_security_outcomes": False, "authorization": {"audit_policies": False}})
     envoy = harness.Envoy(config, tmp_path, extra_args=("--component-log-level", "wasm:error"))
     try:
         envoy.wait_ready()
         applied = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)
         assert len(applied) == 1, envoy.log()[-2000:]
-        assert applied[0]["config"]["coverage"] == {"always_audit_security_outcomes": False, "records_hidden": True}
+        assert applied[0]["config"]["coverage"] == {
+            "always_audit_security_outcomes": False,
+            "audit_policies": False,
+            "records_hidden": True,
+        }
     finally:
         envoy.stop()
         upstream.stop()

@@ -240,6 +240,7 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
             error: None,
             coverage: Some(Coverage {
                 always_audit_security_outcomes: settings.always_audit_security_outcomes,
+                audit_policies: settings.audit_policies,
                 records_hidden: worker.records_hidden(),
             }),
         };

@@ -25,6 +25,8 @@ pub(crate) struct ConfigRecord<'a> {
 pub(crate) struct Coverage {
     /// `false`: security outcomes are recorded only where the rules say so.
     pub always_audit_security_outcomes: bool,
+    /// `false`: what a mesh AUDIT policy matched is recorded only where the rules say so.
+    pub audit_policies: bool,
     /// Envoy's log level hides the records' level now (see `log_level` records).
     pub records_hidden: bool,
 }
@@ -59,6 +61,7 @@ impl ConfigRecord<'_> {
                 "always_audit_security_outcomes",
                 coverage.always_audit_security_outcomes,
             );
+            w.bool_field("audit_policies", coverage.audit_policies);
             w.bool_field("records_hidden", coverage.records_hidden);
             w.end_object();
         }
