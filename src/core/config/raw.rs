@@ -93,7 +93,8 @@ pub struct RawAuthorization {
     /// Record every request (and, in network mode, every connection) a mesh AUDIT policy
     /// matched: Istio's `AUDIT` AuthorizationPolicy, compiled to an RBAC filter with
     /// `action: LOG`, which marks what it matches and leaves recording to a plugin.
-    /// Recorded like an `audit` rule's request, whatever the rules and sampling say.
+    /// Recorded like an `audit` rule's request, whatever the rules and sampling say. The mark
+    /// costs one attribute read per request the rules would not record.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::AUDIT_POLICIES)))]
     pub audit_policies: Option<bool>,
 }

@@ -77,6 +77,7 @@ pub(crate) const ACCESS_LOG_HINT: &[&str] = &[
 pub(crate) const JWT_METADATA: &str = "envoy.filters.http.jwt_authn";
 
 // Response headers.
+pub(crate) const STATUS_HEADER: &str = ":status";
 /// A rate limiter's headers (Envoy's local and global rate limit filters, draft 03
 /// of the IETF RateLimit fields), which limiters send together.
 pub(crate) const RATE_LIMIT_LIMIT_HEADER: &str = "x-ratelimit-limit";
@@ -124,6 +125,14 @@ const fn always(path: &'static [&'static str], kind: AttrKind) -> Attr {
 pub(crate) fn decode_i64(bytes: &[u8]) -> Option<i64> {
     let array: [u8; 8] = bytes.try_into().ok()?;
     Some(i64::from_le_bytes(array))
+}
+
+/// Envoy serialises a boolean as one byte.
+pub(crate) fn decode_flag(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [byte] => Some(*byte == 1),
+        _ => None,
+    }
 }
 
 /// How a batch item is decoded, and what is asked of Envoy for it.
@@ -186,10 +195,7 @@ impl Decode for Flag {
     const KIND: AttrKind = AttrKind::Value;
     type Value<'a> = Option<bool>;
     fn decode(item: Item<'_>) -> Option<bool> {
-        match item.present_value()? {
-            [byte] => Some(*byte == 1),
-            _ => None,
-        }
+        decode_flag(item.present_value()?)
     }
 }
 
@@ -209,7 +215,6 @@ impl Decode for Presence {
 /// The batches, each compiled once per root context by the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batch {
-    Outcome,
     Record,
     SensitiveRecord,
     RecordWithOutcome,
@@ -218,8 +223,7 @@ pub enum Batch {
 }
 
 impl Batch {
-    pub const ALL: [Batch; 6] = [
-        Batch::Outcome,
+    pub const ALL: [Batch; 5] = [
         Batch::Record,
         Batch::SensitiveRecord,
         Batch::RecordWithOutcome,
@@ -229,7 +233,6 @@ impl Batch {
 
     pub fn attrs(self) -> &'static [Attr] {
         match self {
-            Batch::Outcome => &OutcomeFacts::ATTRS,
             Batch::Record => &RecordFacts::ATTRS,
             Batch::SensitiveRecord => &SensitiveRecordFacts::ATTRS,
             Batch::RecordWithOutcome => &OutcomeRecordFacts::ATTRS,
@@ -293,17 +296,6 @@ macro_rules! attribute_batch {
             }
         }
     };
-}
-
-attribute_batch! {
-    /// What every request's end reads when the rules would not record it: the status (is
-    /// it a security outcome after all?) and whether a mesh AUDIT policy matched it. One
-    /// batch, in place of the `:status` read that was the routine path's second call.
-    pub struct OutcomeFacts for Outcome {
-        /// Absent when no response was sent.
-        status: Int = optional(RESPONSE_CODE),
-        audit_hint: Flag = optional(ACCESS_LOG_HINT),
-    }
 }
 
 attribute_batch! {
@@ -666,20 +658,14 @@ mod tests {
 
     #[test]
     fn deep_paths_test_every_level() {
+        let hint = OutcomeRecordFacts::ATTRS.last().unwrap();
+        assert_eq!(hint.path, ACCESS_LOG_HINT);
         assert_eq!(
-            cel_expression(&OutcomeFacts::ATTRS),
-            "[has(response.code) ? response.code : '', \
-             has(metadata.filter_metadata) && 'envoy.common' in metadata.filter_metadata \
+            cel_expression(std::slice::from_ref(hint)),
+            "[has(metadata.filter_metadata) && 'envoy.common' in metadata.filter_metadata \
              && has(metadata.filter_metadata['envoy.common'].access_log_hint) \
              ? metadata.filter_metadata['envoy.common'].access_log_hint : '']"
         );
-        let answer =
-            Answer::from_batch(list(&[&403i64.to_le_bytes(), &[1]]), Batch::Outcome).unwrap();
-        let facts: OutcomeFacts = answer.decode();
-        assert_eq!((facts.status, facts.audit_hint), (Some(403), Some(true)));
-        let single = Answer::Single(vec![None, Some(vec![0])]);
-        let facts: OutcomeFacts = single.decode();
-        assert_eq!((facts.status, facts.audit_hint), (None, Some(false)));
     }
 
     #[test]

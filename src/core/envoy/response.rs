@@ -1,9 +1,17 @@
-//! What the plugin reads of the response's headers: a rate limiter's.
+//! What the plugin reads of the response's headers: its status, and a rate limiter's.
 
 use super::attributes::{
-    RATE_LIMIT_LIMIT_HEADER, RATE_LIMIT_REMAINING_HEADER, RATE_LIMIT_RESET_HEADER,
+    RATE_LIMIT_LIMIT_HEADER, RATE_LIMIT_REMAINING_HEADER, RATE_LIMIT_RESET_HEADER, STATUS_HEADER,
 };
 use super::host::Host;
+
+/// `:status` from the response headers (`None` when no response was sent): a header read,
+/// the cheapest way to the status (bench/README.md).
+pub(crate) fn read_status(host: &impl Host) -> Option<u16> {
+    host.response_header(STATUS_HEADER)
+        .as_deref()
+        .and_then(|bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
+}
 
 /// A rate limiter's `x-ratelimit-*` response headers, which limiters send together.
 #[derive(Debug, Default)]

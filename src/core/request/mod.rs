@@ -6,10 +6,12 @@
 //! (`outcome::EarlyOutcome`), read the record's facts in one batch and settle the
 //! outcome (`Settled`), admit the record against its budgets, then assemble it.
 //!
-//! Host calls on the routine path (a request that will not be recorded): two.
+//! Host calls on the routine path (a request that will not be recorded): three.
 //! The request header map, once (path, method, host, the headers rules match
-//! on, trace ids: one call costs less than two single reads), and `:status`
-//! (is it a security outcome after all?). Everything else is read only for
+//! on, trace ids: one call costs less than two single reads), `:status` (is it
+//! a security outcome after all?) and the mesh AUDIT mark (did an AUDIT policy
+//! match it?): two single reads cost Envoy less than one batch of both
+//! (bench/README.md). Everything else is read only for
 //! requests that produce a record: the time, one batch of attributes, and the
 //! caller's facts once per connection; a request the rules record whatever its
 //! outcome takes its status from the batch rather than a read of its own.

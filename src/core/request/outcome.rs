@@ -3,11 +3,13 @@
 //! authentication concluded, and the outcome read before the record's batch.
 
 use crate::core::config::Settings;
-use crate::core::envoy::attributes::{Decoded, OutcomeFacts, CODE_DETAILS};
+use crate::core::envoy::attributes::CODE_DETAILS;
 use crate::core::envoy::host::Host;
 use crate::core::envoy::identity::{jwt_failure_reason, JwtClaims};
-use crate::core::envoy::rbac::Rbac;
-use crate::core::envoy::rbac::{denial_in_details, parse_ext_authz_selection};
+use crate::core::envoy::rbac::{
+    denial_in_details, parse_ext_authz_selection, read_audit_hint, Rbac,
+};
+use crate::core::envoy::response::read_status;
 use crate::core::record::access::{Authn, Authz, Basis, ExtAuthzCheck};
 use crate::core::record::Kind;
 
@@ -66,7 +68,7 @@ pub(super) fn likely_security(replied_before_plugin: bool, status: Option<u16>) 
     replied_before_plugin || status.is_some_and(is_security_status)
 }
 
-/// How the request ended, as the routine path reads it: one batch.
+/// How the request ended, as the routine path reads it: two single reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Ending {
     /// `None` when no response was sent.
@@ -77,11 +79,9 @@ pub(super) struct Ending {
 
 impl Ending {
     pub(super) fn read(settings: &Settings, host: &impl Host) -> Self {
-        let answer = host.properties(OutcomeFacts::BATCH);
-        let facts: OutcomeFacts = answer.decode();
         Self {
-            status: status_code(facts.status),
-            audit_hint: audit_hint(settings, facts.audit_hint),
+            status: read_status(host),
+            audit_hint: audit_hint(settings, read_audit_hint(host)),
         }
     }
 }

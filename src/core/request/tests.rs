@@ -102,19 +102,19 @@ fn sensitive_endpoint_is_audited_with_allow_listed_headers() {
 }
 
 #[test]
-fn routine_request_costs_two_host_calls_when_dropped() {
+fn routine_request_costs_three_host_calls_when_dropped() {
     let s = settings(CONFIG);
     let host = FakeHost::request("GET", "/healthz", 200);
     assert!(run(&s, &host, true).is_none());
     assert_eq!(
         host.calls.get(),
-        2,
-        "the request header map and :status, both in on_log"
+        3,
+        "the request header map, :status and the AUDIT mark, all in on_log"
     );
 }
 
 #[test]
-fn routine_request_sampled_out_costs_two_host_calls() {
+fn routine_request_sampled_out_costs_three_host_calls() {
     let s = settings(r#"{"default_sample_rate": 0.0001}"#);
     let mut sampled_out = None;
     for i in 0..100 {
@@ -127,8 +127,8 @@ fn routine_request_sampled_out_costs_two_host_calls() {
     }
     assert_eq!(
         sampled_out,
-        Some(2),
-        "the header map (path and trace id) and :status"
+        Some(3),
+        "the header map (path and trace id), :status and the AUDIT mark"
     );
 }
 
@@ -208,7 +208,11 @@ fn rules_on_the_status_read_it_before_matching() {
     assert_eq!(r["response"]["code"], 503);
     let fine = FakeHost::request("GET", "/products", 200);
     assert!(run(&s, &fine, true).is_none());
-    assert_eq!(fine.calls.get(), 2, "the header map and the outcome batch");
+    assert_eq!(
+        fine.calls.get(),
+        3,
+        "the header map, :status and the AUDIT mark"
+    );
 }
 
 #[test]
@@ -434,7 +438,7 @@ fn method_override_headers_cannot_dodge_a_method_rule() {
     // Matching on methods and their overrides costs no host call beyond the header map.
     let host = FakeHost::request("GET", "/orders/1", 200);
     assert!(run(&s, &host, true).is_none());
-    assert_eq!(host.calls.get(), 2);
+    assert_eq!(host.calls.get(), 3);
 }
 
 fn rbac_struct(pairs: &[(&str, &[u8])]) -> Vec<u8> {
@@ -498,11 +502,11 @@ fn rules_on_identity_read_a_known_connection_by_its_id_alone() {
         on_log(&s, &mut w, true, &mtls).is_none(),
         "an mTLS caller is not matched"
     );
-    // The header map, :status, the connection id, the connection's facts.
-    assert_eq!(mtls.calls.get(), 4);
+    // The header map, the connection id, the connection's facts, :status, the AUDIT mark.
+    assert_eq!(mtls.calls.get(), 5);
     let again = FakeHost::request("GET", "/y", 200).with_int_property("connection.id", 9);
     assert!(on_log(&s, &mut w, true, &again).is_none());
-    assert_eq!(again.calls.get(), 3, "a known connection: its id alone");
+    assert_eq!(again.calls.get(), 4, "a known connection: its id alone");
     let plain = FakeHost::request("GET", "/z", 200)
         .with_int_property("connection.id", 10)
         .with_property("connection.mtls", [0]);
@@ -618,7 +622,7 @@ fn shadow_denial_on_an_allowed_request_is_recorded_when_enabled() {
     let host = FakeHost::request("GET", "/products", 200)
         .with_property("metadata.filter_metadata.envoy.filters.http.rbac", &shadow);
     assert!(run(&off, &host, true).is_none());
-    assert_eq!(host.calls.get(), 2);
+    assert_eq!(host.calls.get(), 3);
 }
 
 #[test]
@@ -831,16 +835,16 @@ mod istio_layout {
             serde_json::json!({"decision": "allowed", "by": "rbac", "basis": "allow_or_audit_policy",
                 "unattributed_policy": AUDIT_ID, "audit": {"matched": true}})
         );
-        // The header map, the outcome batch, RBAC's metadata, the time, the record's batch
+        // The header map, :status, the mark, RBAC's metadata, the time, the record's batch
         // and the connection's.
-        assert_eq!(host.calls.get(), 6);
+        assert_eq!(host.calls.get(), 7);
 
-        // The mark says "no match": routine, two calls.
+        // The mark says "no match": routine, three calls.
         let unmatched = FakeHost::request("GET", "/admin/users", 200)
             .with_property(HINT, [0])
             .with_property(RBAC, enforced("allowed", None));
         assert!(run(&s, &unmatched, true).is_none());
-        assert_eq!(unmatched.calls.get(), 2);
+        assert_eq!(unmatched.calls.get(), 3);
 
         // Even a drop rule gives way, as it does to a security outcome.
         let dropping = settings(
