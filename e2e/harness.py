@@ -67,6 +67,24 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[str, bytes]:
+    """Sends raw bytes to 127.0.0.1:`port` on a fresh connection; returns the connection's
+    local address (the `source.address` a record shows) and what came back until close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        local_host, local_port = s.getsockname()
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return f"{local_host}:{local_port}", b"".join(chunks)
+
+
 class Upstream:
     """e2e/upstream.py in a subprocess."""
 
@@ -352,18 +370,7 @@ class Stack:
     def raw(self, data: bytes, timeout: float = 5.0) -> bytes:
         """Sends raw bytes on a fresh connection; returns what came back until close.
         Send `Connection: close` so Envoy closes once it has answered."""
-        with socket.create_connection(("127.0.0.1", self.listen_port), timeout=timeout) as s:
-            s.sendall(data)
-            chunks = []
-            while True:
-                try:
-                    chunk = s.recv(65536)
-                except (TimeoutError, ConnectionResetError):
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            return b"".join(chunks)
+        return exchange(self.listen_port, data, timeout)[1]
 
     def stop(self) -> None:
         if hasattr(self, "envoy"):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -407,20 +406,7 @@ def test_outbound_route_names_the_virtual_service_and_destination_rule(layout):
 
 
 def tcp_exchange(port: int) -> tuple[str, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        local_host, local_port = s.getsockname()
-        local = f"{local_host}:{local_port}"
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return local, b"".join(chunks)
+    return harness.exchange(port, b"GET / HTTP/1.0\r\n\r\n")
 
 
 def tcp_records(layout, local: str) -> list[dict]:
