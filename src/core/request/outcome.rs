@@ -27,18 +27,11 @@ pub(super) fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&R
 }
 
 fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
-    const DENIED: [&[u8]; 4] = [
-        b"rbac_access_denied",
-        b"ext_authz_denied",
-        b"ext_authz_error",
-        b"ext_authz_invalid",
-    ];
-    const AUTH_FAILED: [&[u8]; 1] = [b"jwt_authn_access_denied"];
     if let Some(details) = code_details {
-        if DENIED.iter().any(|p| details.starts_with(p)) {
+        if details.starts_with(b"rbac_access_denied") || ext_authz_answer(details).is_some() {
             return Kind::Denied;
         }
-        if AUTH_FAILED.iter().any(|p| details.starts_with(p)) {
+        if details.starts_with(b"jwt_authn_access_denied") {
             return Kind::AuthFailure;
         }
     }

@@ -696,6 +696,8 @@ fn ext_authz_denials_and_errors() {
     for (details, decision, status) in [
         ("ext_authz_denied", "denied", 403),
         ("ext_authz_error", "error", 403),
+        // An answer or header mutation ext_authz could not apply.
+        ("ext_authz_invalid", "error", 500),
     ] {
         let host =
             FakeHost::request("GET", "/x", status).with_property("response.code_details", details);
