@@ -102,19 +102,8 @@ def istio_rbac_layout() -> list[dict]:
     requests are allowed, matched by no AUDIT or DENY policy."""
 
     def rbac(action: str | None, policy: str, prefix: str) -> dict:
-        rules = {
-            "policies": {policy: {"permissions": [{"url_path": {"path": {"prefix": prefix}}}], "principals": [{"any": True}]}}
-        }
-        if action:
-            rules["action"] = action
-        return {
-            "name": "envoy.filters.http.rbac",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                "rules": rules,
-                "shadow_rules_stat_prefix": "istio_dry_run_allow_",
-            },
-        }
+        permission = {"permissions": [{"url_path": {"path": {"prefix": prefix}}}], "principals": [{"any": True}]}
+        return harness.rbac_filter({policy: permission}, action, shadow_rules_stat_prefix="istio_dry_run_allow_")
 
     return [
         rbac("LOG", "ns[bench]-policy[audit-admin]-rule[0]", "/admin"),

@@ -135,17 +135,15 @@ def plugin_config(config: dict) -> dict:
     return json.loads(wasm_filter(config)["typed_config"]["config"]["configuration"]["value"])
 
 
-def rbac_filter(policies: dict, action: str = "DENY", **extra) -> dict:
+def rbac_filter(policies: dict | None, action: str | None = "DENY", **extra) -> dict:
     """Envoy's HTTP RBAC filter with `policies` under `action` (and `shadow_rules` and the like
-    in `extra`), as Istio's authorization builder shapes one."""
-    return {
-        "name": "envoy.filters.http.rbac",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "rules": {"action": action, "policies": policies},
-            **extra,
-        },
-    }
+    in `extra`), as Istio's authorization builder shapes one: every one named
+    `envoy.filters.http.rbac`; ALLOW (`action=None`) shows no action, the proto default; with
+    `policies=None` a filter of shadow rules only (Istio's CUSTOM selection)."""
+    config: dict = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", **extra}
+    if policies is not None:
+        config["rules"] = {"policies": policies, **({"action": action} if action else {})}
+    return {"name": "envoy.filters.http.rbac", "typed_config": config}
 
 
 def set_plugin_config(config: dict, plugin: dict | str) -> None:

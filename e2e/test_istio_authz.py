@@ -38,7 +38,6 @@ DRY_AUDIT = "ns[shop]-policy[dry-audit-reports]-rule[0]"
 VS = "/apis/networking.istio.io/v1/namespaces/shop/virtual-service/reviews-route"
 DR = "/apis/networking.istio.io/v1/namespaces/shop/destination-rule/reviews-tls"
 PLUGIN = {"default_sample_rate": 0, "authorization": {"shadow_results": True}}
-RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 
 
 def prefixes(*paths: str) -> dict:
@@ -46,15 +45,6 @@ def prefixes(*paths: str) -> dict:
         "permissions": [{"or_rules": {"rules": [{"url_path": {"path": {"prefix": p}}} for p in paths]}}],
         "principals": [{"any": True}],
     }
-
-
-def rbac(action: str | None, policies: dict | None, **extra) -> dict:
-    """Envoy's HTTP RBAC filter as Istio writes it: every one named `envoy.filters.http.rbac`;
-    ALLOW shows no `action` (the proto default); a filter may hold only shadow rules."""
-    config: dict = {"@type": RBAC, **extra}
-    if policies is not None:
-        config["rules"] = {"policies": policies, **({"action": action} if action else {})}
-    return {"name": "envoy.filters.http.rbac", "typed_config": config}
 
 
 def ext_authz(port: int, enabled_by: str, prefix: str) -> dict:
@@ -80,11 +70,11 @@ def custom_pair(port: int, legacy: bool) -> list[dict]:
     shadow = {"action": "DENY", "policies": {policy: prefixes("/ext")}}
     if legacy:
         return [
-            rbac(None, None, shadow_rules=shadow),
+            harness.rbac_filter(None, None, shadow_rules=shadow),
             ext_authz(port, "shadow_effective_policy_id", "istio-ext-authz"),
         ]
     return [
-        rbac(None, None, shadow_rules=shadow, shadow_rules_stat_prefix="istio_ext_authz_"),
+        harness.rbac_filter(None, None, shadow_rules=shadow, shadow_rules_stat_prefix="istio_ext_authz_"),
         ext_authz(port, "istio_ext_authz_shadow_effective_policy_id", "istio-ext-authz-opa"),
     ]
 
@@ -166,24 +156,24 @@ class Layout:
         backend = [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
         inbound = [
             *custom_pair(authz_port, legacy=False),
-            rbac(
-                "LOG",
+            harness.rbac_filter(
                 {AUDIT: prefixes("/admin")},
+                "LOG",
                 shadow_rules={"action": "LOG", "policies": {DRY_AUDIT: prefixes("/reports/audited")}},
             ),
-            rbac(
-                "DENY",
+            harness.rbac_filter(
                 {DENY: prefixes("/admin/forbidden")},
+                "DENY",
                 shadow_rules={"action": "DENY", "policies": {DRY_DENY: prefixes("/reports/denied")}},
                 shadow_rules_stat_prefix="istio_dry_run_deny_",
             ),
-            rbac(
-                None,
+            harness.rbac_filter(
                 {ALLOW: prefixes("/admin/users", "/public", "/ext", "/reports")},
+                None,
                 shadow_rules_stat_prefix="istio_dry_run_allow_",
             ),
         ]
-        legacy = [*custom_pair(authz_port, legacy=True), rbac(None, {ALLOW: prefixes("/")})]
+        legacy = [*custom_pair(authz_port, legacy=True), harness.rbac_filter({ALLOW: prefixes("/")}, None)]
         outbound_routes = [
             {
                 "name": "reviews.shop.svc.cluster.local:80",
@@ -192,7 +182,7 @@ class Layout:
                 "metadata": {"filter_metadata": {"istio": {"config": VS}}},
             }
         ]
-        outbound = [rbac("LOG", {AUDIT: prefixes("/admin")}, shadow_rules_stat_prefix="istio_dry_run_allow_")]
+        outbound = [harness.rbac_filter({AUDIT: prefixes("/admin")}, "LOG", shadow_rules_stat_prefix="istio_dry_run_allow_")]
 
         def http_listener(name: str, direction: str, filters: list[dict], routes: list[dict]) -> dict:
             return {

@@ -58,7 +58,7 @@ pub(crate) fn on_connection_close(
     let end: ConnectionEndFacts = answer.decode();
     let failure = end.transport_failure.filter(|_| !data_seen);
     let denial = end.termination_details.and_then(denial_in_details);
-    let audited = settings.audit_policies && end.audit_hint == Some(true);
+    let audited = settings.heeds_audit_mark(end.audit_hint);
     if failure.is_none() && denial.is_none() && !audited && !settings.record_connections {
         worker.tally(None, |c| c.dropped += 1);
         return None;

@@ -210,6 +210,14 @@ pub struct Rule {
     pub budget: Option<Budget>,
 }
 
+impl Settings {
+    /// Whether Envoy's AUDIT mark (`access_log_hint`, `None` without an AUDIT filter) makes
+    /// a request or connection recorded, as far as the configuration heeds the mark.
+    pub(crate) fn heeds_audit_mark(&self, hint: Option<bool>) -> bool {
+        self.audit_policies && hint == Some(true)
+    }
+}
+
 /// Validated plugin settings. Immutable once built; the sections follow the JSON's.
 #[derive(Debug, Clone)]
 pub struct Settings {

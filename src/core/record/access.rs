@@ -258,13 +258,8 @@ impl AccessRecord<'_> {
             if let Some(id) = authz.unattributed_policy {
                 w.bytes_field("unattributed_policy", id, cap);
             }
-            if let Some(audit) = authz.audit {
-                w.object_field("audit");
-                w.bool_field("matched", true);
-                if let Some(policy) = audit {
-                    write_policy(&mut w, policy, cap);
-                }
-                w.end_object();
+            if let Some(policy) = authz.audit {
+                write_audit(&mut w, policy, cap);
             }
             if let Some(check) = &authz.ext_authz {
                 w.object_field("ext_authz");
@@ -378,6 +373,16 @@ fn write_istio_object(
         }
         _ => w.bytes_field(raw_field, config, cap),
     }
+}
+
+/// `audit`: a mesh AUDIT policy matched, and which, where known.
+pub(super) fn write_audit(w: &mut JsonWriter, policy: Option<&[u8]>, cap: usize) {
+    w.object_field("audit");
+    w.bool_field("matched", true);
+    if let Some(policy) = policy {
+        write_policy(w, policy, cap);
+    }
+    w.end_object();
 }
 
 /// `policy`, and for Istio's naming also `policy_namespace`, `policy_name`, `policy_rule`.

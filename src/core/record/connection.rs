@@ -1,7 +1,7 @@
 //! Network-mode records: a failed TLS handshake (`tls_failure`), or a connection
 //! (`connection`) when configured.
 
-use super::access::{write_policy, Basis};
+use super::access::{write_audit, write_policy, Basis};
 use super::json::JsonWriter;
 use super::{write_peer, write_source, Envelope, Reason};
 use crate::core::envoy::identity::Peer;
@@ -55,9 +55,7 @@ impl ConnectionRecord<'_> {
                 write_policy(&mut w, policy, cap);
             }
             if self.audited {
-                w.object_field("audit");
-                w.bool_field("matched", true);
-                w.end_object();
+                write_audit(&mut w, None, cap);
             }
             w.end_object();
         }

@@ -44,8 +44,7 @@ use crate::core::worker::suppress::SuppressedKey;
 use crate::core::worker::Worker;
 use inputs::{recorded_headers, sampling_draw, KnownHeaders};
 use outcome::{
-    audit_hint, authentication, authorization, classify, likely_security, status_code,
-    EarlyOutcome, Ending,
+    authentication, authorization, classify, likely_security, status_code, EarlyOutcome, Ending,
 };
 use rules::{first_matching_rule, verdict, MatchInput, Verdict};
 use std::rc::Rc;
@@ -327,7 +326,7 @@ impl<'a> Settled<'a> {
         host: &impl Host,
     ) -> Self {
         let status = status_code(facts.status);
-        let audit_hint = audit_hint(settings, facts.audit_hint);
+        let audit_hint = settings.heeds_audit_mark(facts.audit_hint);
         let rbac = (settings.shadow_results
             || plan.sensitive
             || audit_hint

@@ -74,7 +74,7 @@ impl Ending {
     pub(super) fn read(settings: &Settings, host: &impl Host) -> Self {
         Self {
             status: read_status(host),
-            audit_hint: audit_hint(settings, read_audit_hint(host)),
+            audit_hint: settings.heeds_audit_mark(read_audit_hint(host)),
         }
     }
 }
@@ -82,11 +82,6 @@ impl Ending {
 /// Envoy's `response.code`, if it is a status.
 pub(super) fn status_code(code: Option<i64>) -> Option<u16> {
     code.and_then(|code| u16::try_from(code).ok())
-}
-
-/// Whether a mesh AUDIT policy matched, as far as the configuration heeds them.
-pub(super) fn audit_hint(settings: &Settings, hint: Option<bool>) -> bool {
-    settings.audit_policies && hint == Some(true)
 }
 
 /// The outcome read before the record's batch, where it decides whether there is a
