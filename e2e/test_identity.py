@@ -328,7 +328,7 @@ class Mesh:
         self.issuer = pki.JwtIssuer("https://issuer.test")
         self.forger = pki.JwtIssuer("https://issuer.test")  # same issuer, unknown key
         self.upstream = harness.Upstream()
-        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ExtAuthz)
+        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", harness.free_port()), ExtAuthz)
         threading.Thread(target=self.authz.serve_forever, daemon=True).start()
         self.ports = {
             "upstream": self.upstream.port,

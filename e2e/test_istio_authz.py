@@ -138,7 +138,7 @@ def tcp_listener(name: str, port: int, rules: dict, network_wasm: dict) -> dict:
 class Layout:
     def __init__(self) -> None:
         self.upstream = harness.Upstream()
-        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ExtAuthzServer)
+        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", harness.free_port()), ExtAuthzServer)
         threading.Thread(target=self.authz.serve_forever, daemon=True).start()
         authz_port = self.authz.server_address[1]
         self.ports = {name: harness.free_port() for name in ("inbound", "legacy", "outbound", "tcp-audit", "tcp-deny")}
