@@ -35,15 +35,17 @@ N = int(os.environ.get("N", "2000"))
 WARM_UP = 300
 
 
-def requests(port: int, count: int) -> None:
+def requests(port: int, count: int, headers: list[str]) -> None:
+    """`headers`: the variant's own, as "Name: value" (bench/run.py's form)."""
+    sent = {"x-request-id": "r", **dict(h.split(": ", 1) for h in headers)}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
-        conn.request("GET", "/bench/path?x=1", headers={"x-request-id": "r"})
+        conn.request("GET", "/bench/path?x=1", headers=sent)
         conn.getresponse().read()
     conn.close()
 
 
-def count(name: str, filters: list, loggers: list, work: Path) -> float:
+def count(name: str, filters: list, loggers: list, headers: list[str], work: Path) -> float:
     port, admin = harness.free_port(), harness.free_port()
     config = work / "envoy.yaml"
     config.write_text(yaml.safe_dump(bench.envoy_config(port, admin, filters, loggers), sort_keys=False))
@@ -72,9 +74,9 @@ def count(name: str, filters: list, loggers: list, work: Path) -> float:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{name}: Envoy did not start under valgrind") from None
                 time.sleep(1)
-        requests(port, WARM_UP)
+        requests(port, WARM_UP, headers)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
-        requests(port, N)
+        requests(port, N, headers)
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
         time.sleep(1)
         totals = [
@@ -98,8 +100,8 @@ def main() -> None:
     if baseline:
         table.update({f"{v[0]} (baseline)": v for v in bench.variants(work, Path(baseline)) if v[0].startswith("meshaudit")})
     for name in sys.argv[1:]:
-        _, filters, loggers, _headers = table[name]
-        print(f"{name}: {count(name, filters, loggers, work):,.0f} instructions/request ({N} requests)", flush=True)
+        _, filters, loggers, headers = table[name]
+        print(f"{name}: {count(name, filters, loggers, headers, work):,.0f} instructions/request ({N} requests)", flush=True)
 
 
 if __name__ == "__main__":

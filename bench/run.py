@@ -156,6 +156,14 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
             [],
             [],
         ),
+        # The routine path of gRPC-shaped requests (content type application/grpc, answered
+        # with grpc-status 0): one host call more than a plain request, the gRPC status.
+        (
+            "meshaudit, routine gRPC sampled out",
+            meshaudit({"default_sample_rate": 0.0001}),
+            [],
+            ["Content-Type: application/grpc"],
+        ),
         # A realistic mix: the same with 1% of requests recorded through Envoy's log.
         ("meshaudit, routine sampled at 1%", meshaudit({"default_sample_rate": 0.01}), [], []),
         (
@@ -227,7 +235,19 @@ def envoy_config(port: int, admin: int, filters: list, loggers: list) -> dict:
                 {
                     "name": "bench",
                     "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}],
+                    "routes": [
+                        # gRPC-shaped requests get a gRPC answer: the status in a header, as a
+                        # trailers-only response carries it.
+                        {
+                            "match": {
+                                "prefix": "/",
+                                "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
+                            },
+                            "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+                            "response_headers_to_add": [{"header": {"key": "grpc-status", "value": "0"}}],
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
+                    ],
                 }
             ]
         },

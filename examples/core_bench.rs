@@ -21,6 +21,9 @@ impl Host for StaticHost {
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         (name == ":status").then(|| self.status.to_vec())
     }
+    fn response_trailer(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         match path {
             ["response", "code_details"] => Some(b"via_upstream".to_vec()),

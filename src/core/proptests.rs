@@ -176,6 +176,8 @@ proptest! {
         status in prop::sample::select(vec!["200", "401", "403", "500", "", "abc", "99999"]),
         secret in "[A-Za-z0-9]{16,24}",
         local_reply in any::<bool>(),
+        grpc in any::<bool>(),
+        grpc_status in vec(any::<u8>(), 0..8),
     ) {
         let settings = Settings::from_json(br#"{
             "redaction": {"query_params": ["token"]},
@@ -191,6 +193,14 @@ proptest! {
             .with_request_header("x-api-key", &secret)
             .with_response_header(":status", status)
             .with_property("response.code_details", &value);
+        // A gRPC call with any status bytes, and its message at level request.
+        let host = if grpc {
+            host.with_request_header("content-type", "application/grpc")
+                .with_response_trailer("grpc-status", &grpc_status)
+                .with_response_trailer("grpc-message", &value)
+        } else {
+            host
+        };
         let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), !local_reply, &host).unwrap();
         prop_assert!(!line.contains('\n') && !line.contains('\r'));
         prop_assert!(line.len() <= settings.limits.max_record_bytes);

@@ -20,6 +20,7 @@ const CAS_MISMATCH: u32 = 8;
 pub(super) enum MapType {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    ResponseTrailers = 3,
 }
 
 #[derive(Clone, Copy)]

@@ -64,6 +64,10 @@ impl Host for EnvoyHost {
         abi::header(MapType::ResponseHeaders, name)
     }
 
+    fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
+        abi::header(MapType::ResponseTrailers, name)
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path)
     }

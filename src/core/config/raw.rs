@@ -358,9 +358,17 @@ pub struct RawMatch {
     /// All of these request header conditions.
     #[serde(default)]
     pub headers: Vec<RawHeaderMatch>,
-    /// Any of these response statuses: a code (`404`) or a class (`"5xx"`).
+    /// Any of these response statuses: a code (`404`), a class (`"5xx"`), or a gRPC call's
+    /// status (`"grpc:PERMISSION_DENIED"`, `"grpc:7"`), which only a gRPC call has.
     #[serde(default)]
     pub status: Vec<RawStatus>,
+    /// Any of these gRPC services (`/<service>/<method>` paths, whatever the content type):
+    /// a full name such as `shop.v1.Admin`, or a prefix ending in `*` such as `shop.*`.
+    #[serde(default)]
+    pub grpc_services: Vec<String>,
+    /// Any of these gRPC methods, as `<service>/<method>` (`shop.v1.Admin/DeleteUser`).
+    #[serde(default)]
+    pub grpc_methods: Vec<String>,
     /// Match paths without regard to ASCII case.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::CASE_INSENSITIVE)))]
     pub case_insensitive: Option<bool>,
@@ -420,7 +428,8 @@ impl RawLevel {
     pub(crate) const DEFAULT: RawLevel = RawLevel::Metadata;
 }
 
-/// A response status condition: a code like `404` or a class like `"4xx"`.
+/// A response status condition: a code like `404`, a class like `"4xx"`, or a gRPC
+/// status like `"grpc:PERMISSION_DENIED"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawStatus {
     Code(u64),
@@ -479,7 +488,7 @@ impl Visitor<'_> for StatusVisitor {
     type Value = RawStatus;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a status code such as 404 or a class such as \"5xx\"")
+        f.write_str("a status code such as 404, a class such as \"5xx\" or a gRPC status such as \"grpc:PERMISSION_DENIED\"")
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
@@ -532,10 +541,11 @@ mod schema {
         }
         fn json_schema(_: &mut SchemaGenerator) -> Schema {
             json_schema!({
-                "description": "A response status code (100 to 599) or class (\"1xx\" to \"5xx\").",
+                "description": "A response status code (100 to 599), class (\"1xx\" to \"5xx\"), or gRPC status (\"grpc:\" and a canonical name such as PERMISSION_DENIED, any case, or a code 0 to 16).",
                 "oneOf": [
                     {"type": "number", "minimum": 100, "maximum": 599, "multipleOf": 1},
-                    {"type": "string", "pattern": "^[1-5][xX][xX]$"}
+                    {"type": "string", "pattern": "^[1-5][xX][xX]$"},
+                    {"type": "string", "pattern": "^grpc:([0-9]|1[0-6]|[A-Za-z_]+)$"}
                 ]
             })
         }

@@ -137,13 +137,33 @@ pub enum StatusMatcher {
     Code(u16),
     /// The hundreds digit: 4 for `4xx`.
     Class(u16),
+    /// A gRPC status code (`"grpc:PERMISSION_DENIED"`), only ever a gRPC call's.
+    Grpc(u8),
 }
 
 impl StatusMatcher {
-    pub fn matches(&self, status: u16) -> bool {
+    /// `http`: 0 when no response was sent; `grpc`: the status of a gRPC call.
+    pub fn matches(&self, http: u16, grpc: Option<i64>) -> bool {
         match *self {
-            StatusMatcher::Code(code) => status == code,
-            StatusMatcher::Class(class) => status / 100 == class,
+            StatusMatcher::Code(code) => http == code,
+            StatusMatcher::Class(class) => http / 100 == class,
+            StatusMatcher::Grpc(code) => grpc == Some(i64::from(code)),
+        }
+    }
+}
+
+/// A gRPC service condition: a fully qualified name, or one ending in `*` for a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceMatcher {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl ServiceMatcher {
+    pub fn matches(&self, service: &[u8]) -> bool {
+        match self {
+            ServiceMatcher::Exact(s) => service == s.as_slice(),
+            ServiceMatcher::Prefix(p) => service.starts_with(p),
         }
     }
 }
@@ -184,6 +204,9 @@ pub struct Matcher {
     pub hosts: Vec<HostMatcher>,
     pub headers: Vec<HeaderMatcher>,
     pub status: Vec<StatusMatcher>,
+    pub grpc_services: Vec<ServiceMatcher>,
+    /// `<service>/<method>`.
+    pub grpc_methods: Vec<Vec<u8>>,
 }
 
 /// A token bucket's parameters.

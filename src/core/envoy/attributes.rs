@@ -35,6 +35,10 @@ pub(crate) const RESPONSE_CODE: &[&str] = &["response", "code"];
 pub(crate) const CODE_DETAILS: &[&str] = &["response", "code_details"];
 pub(crate) const RESPONSE_FLAGS: &[&str] = &["response", "flags"];
 pub(crate) const REQUEST_DURATION: &[&str] = &["request", "duration"];
+/// The gRPC status as Envoy reads it: the `grpc-status` trailer, else the header (a
+/// trailers-only response, as every local reply to a gRPC client is), else inferred from
+/// the HTTP status (`Grpc::Utility::httpToGrpcStatus`); -1 for a value Envoy cannot parse.
+pub(crate) const GRPC_STATUS: &[&str] = &["response", "grpc_status"];
 /// Absent for a route without a name.
 pub(crate) const ROUTE_NAME: &[&str] = &["xds", "route_name"];
 /// Absent for a direct response.
@@ -83,6 +87,8 @@ pub(crate) const STATUS_HEADER: &str = ":status";
 pub(crate) const RATE_LIMIT_LIMIT_HEADER: &str = "x-ratelimit-limit";
 pub(crate) const RATE_LIMIT_REMAINING_HEADER: &str = "x-ratelimit-remaining";
 pub(crate) const RATE_LIMIT_RESET_HEADER: &str = "x-ratelimit-reset";
+/// The gRPC status message: a trailer from a server, a header in a trailers-only response.
+pub(crate) const GRPC_MESSAGE: &str = "grpc-message";
 
 /// What is asked of an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub trait Host {
     /// one host call instead of one per header.
     fn request_header_map(&self) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    fn response_trailer(&self, name: &str) -> Option<Vec<u8>>;
     /// An Envoy attribute, such as `["response", "code_details"]`, in its serialized form.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Wall-clock time, Unix nanoseconds.
@@ -51,6 +52,7 @@ mod fake {
     pub(crate) struct FakeHost {
         pub request_headers: HashMap<String, Vec<u8>>,
         pub response_headers: HashMap<String, Vec<u8>>,
+        pub response_trailers: HashMap<String, Vec<u8>>,
         pub properties: HashMap<String, Vec<u8>>,
         pub now: u64,
         pub calls: Cell<usize>,
@@ -76,6 +78,12 @@ mod fake {
             self
         }
 
+        pub(crate) fn with_response_trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+            self.response_trailers
+                .insert(name.to_string(), value.as_ref().to_vec());
+            self
+        }
+
         pub(crate) fn with_property(mut self, path: &str, value: impl AsRef<[u8]>) -> Self {
             self.properties
                 .insert(path.to_string(), value.as_ref().to_vec());
@@ -95,18 +103,46 @@ mod fake {
                 .with_response_header(":status", status.to_string())
         }
 
-        /// An attribute: `response.headers.<name>` and `response.code` from the response
-        /// headers, as in Envoy.
+        /// An attribute: `response.headers.<name>`, `response.code` and `response.grpc_status`
+        /// from the response headers and trailers, as in Envoy.
         fn lookup(&self, path: &[&str]) -> Option<Vec<u8>> {
             match path {
                 ["response", "headers", name] => self.response_headers.get(*name).cloned(),
-                ["response", "code"] => {
-                    let status = self.response_headers.get(":status")?;
-                    let code: i64 = std::str::from_utf8(status).ok()?.parse().ok()?;
-                    Some(code.to_le_bytes().to_vec())
-                }
+                ["response", "code"] => Some(self.http_status()?.to_le_bytes().to_vec()),
+                ["response", "grpc_status"] => Some(self.grpc_status()?.to_le_bytes().to_vec()),
                 _ => self.properties.get(&path.join(".")).cloned(),
             }
+        }
+
+        fn http_status(&self) -> Option<i64> {
+            let status = self.response_headers.get(":status")?;
+            std::str::from_utf8(status).ok()?.parse().ok()
+        }
+
+        /// Envoy's `Grpc::Common::getGrpcStatus`: the trailer, the header, else the HTTP
+        /// status mapped as `Grpc::Utility::httpToGrpcStatus` maps it.
+        fn grpc_status(&self) -> Option<i64> {
+            let parsed = |value: &Vec<u8>| {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .filter(|code| (0..=16).contains(code))
+                    .unwrap_or(-1)
+            };
+            if let Some(value) = self.response_trailers.get("grpc-status") {
+                return Some(parsed(value));
+            }
+            if let Some(value) = self.response_headers.get("grpc-status") {
+                return Some(parsed(value));
+            }
+            Some(match self.http_status()? {
+                400 => 13,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                429 | 502 | 503 | 504 => 14,
+                _ => 2,
+            })
         }
 
         pub(crate) fn reset_calls(&self) {
@@ -136,6 +172,10 @@ mod fake {
         fn response_header(&self, name: &str) -> Option<Vec<u8>> {
             self.count();
             self.response_headers.get(name).cloned()
+        }
+        fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
+            self.count();
+            self.response_trailers.get(name).cloned()
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
             self.count();

@@ -5,6 +5,7 @@
 pub(crate) mod attributes;
 pub(crate) mod connection;
 pub(crate) mod flags;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod host;
 pub(crate) mod identity;

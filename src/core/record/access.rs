@@ -3,6 +3,7 @@
 use super::json::JsonWriter;
 use super::{write_peer, write_source, Envelope, Kind, Reason, RecordKind};
 use crate::core::envoy::flags;
+use crate::core::envoy::grpc::{status_name, GrpcCall};
 use crate::core::envoy::identity::Peer;
 use crate::core::envoy::mesh::parse_istio_config;
 use crate::core::envoy::rbac::{parse_istio_policy, EngineResult};
@@ -110,6 +111,17 @@ pub(crate) struct ExtAuthzCheck<'a> {
     pub answer: &'static str,
 }
 
+/// A gRPC call (`grpc` in the record).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GrpcFacts<'a> {
+    /// From the canonical path, when it has the gRPC shape `/<service>/<method>`.
+    pub call: Option<GrpcCall<'a>>,
+    /// As Envoy derived it (see `envoy::grpc`); -1 when Envoy could not parse it.
+    pub status: Option<i64>,
+    /// `grpc-message`, at level `request` only, redacted like a request header.
+    pub message: Option<Vec<u8>>,
+}
+
 /// What authentication concluded (`authn` in the record).
 #[derive(Debug, Clone)]
 pub(crate) struct Authn<'a> {
@@ -155,6 +167,7 @@ pub(crate) struct AccessRecord<'a> {
     pub authz: Option<Authz<'a>>,
     pub authn: Option<Authn<'a>>,
     pub rate_limit: Option<RateLimitUsage<'a>>,
+    pub grpc: Option<GrpcFacts<'a>>,
     pub trace_id: Option<&'a [u8]>,
     pub span_id: Option<&'a [u8]>,
     pub b3_trace_id: Option<&'a [u8]>,
@@ -301,6 +314,21 @@ impl AccessRecord<'_> {
             w.opt_bytes_field("reset", usage.reset, cap);
             w.u64_field("window_calls", usage.window_calls);
             w.u64_field("window_seconds", usage.window_seconds);
+            w.end_object();
+        }
+        if let Some(grpc) = &self.grpc {
+            w.object_field("grpc");
+            if let Some(call) = grpc.call {
+                w.bytes_field("service", call.service, cap);
+                w.bytes_field("method", call.method, cap);
+            }
+            if let Some(code) = grpc.status {
+                w.object_field("status");
+                w.i64_field("code", code);
+                w.opt_str_field("name", status_name(code));
+                w.end_object();
+            }
+            w.opt_bytes_field("message", grpc.message.as_deref(), cap);
             w.end_object();
         }
         if self.trace_id.is_some() || self.b3_trace_id.is_some() {

@@ -162,6 +162,15 @@ impl JsonWriter {
         push_u64(&mut self.out, value);
     }
 
+    pub(crate) fn i64_field(&mut self, key: &'static str, value: i64) {
+        self.key(key);
+        self.separate();
+        if value < 0 {
+            self.out.push(b'-');
+        }
+        push_u64(&mut self.out, value.unsigned_abs());
+    }
+
     /// A time as RFC 3339 text in UTC, to the millisecond.
     pub(crate) fn timestamp_field(&mut self, key: &'static str, unix_nanos: u64) {
         self.key(key);

@@ -2,6 +2,7 @@
 //! request header map in one pass (one host call for all of them).
 
 use crate::core::config::RecordedHeader;
+use crate::core::envoy::grpc::is_grpc_content_type;
 use crate::core::envoy::headers::HeaderMap;
 use crate::core::redact::Redaction;
 use crate::core::sample::{self, b3_trace_id, traceparent, Rng, SampleKey};
@@ -13,6 +14,7 @@ pub(super) struct KnownHeaders<'a> {
     pub method: Option<&'a [u8]>,
     pub path: Option<&'a [u8]>,
     pub authority: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
     /// The headers clients use to tunnel a method through POST (rules match on
     /// them too), in order of precedence.
     pub method_overrides: [Option<&'a [u8]>; 3],
@@ -30,6 +32,7 @@ impl<'a> KnownHeaders<'a> {
                 b":method" => &mut known.method,
                 b":path" => &mut known.path,
                 b":authority" => &mut known.authority,
+                b"content-type" => &mut known.content_type,
                 b"x-http-method-override" => &mut known.method_overrides[0],
                 b"x-http-method" => &mut known.method_overrides[1],
                 b"x-method-override" => &mut known.method_overrides[2],
@@ -42,6 +45,11 @@ impl<'a> KnownHeaders<'a> {
             slot.get_or_insert(value);
         }
         known
+    }
+
+    /// A gRPC call (or gRPC-Web), by its content type: its status is worth a read.
+    pub(super) fn is_grpc(&self) -> bool {
+        self.content_type.is_some_and(is_grpc_content_type)
     }
 
     pub(super) fn method_override(&self) -> Option<&'a [u8]> {

@@ -7,11 +7,13 @@
 //! outcome (`Settled`), admit the record against its budgets, then assemble it.
 //!
 //! Host calls on the routine path (a request that will not be recorded): three.
-//! The request header map, once (path, method, host, the headers rules match
-//! on, trace ids: one call costs less than two single reads), `:status` (is it
+//! The request header map, once (path, method, host, content type, the headers rules
+//! match on, trace ids: one call costs less than two single reads), `:status` (is it
 //! a security outcome after all?) and the mesh AUDIT mark (did an AUDIT policy
 //! match it?): two single reads cost Envoy less than one batch of both
-//! (bench/README.md). Everything else is read only for
+//! (bench/README.md). A gRPC call (by its content type) makes a fourth, its gRPC
+//! status, wherever its status is needed: gRPC answers a refusal with HTTP 200.
+//! Everything else is read only for
 //! requests that produce a record: the time, one batch of attributes, and the
 //! caller's facts once per connection; a request the rules record whatever its
 //! outcome takes its status from the batch rather than a read of its own.
@@ -27,8 +29,10 @@ mod tests;
 use crate::core::config::{Action, Level, Settings, SubjectMode};
 use crate::core::envoy::attributes::{
     decode_i64, Decoded, OutcomeRecordFacts, RecordFacts, SensitiveRecordFacts, CONNECTION_ID,
+    GRPC_MESSAGE,
 };
 use crate::core::envoy::connection::ConnectionFacts;
+use crate::core::envoy::grpc::{self, GrpcCall};
 use crate::core::envoy::headers::HeaderMap;
 use crate::core::envoy::host::Host;
 use crate::core::envoy::identity::JwtClaims;
@@ -36,7 +40,7 @@ use crate::core::envoy::mesh::direction;
 use crate::core::envoy::rbac::Rbac;
 use crate::core::envoy::response::LimiterHeaders;
 use crate::core::path::{canonicalize, split_query};
-use crate::core::record::access::{AccessRecord, RateLimitUsage, Why};
+use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, Why};
 use crate::core::record::{Kind, Reason};
 use crate::core::sample::{self, traceparent, SampleKey};
 use crate::core::worker::callers::caller_key;
@@ -45,6 +49,7 @@ use crate::core::worker::Worker;
 use inputs::{recorded_headers, sampling_draw, KnownHeaders};
 use outcome::{
     authentication, authorization, classify, likely_security, status_code, EarlyOutcome, Ending,
+    Statuses,
 };
 use rules::{first_matching_rule, verdict, MatchInput, Verdict};
 use std::rc::Rc;
@@ -66,6 +71,8 @@ pub fn on_log(
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
     let method_override = known.method_override();
+    let is_grpc = known.is_grpc();
+    let grpc_call = GrpcCall::from_path(&canonical);
 
     // Rules on the caller's identity need the connection's facts before deciding: one
     // attribute (the connection id) for a connection already known.
@@ -74,7 +81,10 @@ pub fn on_log(
         .peer
         .then(|| connection_of_stream(worker, host));
     // The status is read before matching only when a rule matches on it.
-    let ending_for_rules = settings.reads.status.then(|| Ending::read(settings, host));
+    let ending_for_rules = settings
+        .reads
+        .status
+        .then(|| Ending::read(settings, is_grpc, host));
     let match_headers: Vec<Option<&[u8]>> = settings
         .reads
         .headers
@@ -89,7 +99,8 @@ pub fn on_log(
             method_override,
             authority: known.authority,
             match_headers: &match_headers,
-            status: ending_for_rules.and_then(|e| e.status).unwrap_or(0),
+            statuses: ending_for_rules.map(|e| e.statuses).unwrap_or_default(),
+            grpc_call,
             peer: connection_for_rules.as_deref().map(|c| &c.peer),
         },
     );
@@ -99,8 +110,16 @@ pub fn on_log(
 
     // The outcome before the record's facts, where it decides: for a request the rules
     // do not record, only a security outcome is, which the status and the details tell.
-    let early = (matches!(plan.keep, Keep::UnlessSecurity(_)) || ending_for_rules.is_some())
-        .then(|| EarlyOutcome::read(settings, replied_before_plugin, ending_for_rules, host));
+    let early =
+        (matches!(plan.keep, Keep::UnlessSecurity(_)) || ending_for_rules.is_some()).then(|| {
+            EarlyOutcome::read(
+                settings,
+                replied_before_plugin,
+                is_grpc,
+                ending_for_rules,
+                host,
+            )
+        });
     if let (Keep::UnlessSecurity(unrecorded), Some(early)) = (plan.keep, &early) {
         if verdict(settings, early.kind(), rule, early.audit_hint).action != Action::Audit {
             unrecorded.count(worker, rule);
@@ -128,6 +147,7 @@ pub fn on_log(
                 settings,
                 &plan,
                 replied_before_plugin,
+                is_grpc,
                 answer.decode(),
                 host,
             )
@@ -173,6 +193,7 @@ pub fn on_log(
         path,
         query,
         canonical: &canonical,
+        grpc_call: is_grpc.then_some(grpc_call),
     };
     Some(recorded.assemble(worker, host, &settled, &connection))
 }
@@ -275,7 +296,7 @@ impl Plan {
 
 /// The outcome once the record's batch is read, and the batch's facts.
 struct Settled<'a> {
-    status: Option<u16>,
+    statuses: Statuses,
     /// A mesh AUDIT policy matched (and the configuration heeds them).
     audit_hint: bool,
     code_details: Option<&'a [u8]>,
@@ -289,7 +310,7 @@ impl<'a> Settled<'a> {
     /// The outcome was read early; the details too if it looked like a security one.
     fn after_early(early: EarlyOutcome, facts: RecordFacts<'a>) -> Self {
         Self {
-            status: early.status,
+            statuses: early.statuses,
             audit_hint: early.audit_hint,
             code_details: (!early.likely_security)
                 .then_some(facts.code_details)
@@ -317,23 +338,27 @@ impl<'a> Settled<'a> {
         settled
     }
 
-    /// The status came with the batch.
+    /// The HTTP status came with the batch; a gRPC call's gRPC status is one read more.
     fn from_batch(
         settings: &Settings,
         plan: &Plan,
         replied_before_plugin: bool,
+        is_grpc: bool,
         facts: OutcomeRecordFacts<'a>,
         host: &impl Host,
     ) -> Self {
-        let status = status_code(facts.status);
+        let statuses = Statuses {
+            http: status_code(facts.status),
+            grpc: Statuses::read_grpc(is_grpc, host),
+        };
         let audit_hint = settings.heeds_audit_mark(facts.audit_hint);
         let rbac = (settings.shadow_results
             || plan.sensitive
             || audit_hint
-            || likely_security(replied_before_plugin, status))
+            || likely_security(replied_before_plugin, statuses))
         .then(|| read_rbac_if_present(facts.rbac_present, host));
         Self {
-            status,
+            statuses,
             audit_hint,
             code_details: facts.record.code_details,
             rbac,
@@ -347,11 +372,7 @@ impl<'a> Settled<'a> {
     }
 
     fn kind(&self) -> Kind {
-        classify(
-            self.status.unwrap_or(0),
-            self.code_details(),
-            self.rbac.as_ref(),
-        )
+        classify(self.statuses, self.code_details(), self.rbac.as_ref())
     }
 }
 
@@ -406,6 +427,8 @@ struct Recorded<'s> {
     path: &'s [u8],
     query: Option<&'s [u8]>,
     canonical: &'s [u8],
+    /// A gRPC call (by its content type), and its service and method if its path has them.
+    grpc_call: Option<Option<GrpcCall<'s>>>,
 }
 
 impl Recorded<'_> {
@@ -464,7 +487,7 @@ impl Recorded<'_> {
         let code_details = settled.code_details();
         let authz = authorization(
             kind,
-            settled.status,
+            settled.statuses.http,
             code_details,
             settled.rbac.as_ref(),
             settled.audit_hint,
@@ -481,6 +504,22 @@ impl Recorded<'_> {
                 }),
             });
         let authn = authentication(kind, code_details, jwt_claims.as_ref(), subject.as_deref());
+        let grpc = self.grpc_call.map(|call| {
+            // The message can carry user data: only at level `request`, redacted like a header.
+            let message = (self.verdict.level == Level::Request)
+                .then(|| grpc::read_message(host))
+                .flatten()
+                .and_then(|message| redaction.header(GRPC_MESSAGE, None, message))
+                .map(|redacted| {
+                    hashed |= redacted.hashed;
+                    redacted.value
+                });
+            GrpcFacts {
+                call,
+                status: settled.statuses.grpc,
+                message,
+            }
+        });
         let seq = worker.next_seq();
         let record = AccessRecord {
             ts_unix_nanos: self.now,
@@ -488,6 +527,7 @@ impl Recorded<'_> {
             instance: &worker.instance,
             stream: Some((&worker.stream, seq)),
             rate_limit,
+            grpc,
             why: Some(Why {
                 rule: rule.map(|r| r.name.as_str()),
                 ..self.why
@@ -504,7 +544,7 @@ impl Recorded<'_> {
             pseudonym_key_id: hashed
                 .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
                 .flatten(),
-            status: settled.status,
+            status: settled.statuses.http,
             code_details,
             response_flags: non_negative(settled.facts.flags),
             replied_before_plugin: self.replied_before_plugin,

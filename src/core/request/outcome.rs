@@ -4,6 +4,7 @@
 
 use crate::core::config::Settings;
 use crate::core::envoy::attributes::CODE_DETAILS;
+use crate::core::envoy::grpc;
 use crate::core::envoy::host::Host;
 use crate::core::envoy::identity::{jwt_failure_reason, JwtClaims};
 use crate::core::envoy::rbac::{
@@ -13,10 +14,31 @@ use crate::core::envoy::response::read_status;
 use crate::core::record::access::{Authn, Authz, Basis, ExtAuthzCheck};
 use crate::core::record::Kind;
 
-/// Classifies the outcome from the status, Envoy's `response.code_details`
+/// What the client was told: the HTTP status and, for a gRPC call, the gRPC status.
+/// Envoy answers a gRPC client's local reply with HTTP 200 and the outcome in `grpc-status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Statuses {
+    /// `None` when no response was sent.
+    pub http: Option<u16>,
+    /// Read only for gRPC requests.
+    pub grpc: Option<i64>,
+}
+
+impl Statuses {
+    /// The status of a gRPC call is read only for a gRPC request: one read.
+    pub(super) fn read_grpc(grpc_call: bool, host: &impl Host) -> Option<i64> {
+        grpc_call.then(|| grpc::read_status(host)).flatten()
+    }
+}
+
+/// Classifies the outcome from the statuses, Envoy's `response.code_details`
 /// (which say which filter answered, not just how) and RBAC's metadata when read.
-pub(super) fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
-    let enforced = classify_enforced(status, code_details, rbac);
+pub(super) fn classify(
+    statuses: Statuses,
+    code_details: Option<&[u8]>,
+    rbac: Option<&Rbac>,
+) -> Kind {
+    let enforced = classify_enforced(statuses, code_details, rbac);
     match rbac {
         Some(rbac) if enforced == Kind::Access && rbac.shadow_denied() => Kind::ShadowDenied,
         Some(rbac) if enforced == Kind::Access && rbac.shadow_allowed_by_policy() => {
@@ -26,7 +48,7 @@ pub(super) fn classify(status: u16, code_details: Option<&[u8]>, rbac: Option<&R
     }
 }
 
-fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
+fn classify_enforced(statuses: Statuses, code_details: Option<&[u8]>, rbac: Option<&Rbac>) -> Kind {
     if let Some(details) = code_details {
         if details.starts_with(b"rbac_access_denied") || ext_authz_answer(details).is_some() {
             return Kind::Denied;
@@ -41,7 +63,10 @@ fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rba
     if code_details.is_some_and(|d| d.starts_with(b"local_rate_limited")) {
         return Kind::RateLimited;
     }
-    match status {
+    if let Some(kind) = statuses.grpc.and_then(grpc_security_kind) {
+        return kind;
+    }
+    match statuses.http.unwrap_or(0) {
         401 => Kind::AuthFailure,
         403 => Kind::Denied,
         429 => Kind::RateLimited,
@@ -49,31 +74,45 @@ fn classify_enforced(status: u16, code_details: Option<&[u8]>, rbac: Option<&Rba
     }
 }
 
-/// Whether a status alone makes the request a security outcome candidate,
+/// The gRPC statuses that are what 403, 401 and 429 are to HTTP (gRPC's own HTTP mapping).
+fn grpc_security_kind(code: i64) -> Option<Kind> {
+    match code {
+        grpc::PERMISSION_DENIED => Some(Kind::Denied),
+        grpc::UNAUTHENTICATED => Some(Kind::AuthFailure),
+        grpc::RESOURCE_EXHAUSTED => Some(Kind::RateLimited),
+        _ => None,
+    }
+}
+
+/// Whether the statuses alone make the request a security outcome candidate,
 /// worth reading `response.code_details` for.
-pub(super) fn is_security_status(status: u16) -> bool {
-    matches!(status, 401 | 403 | 429)
+pub(super) fn is_security_status(statuses: Statuses) -> bool {
+    statuses.http.is_some_and(|s| matches!(s, 401 | 403 | 429))
+        || statuses.grpc.and_then(grpc_security_kind).is_some()
 }
 
 /// Whether the outcome may be a security one, so the details (which name the filter
 /// that answered) and RBAC's decision are worth reading.
-pub(super) fn likely_security(replied_before_plugin: bool, status: Option<u16>) -> bool {
-    replied_before_plugin || status.is_some_and(is_security_status)
+pub(super) fn likely_security(replied_before_plugin: bool, statuses: Statuses) -> bool {
+    replied_before_plugin || is_security_status(statuses)
 }
 
-/// How the request ended, as the routine path reads it: two single reads.
+/// How the request ended, as the routine path reads it: two single reads, and a third
+/// for a gRPC call's status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Ending {
-    /// `None` when no response was sent.
-    pub status: Option<u16>,
+    pub statuses: Statuses,
     /// A mesh AUDIT policy matched (RBAC's `access_log_hint`).
     pub audit_hint: bool,
 }
 
 impl Ending {
-    pub(super) fn read(settings: &Settings, host: &impl Host) -> Self {
+    pub(super) fn read(settings: &Settings, grpc_call: bool, host: &impl Host) -> Self {
         Self {
-            status: read_status(host),
+            statuses: Statuses {
+                http: read_status(host),
+                grpc: Statuses::read_grpc(grpc_call, host),
+            },
             audit_hint: settings.heeds_audit_mark(read_audit_hint(host)),
         }
     }
@@ -88,7 +127,7 @@ pub(super) fn status_code(code: Option<i64>) -> Option<u16> {
 /// record at all (the rules would not record the request, or match on its status).
 #[derive(Debug)]
 pub(super) struct EarlyOutcome {
-    pub status: Option<u16>,
+    pub statuses: Statuses,
     pub audit_hint: bool,
     /// `likely_security`: the code details were read.
     pub likely_security: bool,
@@ -101,18 +140,22 @@ impl EarlyOutcome {
     pub(super) fn read(
         settings: &Settings,
         replied_before_plugin: bool,
+        grpc_call: bool,
         ending: Option<Ending>,
         host: &impl Host,
     ) -> Self {
-        let Ending { status, audit_hint } = ending.unwrap_or_else(|| Ending::read(settings, host));
-        let likely_security = likely_security(replied_before_plugin, status);
+        let Ending {
+            statuses,
+            audit_hint,
+        } = ending.unwrap_or_else(|| Ending::read(settings, grpc_call, host));
+        let likely_security = likely_security(replied_before_plugin, statuses);
         let code_details = likely_security
             .then(|| host.property(CODE_DETAILS))
             .flatten();
         let rbac =
             (settings.shadow_results || likely_security || audit_hint).then(|| Rbac::read(host));
         Self {
-            status,
+            statuses,
             audit_hint,
             likely_security,
             code_details,
@@ -122,7 +165,7 @@ impl EarlyOutcome {
 
     pub(super) fn kind(&self) -> Kind {
         classify(
-            self.status.unwrap_or(0),
+            self.statuses,
             self.code_details.as_deref(),
             self.rbac.as_ref(),
         )
@@ -160,6 +203,10 @@ pub(super) fn authorization<'a>(
         // kept id is the denying policy's unless an AUDIT policy's may be it.
         let policy = kept.filter(|_| !audit_hint);
         ("denied", "rbac", Basis::DenyPolicy, policy)
+    } else if kind == Kind::Denied {
+        // The proxy let it through and the application refused it (a 403, or a gRPC
+        // PERMISSION_DENIED): the refusal is the decision the client saw.
+        ("denied", "upstream", Basis::Upstream, None)
     } else if enforced.is_some() {
         match (kept, audit_hint) {
             (Some(id), false) => ("allowed", "rbac", Basis::AllowPolicy, Some(id)),
@@ -169,8 +216,6 @@ pub(super) fn authorization<'a>(
             }
             (None, _) => ("allowed", "rbac", Basis::NoAllowPolicyApplies, None),
         }
-    } else if kind == Kind::Denied {
-        ("denied", "upstream", Basis::Upstream, None)
     } else if selection.is_some() {
         ("allowed", "ext_authz", Basis::ExtAuthz, None)
     } else if shadows.is_empty() && !audit_hint {
@@ -253,20 +298,87 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    fn http(status: u16) -> Statuses {
+        Statuses {
+            http: Some(status),
+            grpc: None,
+        }
+    }
+
+    fn grpc(code: i64) -> Statuses {
+        Statuses {
+            http: Some(200),
+            grpc: Some(code),
+        }
+    }
+
     #[test]
     fn classification_prefers_code_details() {
         assert_eq!(
-            classify(403, Some(b"rbac_access_denied_matched_policy[x]"), None),
+            classify(
+                http(403),
+                Some(b"rbac_access_denied_matched_policy[x]"),
+                None
+            ),
             Kind::Denied
         );
         assert_eq!(
-            classify(401, Some(b"jwt_authn_access_denied{Jwt_is_missing}"), None),
+            classify(
+                http(401),
+                Some(b"jwt_authn_access_denied{Jwt_is_missing}"),
+                None
+            ),
             Kind::AuthFailure
         );
-        assert_eq!(classify(403, Some(b"ext_authz_denied"), None), Kind::Denied);
-        assert_eq!(classify(403, None, None), Kind::Denied);
-        assert_eq!(classify(401, None, None), Kind::AuthFailure);
-        assert_eq!(classify(200, Some(b"via_upstream"), None), Kind::Access);
-        assert_eq!(classify(500, None, None), Kind::Access);
+        assert_eq!(
+            classify(http(403), Some(b"ext_authz_denied"), None),
+            Kind::Denied
+        );
+        assert_eq!(classify(http(403), None, None), Kind::Denied);
+        assert_eq!(classify(http(401), None, None), Kind::AuthFailure);
+        assert_eq!(
+            classify(http(200), Some(b"via_upstream"), None),
+            Kind::Access
+        );
+        assert_eq!(classify(http(500), None, None), Kind::Access);
+    }
+
+    #[test]
+    fn grpc_statuses_are_security_outcomes_like_their_http_counterparts() {
+        let upstream = Some(&b"via_upstream"[..]);
+        assert_eq!(classify(grpc(7), upstream, None), Kind::Denied);
+        assert_eq!(classify(grpc(16), upstream, None), Kind::AuthFailure);
+        assert_eq!(classify(grpc(8), upstream, None), Kind::RateLimited);
+        for routine in [0, 2, 5, 13, 14, -1, 99] {
+            assert_eq!(
+                classify(grpc(routine), upstream, None),
+                Kind::Access,
+                "{routine}"
+            );
+            assert!(!is_security_status(grpc(routine)), "{routine}");
+        }
+        assert!(is_security_status(grpc(7)));
+        // A local reply names its filter in the details, whatever gRPC status it carried:
+        // local_ratelimit answers a gRPC client UNAVAILABLE unless told RESOURCE_EXHAUSTED.
+        assert_eq!(
+            classify(grpc(14), Some(b"local_rate_limited"), None),
+            Kind::RateLimited
+        );
+        assert_eq!(
+            classify(
+                grpc(7),
+                Some(b"rbac_access_denied_matched_policy[none]"),
+                None
+            ),
+            Kind::Denied
+        );
+        assert_eq!(
+            classify(
+                grpc(16),
+                Some(b"jwt_authn_access_denied{Jwt_is_missing}"),
+                None
+            ),
+            Kind::AuthFailure
+        );
     }
 }

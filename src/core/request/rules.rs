@@ -1,6 +1,8 @@
 //! Which rule applies to a request, and what the rules make of its kind of event.
 
+use super::outcome::Statuses;
 use crate::core::config::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
+use crate::core::envoy::grpc::GrpcCall;
 use crate::core::envoy::identity::{strip_port, Peer};
 use crate::core::record::{Kind, Reason};
 
@@ -13,8 +15,9 @@ pub(super) struct MatchInput<'a> {
     pub authority: Option<&'a [u8]>,
     /// Values of `RuleReads::headers`, in that order.
     pub match_headers: &'a [Option<&'a [u8]>],
-    /// 0 when no response was sent.
-    pub status: u16,
+    pub statuses: Statuses,
+    /// The service and method, when the canonical path has a gRPC call's shape.
+    pub grpc_call: Option<GrpcCall<'a>>,
     /// The caller, when some rule matches on it.
     pub peer: Option<&'a Peer>,
 }
@@ -55,7 +58,25 @@ fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
                 (HeaderCondition::Equals(_), None) => false,
             }
         })
-        && (m.status.is_empty() || m.status.iter().any(|s| s.matches(input.status)))
+        && grpc_matches(m, input.grpc_call)
+        && (m.status.is_empty()
+            || m.status
+                .iter()
+                .any(|s| s.matches(input.statuses.http.unwrap_or(0), input.statuses.grpc)))
+}
+
+/// gRPC conditions read the path's shape whatever the content type: Connect and gRPC-Web
+/// serve the same `/<service>/<method>` paths as gRPC.
+fn grpc_matches(m: &Matcher, call: Option<GrpcCall<'_>>) -> bool {
+    if m.grpc_services.is_empty() && m.grpc_methods.is_empty() {
+        return true;
+    }
+    let Some(call) = call else {
+        return false;
+    };
+    (m.grpc_services.is_empty() || m.grpc_services.iter().any(|s| s.matches(call.service)))
+        && (m.grpc_methods.is_empty()
+            || m.grpc_methods.iter().any(|full| call.full_method_is(full)))
 }
 
 fn peer_matches(m: &Matcher, peer: Option<&Peer>) -> bool {
@@ -160,7 +181,11 @@ mod tests {
             method_override: None,
             authority: Some(b"API.example.com:8443"),
             match_headers: headers,
-            status,
+            statuses: Statuses {
+                http: (status != 0).then_some(status),
+                grpc: None,
+            },
+            grpc_call: GrpcCall::from_path(path.as_bytes()),
             peer: None,
         }
     }

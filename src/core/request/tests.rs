@@ -1028,3 +1028,221 @@ mod istio_layout {
         assert_eq!(r["authz"]["basis"], "not_enforced");
     }
 }
+
+/// gRPC calls: HTTP 200 with the outcome in `grpc-status`.
+mod grpc {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// A gRPC call as Envoy presents it, answered HTTP 200; `status` in the trailers.
+    fn call(path: &str, status: Option<u8>) -> FakeHost {
+        let host = FakeHost::request("POST", path, 200)
+            .with_request_header("content-type", "application/grpc")
+            .with_response_header("content-type", "application/grpc");
+        match status {
+            Some(code) => host.with_response_trailer("grpc-status", code.to_string()),
+            None => host,
+        }
+    }
+
+    const RATE_0: &str = r#"{"default_sample_rate": 0}"#;
+
+    #[test]
+    fn routine_calls_cost_one_read_more_and_plain_http_none() {
+        let s = settings(RATE_0);
+        let ok = call("/shop.Catalog/List", Some(0));
+        assert!(run(&s, &ok, true).is_none());
+        assert_eq!(
+            ok.calls.get(),
+            4,
+            "the header map, :status, the AUDIT mark and the gRPC status"
+        );
+        // The same path without a gRPC content type: plain HTTP, three calls.
+        let plain = FakeHost::request("POST", "/shop.Catalog/List", 200);
+        assert!(run(&s, &plain, true).is_none());
+        assert_eq!(plain.calls.get(), 3);
+    }
+
+    #[test]
+    fn refusals_from_the_service_are_security_outcomes() {
+        let s = settings(RATE_0);
+        for (code, kind, name) in [
+            (7, "denied", "PERMISSION_DENIED"),
+            (16, "auth_failure", "UNAUTHENTICATED"),
+            (8, "rate_limited", "RESOURCE_EXHAUSTED"),
+        ] {
+            let host = call("/shop.Admin/DeleteUser", Some(code))
+                .with_property("response.code_details", "via_upstream");
+            let r = run(&s, &host, true).unwrap_or_else(|| panic!("{name} is audited"));
+            assert_eq!(r["kind"], kind, "{name}");
+            assert_eq!(r["why"]["reason"], "security_outcome");
+            assert_eq!(r["response"]["code"], 200);
+            assert_eq!(
+                r["grpc"],
+                serde_json::json!({"service": "shop.Admin", "method": "DeleteUser",
+                    "status": {"code": code, "name": name}}),
+                "{name}"
+            );
+        }
+        let denied = run(
+            &s,
+            &call("/shop.Admin/DeleteUser", Some(7))
+                .with_property("response.code_details", "via_upstream"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (&denied["authz"]["by"], &denied["authz"]["basis"]),
+            (&"upstream".into(), &"upstream".into())
+        );
+        let unauthenticated = run(&s, &call("/shop.Auth/Check", Some(16)), true).unwrap();
+        assert_eq!(unauthenticated["authn"]["method"], "upstream");
+        // Other failures stay routine.
+        for code in [2, 5, 13, 14] {
+            assert!(run(&s, &call("/shop.Catalog/List", Some(code)), true).is_none());
+        }
+    }
+
+    #[test]
+    fn local_replies_carry_both_statuses() {
+        let s = settings(RATE_0);
+        // RBAC's local reply to a gRPC client: trailers-only, the status in the headers.
+        let host = FakeHost::request("POST", "/shop.Secret/Get", 200)
+            .with_request_header("content-type", "application/grpc+proto")
+            .with_response_header("grpc-status", "7")
+            .with_response_header("grpc-message", "RBAC: access denied")
+            .with_property(
+                "response.code_details",
+                "rbac_access_denied_matched_policy[ns[shop]-policy[deny-secret]-rule[0]]",
+            );
+        let r = run(&s, &host, false).expect("audited");
+        assert_eq!(r["kind"], "denied");
+        assert_eq!(r["response"]["code"], 200);
+        assert_eq!(r["grpc"]["status"]["code"], 7);
+        assert_eq!(r["authz"]["policy_name"], "deny-secret");
+        assert!(
+            r["grpc"].get("message").is_none(),
+            "the message only at level request"
+        );
+        // local_ratelimit answers UNAVAILABLE; its details say what it was.
+        let limited = FakeHost::request("POST", "/shop.Catalog/List", 200)
+            .with_request_header("content-type", "application/grpc")
+            .with_response_header("grpc-status", "14")
+            .with_property("response.code_details", "local_rate_limited");
+        let r = run(&s, &limited, false).expect("audited");
+        assert_eq!(r["kind"], "rate_limited");
+        assert_eq!(r["grpc"]["status"]["name"], "UNAVAILABLE");
+    }
+
+    #[test]
+    fn an_unparsable_status_is_recorded_as_such() {
+        let s = settings(r#"{"default_sample_rate": 1}"#);
+        let host = FakeHost::request("POST", "/a/b/c", 200)
+            .with_request_header("content-type", "application/grpc")
+            .with_response_trailer("grpc-status", "7x");
+        let r = run(&s, &host, true).expect("sampled in");
+        assert_eq!(r["kind"], "access");
+        assert_eq!(
+            r["grpc"],
+            serde_json::json!({"status": {"code": -1}}),
+            "no service or method in a three-segment path, and no name for -1"
+        );
+    }
+
+    #[test]
+    fn recorded_calls_read_their_status_once() {
+        let s = settings(r#"{"default_sample_rate": 1}"#);
+        let host = call("/shop.Catalog/List", Some(0)).with_int_property("connection.id", 3);
+        let r = run(&s, &host, true).expect("sampled in");
+        assert_eq!(r["grpc"]["status"]["name"], "OK");
+        // The header map, the time, the record's facts, the gRPC status, the connection.
+        assert_eq!(host.calls.get(), 5);
+        let plain =
+            FakeHost::request("GET", "/products", 200).with_int_property("connection.id", 3);
+        run(&s, &plain, true).expect("sampled in");
+        assert_eq!(plain.calls.get(), 4);
+    }
+
+    #[test]
+    fn rules_match_services_methods_and_grpc_statuses() {
+        let s = settings(
+            r#"{"default_sample_rate": 0, "rules": [
+                {"name": "admin-delete", "match": {"grpc_methods": ["shop.Admin/DeleteUser"]},
+                 "action": "audit", "level": "request"},
+                {"name": "payments", "match": {"grpc_services": ["pay.*"]}, "action": "audit"},
+                {"name": "internal", "match": {"status": ["grpc:INTERNAL", "grpc:4"]}, "action": "audit"}
+            ]}"#,
+        );
+        let rule = |host: &FakeHost| run(&s, host, true).map(|r| r["why"]["rule"].clone());
+        assert_eq!(
+            rule(&call("/shop.Admin/DeleteUser", Some(0))),
+            Some("admin-delete".into())
+        );
+        assert_eq!(rule(&call("/shop.Admin/ListUsers", Some(0))), None);
+        assert_eq!(
+            rule(&call("/pay.v1.Refunds/Create", Some(0))),
+            Some("payments".into())
+        );
+        assert_eq!(rule(&call("/payx.Refunds/Create", Some(0))), None);
+        assert_eq!(
+            rule(&call("/shop.Catalog/List", Some(13))),
+            Some("internal".into())
+        );
+        assert_eq!(
+            rule(&call("/shop.Catalog/List", Some(4))),
+            Some("internal".into())
+        );
+        // A gRPC status condition never matches a plain HTTP request, whatever its status.
+        assert_eq!(
+            rule(&FakeHost::request("GET", "/shop.Catalog/List", 500)),
+            None
+        );
+        // Service and method conditions read the path whatever the content type (Connect).
+        let connect = FakeHost::request("POST", "/shop.Admin/DeleteUser", 200)
+            .with_request_header("content-type", "application/json");
+        let r = run(&s, &connect, true).expect("audited");
+        assert_eq!(r["why"]["rule"], "admin-delete");
+        assert!(
+            r.get("grpc").is_none(),
+            "not a gRPC call: no gRPC status read"
+        );
+    }
+
+    #[test]
+    fn the_message_is_recorded_at_level_request_redacted_like_a_header() {
+        let rules = r#""rules": [{"name": "admin", "match": {"grpc_services": ["shop.Admin"]},
+            "action": "audit", "level": "request"}]"#;
+        let host = || {
+            call("/shop.Admin/DeleteUser", Some(7))
+                .with_response_trailer("grpc-message", "user jane@example.com lacks role\n")
+        };
+        let clear = settings(&format!("{{{rules}}}"));
+        let r = run(&clear, &host(), true).expect("audited");
+        assert_eq!(r["grpc"]["message"], "user jane@example.com lacks role\n");
+        let masked = settings(&format!(
+            r#"{{"redaction": {{"sensitive_headers": ["grpc-message"]}}, {rules}}}"#
+        ));
+        let r = run(&masked, &host(), true).expect("audited");
+        let message = r["grpc"]["message"].as_str().unwrap();
+        assert!(!message.contains("jane"), "{message}");
+    }
+}
+
+#[test]
+fn a_refusal_by_the_application_behind_an_allowing_rbac_filter_is_the_applications() {
+    let s = settings(r#"{"default_sample_rate": 0}"#);
+    let host = FakeHost::request("DELETE", "/orders/7", 403)
+        .with_property("response.code_details", "via_upstream")
+        .with_property(
+            "metadata.filter_metadata.envoy.filters.http.rbac",
+            rbac_struct(&[("enforced_engine_result", b"allowed")]),
+        );
+    let r = run(&s, &host, true).expect("a 403 is audited");
+    assert_eq!(r["kind"], "denied");
+    assert_eq!(
+        r["authz"],
+        serde_json::json!({"decision": "denied", "by": "upstream", "basis": "upstream"}),
+        "RBAC let it through; the decision the client saw is the application's"
+    );
+}

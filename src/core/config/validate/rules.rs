@@ -13,8 +13,9 @@ use crate::core::config::raw::{
 };
 use crate::core::config::settings::{
     Action, HeaderCondition, HeaderMatcher, HostMatcher, Level, Matcher, PathMatcher,
-    PrincipalMatcher, RecordedHeader, Rule, RuleReads, StatusMatcher,
+    PrincipalMatcher, RecordedHeader, Rule, RuleReads, ServiceMatcher, StatusMatcher,
 };
+use crate::core::envoy::grpc::status_code_of;
 use crate::core::path::{canonicalize, CanonicalOptions, Glob};
 use std::collections::HashSet;
 
@@ -211,7 +212,21 @@ impl RuleBuilder {
             }
             namespaces.push(ns.as_bytes().to_vec());
         }
+        let mut grpc_services = Vec::with_capacity(raw.grpc_services.len());
+        for (j, service) in raw.grpc_services.iter().enumerate() {
+            grpc_services.push(build_service_matcher(
+                &format!("{at}.grpc_services[{j}]"),
+                service,
+            )?);
+        }
+        let mut grpc_methods = Vec::with_capacity(raw.grpc_methods.len());
+        for (j, method) in raw.grpc_methods.iter().enumerate() {
+            check_grpc_method(&format!("{at}.grpc_methods[{j}]"), method)?;
+            grpc_methods.push(method.as_bytes().to_vec());
+        }
         Ok(Matcher {
+            grpc_services,
+            grpc_methods,
             mtls: raw.mtls,
             principals,
             namespaces,
@@ -340,7 +355,71 @@ fn build_host_matcher(at: &str, host: &str) -> Result<HostMatcher, ConfigError> 
     })
 }
 
+/// A protobuf full name: identifiers joined by `.` (`shop.v1.Admin`).
+fn is_full_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PATTERN_BYTES
+        && name.split(|&b| b == b'.').all(|part| {
+            part.first()
+                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+                && part.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        })
+}
+
+fn build_service_matcher(at: &str, service: &str) -> Result<ServiceMatcher, ConfigError> {
+    let bytes = service.as_bytes();
+    let matcher = match bytes.strip_suffix(b"*") {
+        // `shop.*`, `shop.v1.Ad*`: what precedes the `*` is a full name, or one and a dot.
+        Some(prefix) if is_full_name(prefix.strip_suffix(b".").unwrap_or(prefix)) => {
+            ServiceMatcher::Prefix(prefix.to_vec())
+        }
+        None if is_full_name(bytes) => ServiceMatcher::Exact(bytes.to_vec()),
+        _ => {
+            return Err(error(
+                at,
+                format!(
+                    "\"{}\" is not a gRPC service; write its full name such as \"shop.v1.Admin\", or a prefix ending in '*' such as \"shop.*\"",
+                    service.escape_debug()
+                ),
+            ))
+        }
+    };
+    Ok(matcher)
+}
+
+fn check_grpc_method(at: &str, method: &str) -> Result<(), ConfigError> {
+    let bytes = method.as_bytes();
+    let valid = bytes.iter().position(|&b| b == b'/').is_some_and(|slash| {
+        let (service, name) = (bytes.get(..slash), bytes.get(slash + 1..));
+        service.is_some_and(is_full_name)
+            && name.is_some_and(|name| !name.contains(&b'.') && is_full_name(name))
+    });
+    if valid {
+        return Ok(());
+    }
+    Err(error(
+        at,
+        format!(
+            "\"{}\" is not a gRPC method; write \"<service>/<method>\" such as \"shop.v1.Admin/DeleteUser\" (no leading '/')",
+            method.escape_debug()
+        ),
+    ))
+}
+
 fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, ConfigError> {
+    if let RawStatus::Class(text) = &raw {
+        if let Some(name) = text.strip_prefix("grpc:") {
+            return status_code_of(name).map(StatusMatcher::Grpc).ok_or_else(|| {
+                error(
+                    at,
+                    format!(
+                        "\"{}\" is not a gRPC status; write \"grpc:\" and a canonical name such as \"grpc:PERMISSION_DENIED\" or a code 0 to 16",
+                        text.escape_debug()
+                    ),
+                )
+            });
+        }
+    }
     match raw {
         RawStatus::Code(code @ 100..=599) => Ok(StatusMatcher::Code(code as u16)),
         RawStatus::Code(code) => Err(error(at, format!("status code must be 100 to 599, got {code}"))),
@@ -352,7 +431,7 @@ fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, Confi
             "5xx" => Ok(StatusMatcher::Class(5)),
             _ => Err(error(
                 at,
-                format!("\"{}\" is not a status class; expected \"1xx\" to \"5xx\" or a code such as 404", class.escape_debug()),
+                format!("\"{}\" is not a status class; expected \"1xx\" to \"5xx\", a code such as 404, or a gRPC status such as \"grpc:PERMISSION_DENIED\"", class.escape_debug()),
             )),
         },
     }
