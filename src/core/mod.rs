@@ -34,5 +34,6 @@ pub use config::{ConfigError, Settings};
 pub use envoy::attributes::{Answer, Batch};
 pub use envoy::headers::serialize as serialize_header_map;
 pub use envoy::host::Host;
+pub use network::on_connection_close;
 pub use request::on_log;
 pub use worker::Worker;

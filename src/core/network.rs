@@ -46,7 +46,7 @@ pub(crate) fn failure_class(reason: &[u8]) -> &'static str {
 /// filters only once the handshake is done. Envoy also gives a transport failure reason
 /// to a connection that breaks later (a reset by the peer): that is no handshake failure.
 /// A connection that completes its handshake and breaks before any data counts as one.
-pub(crate) fn on_connection_close(
+pub fn on_connection_close(
     settings: &Settings,
     worker: &mut Worker,
     host: &impl Host,
