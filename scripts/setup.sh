@@ -57,3 +57,9 @@ if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "
   # Not --locked: one of its locked dependencies is yanked.
   cargo install --quiet wasm-bindgen-cli --version "$wb_version"
 fi
+
+# cargo-fuzz runs the fuzz targets (scripts/fuzz.sh) on the stable toolchain with --sanitizer none.
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "0.13.2" ]; then
+  step "cargo-fuzz 0.13.2 (takes a few minutes)"
+  cargo install --quiet cargo-fuzz --version 0.13.2 --locked
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, the core's unit tests natively and
-# compiled to wasm (wasm-bindgen-test under Node), the plugin build, and the
+# compiled to wasm (wasm-bindgen-test under Node), the fuzz targets for a bounded time,
+# the plugin build, and the
 # end-to-end suite against a real Envoy 1.40 with the built .wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +12,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check; ruff format --check and ruff check (Python of e2e/, bench/, scripts/)"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 ruff format --check e2e bench scripts
 ruff check e2e bench scripts
 
 step "clippy (native, all targets, with the meshaudit-config command) and clippy (wasm32-wasip1, the plugin)"
 cargo clippy --all-targets --features cli -- -D warnings
 cargo clippy --target wasm32-wasip1 -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 
 step "unit tests, native (with the adapter and the meshaudit-config command)"
 cargo test --features cli
@@ -27,6 +30,9 @@ cargo test --no-default-features
 step "unit tests of the core compiled to wasm32 (wasm-bindgen-test under Node)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --no-default-features --target wasm32-unknown-unknown
+
+step "fuzz targets, ${FUZZ_SECONDS:-45} s each (cargo-fuzz on stable, --sanitizer none)"
+bash scripts/fuzz.sh
 
 step "build the plugin (cargo, then wasm-opt)"
 bash scripts/build.sh
