@@ -1,7 +1,8 @@
 -- wrk: a new caller on every request. Each request has a connection of its own
--- (Connection: close) and an X-Forwarded-For address of its own, which Envoy takes as the
--- downstream address by default (use_remote_address: false), so meshaudit's per-caller and
--- suppression tables see a new key every time.
+-- (Connection: close), which keys the caller when its address is a claim: the
+-- X-Forwarded-For address of its own, which Envoy takes as the stream's address by default
+-- (use_remote_address: false) and meshaudit records as `source.forwarded_for`. So the
+-- per-caller and suppression tables see a new key every time.
 local n = 0
 
 request = function()

@@ -5,12 +5,13 @@
 //! (Istio compiles it into that filter for TCP) marked.
 
 use super::config::Settings;
-use super::envoy::attributes::{ConnectionEndFacts, Decoded, DESTINATION_ADDRESS, SOURCE_ADDRESS};
+use super::envoy::attributes::{ConnectionEndFacts, Decoded, DESTINATION_ADDRESS};
 use super::envoy::connection::ConnectionFacts;
 use super::envoy::host::Host;
 use super::envoy::identity::Peer;
 use super::envoy::mesh::direction;
 use super::envoy::rbac::denial_in_details;
+use super::envoy::source::CallerAddress;
 use super::record::connection::ConnectionRecord;
 use super::record::{Kind, Reason, RecordKind};
 use super::worker::callers::caller_key;
@@ -63,16 +64,15 @@ pub fn on_connection_close(
         worker.tally(None, |c| c.dropped += 1);
         return None;
     }
-    let (peer, source) = if failure.is_none() {
-        let facts = ConnectionFacts::read(host);
-        (facts.peer, facts.source_address)
+    let source = end.source_address;
+    let peer = if failure.is_none() {
+        ConnectionFacts::read(host).peer
     } else {
         // The handshake failed: no session, so no certificate facts to read.
-        let peer = Peer {
+        Peer {
             mtls: Some(false),
             ..Peer::default()
-        };
-        (peer, host.property(SOURCE_ADDRESS))
+        }
     };
     let destination = host.property(DESTINATION_ADDRESS);
     let cap = settings.limits.max_field_bytes;
@@ -83,12 +83,16 @@ pub fn on_connection_close(
     };
     let now = host.now_unix_nanos();
     if !worker.admit(None, kind.is_security_outcome(), now) {
-        let caller = caller_key(None, source.as_deref());
+        let address = CallerAddress {
+            peer: source,
+            forwarded: None,
+        };
+        let (caller, _) = caller_key(None, address, false, None);
         worker.suppress(
             SuppressedKey {
                 kind,
                 rule: None,
-                caller: caller.to_vec(),
+                caller: caller.into_owned(),
             },
             now,
         );
@@ -110,7 +114,7 @@ pub fn on_connection_close(
         audited,
         direction: hop,
         local_address: destination.as_deref(),
-        source_address: source.as_deref(),
+        source_address: source,
         peer: &peer,
     };
     Some(record.encode(cap))

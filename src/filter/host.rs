@@ -3,12 +3,45 @@
 use super::abi::{self, MapType};
 use crate::core::config::LogLevel;
 use crate::core::envoy::attributes::{cel_expression, Answer, Batch};
+use crate::core::envoy::attributes::{decode_i64, CONNECTION_ID, SOURCE_ADDRESS};
 use crate::core::envoy::host::{read_one_by_one, Host};
-use std::cell::Cell;
+use crate::core::worker::peers::PeerDirectory;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     /// Whether this VM has said that a batch could not be compiled or evaluated.
     static FALLBACK_REPORTED: Cell<bool> = const { Cell::new(false) };
+    /// The open connections' peers, as the network mode saw them: shared by every root of
+    /// the VM (`worker::peers`).
+    static PEERS: RefCell<PeerDirectory> = RefCell::new(PeerDirectory::default());
+}
+
+/// Network mode, at a new downstream connection: remembers its directly connected peer
+/// for the HTTP streams it will carry. Two reads per connection.
+pub(super) fn remember_connection_peer() -> Option<u64> {
+    let id = abi::property(CONNECTION_ID)
+        .as_deref()
+        .and_then(decode_i64)
+        .and_then(|id| u64::try_from(id).ok())?;
+    let peer = abi::property(SOURCE_ADDRESS)?;
+    PEERS
+        .with(|peers| {
+            peers
+                .try_borrow_mut()
+                .map(|mut peers| peers.opened(id, &peer))
+        })
+        .ok()
+        .filter(|remembered| *remembered)
+        .map(|_| id)
+}
+
+/// Network mode, at the connection's end.
+pub(super) fn forget_connection_peer(id: u64) {
+    PEERS.with(|peers| {
+        if let Ok(mut peers) = peers.try_borrow_mut() {
+            peers.closed(id);
+        }
+    });
 }
 
 /// Said once per VM: the attributes are still read, one by one, at a higher cost.
@@ -74,6 +107,15 @@ impl Host for EnvoyHost {
 
     fn now_unix_nanos(&self) -> u64 {
         abi::now_unix_nanos().unwrap_or(0)
+    }
+
+    fn connection_peer(&self, connection_id: u64) -> Option<Vec<u8>> {
+        PEERS.with(|peers| {
+            peers
+                .try_borrow()
+                .ok()
+                .and_then(|peers| peers.peer(connection_id).map(<[u8]>::to_vec))
+        })
     }
 
     fn properties(&self, batch: Batch) -> Answer {

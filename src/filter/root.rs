@@ -197,6 +197,7 @@ impl RootContext for Root {
         Some(Box::new(ConnectionContext {
             active: self.active.clone(),
             data_seen: false,
+            remembered: None,
         }))
     }
 

@@ -41,6 +41,7 @@ pub(crate) const REPORTING_INTERVAL_SECONDS: Bounded = Bounded {
 pub(crate) const SHADOW_RESULTS: bool = false;
 pub(crate) const AUDIT_POLICIES: bool = true;
 pub(crate) const RECORD_CONNECTIONS: bool = false;
+pub(crate) const TRUST_FORWARDED_ADDRESS: bool = false;
 pub(crate) const OUTPUT_LOG: bool = true;
 pub(crate) const OUTPUT_FILTER_STATE: bool = false;
 

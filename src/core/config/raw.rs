@@ -32,6 +32,13 @@ pub struct RawConfig {
     /// Fraction (0 to 1) of requests that match no rule which is recorded.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::DEFAULT_SAMPLE_RATE, "minimum" = 0, "maximum" = 1)))]
     pub default_sample_rate: Option<f64>,
+    /// Key plaintext callers (per-caller counts, suppressed groups) by the client address
+    /// Envoy derived from `X-Forwarded-For` rather than by the directly connected peer. Only
+    /// behind proxies you trust to set that header, and only where Envoy trusts them too
+    /// (`xff_num_trusted_hops`, Istio's `numTrustedProxies`): otherwise a caller picks its
+    /// own identity.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::TRUST_FORWARDED_ADDRESS)))]
+    pub trust_forwarded_address: Option<bool>,
     /// How the canonical path that rules match on is derived.
     pub path_normalization: Option<RawPathNormalization>,
     /// Byte caps on what a record may carry.

@@ -266,6 +266,8 @@ pub struct Settings {
     pub output: Output,
     pub budgets: Budgets,
     pub rate_limit: CallerWindow,
+    /// Key plaintext callers by the forwarded address Envoy derived (`callers`).
+    pub trust_forwarded_address: bool,
     pub rules: Vec<Rule>,
     /// What the rules read of each request beyond the path.
     pub reads: RuleReads,

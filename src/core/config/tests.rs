@@ -98,7 +98,7 @@ fn every_error_names_the_field_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (r#"{"rules": [{"name": "a", "action": "audt"}]}"#,
          "rules[0].action: unknown variant `audt`, expected one of `audit`, `sample`, `drop` at line 1 column 41"),
-        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `path_normalization`, `limits`, `redaction`, `reporting`, `authorization`, `authentication`, `network`, `budgets`, `rate_limit`, `output`, `rules` at line 1 column 8"),
+        (r#"{"rulez": []}"#, "rulez: unknown field `rulez`, expected one of `version`, `instance_id`, `log_level`, `always_audit_security_outcomes`, `default_sample_rate`, `trust_forwarded_address`, `path_normalization`, `limits`, `redaction`, `reporting`, `authorization`, `authentication`, `network`, `budgets`, `rate_limit`, `output`, `rules` at line 1 column 8"),
         (r#"{"version": 2}"#, "version: unsupported configuration version 2; this plugin reads version 1"),
         (r#"{"version": 1.5}"#, "version: expected a whole non-negative number, got 1.5 at line 1 column 15"),
         (r#"{"log_level": "loud"}"#, "log_level: unknown log level \"loud\"; expected one of trace, debug, info, warn, error, critical"),

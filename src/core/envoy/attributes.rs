@@ -317,6 +317,8 @@ attribute_batch! {
         listener_direction: Int = optional(LISTENER_DIRECTION),
         route_config: Bytes = optional(ROUTE_ISTIO_CONFIG),
         cluster_config: Bytes = optional(CLUSTER_ISTIO_CONFIG),
+        /// The stream's, which Envoy may have derived from `X-Forwarded-For` (see `envoy::source`).
+        source_address: Bytes = always(SOURCE_ADDRESS),
     }
 }
 
@@ -348,7 +350,6 @@ attribute_batch! {
     /// What a connection's records share: read once per connection (see `ConnectionFacts`).
     /// Attributes of a session that does not exist (plaintext, no peer certificate) come back absent.
     pub struct ConnectionAttrs for Connection {
-        source_address: Bytes = always(SOURCE_ADDRESS),
         tls_version: Bytes = optional(TLS_VERSION),
         mtls: Flag = always(CONNECTION_MTLS),
         peer_uri_san: Bytes = optional(PEER_URI_SAN),
@@ -363,6 +364,8 @@ attribute_batch! {
     /// handshake, the network RBAC filter's denial, a mesh AUDIT policy's mark (which the
     /// network RBAC filter sets on the connection), and the listener's direction.
     pub struct ConnectionEndFacts for ConnectionEnd {
+        /// At the connection level: the directly connected peer.
+        source_address: Bytes = always(SOURCE_ADDRESS),
         transport_failure: Bytes = optional(TRANSPORT_FAILURE),
         termination_details: Bytes = optional(TERMINATION_DETAILS),
         audit_hint: Flag = optional(ACCESS_LOG_HINT),
@@ -559,10 +562,12 @@ mod tests {
             &inbound,
             vs,
             b"",
+            b"203.0.113.9:0",
         ]);
         let answer = Answer::from_batch(answer, Batch::Record).unwrap();
         let facts: RecordFacts = answer.decode();
         assert_eq!(facts.connection_id, Some(7));
+        assert_eq!(facts.source_address, Some(&b"203.0.113.9:0"[..]));
         assert_eq!(facts.code_details, Some(&b"direct_response"[..]));
         assert_eq!(facts.flags, Some(0));
         assert_eq!(facts.duration, Some(12_345_678));
@@ -572,10 +577,9 @@ mod tests {
         assert_eq!(facts.route_config, Some(&vs[..]));
         assert_eq!(facts.cluster_config, None);
 
-        let answer = list(&[b"127.0.0.1:50860", b"", &[0], b"", b"", b"", b""]);
+        let answer = list(&[b"", &[0], b"", b"", b"", b""]);
         let answer = Answer::from_batch(answer, Batch::Connection).unwrap();
         let facts: ConnectionAttrs = answer.decode();
-        assert_eq!(facts.source_address, Some(&b"127.0.0.1:50860"[..]));
         assert_eq!(facts.mtls, Some(false));
         assert_eq!(facts.tls_version, None);
         assert_eq!(facts.peer_uri_san, None);

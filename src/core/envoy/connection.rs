@@ -1,6 +1,6 @@
-//! What the records of one downstream connection share: the caller's address and
-//! TLS identity, which cannot change while a connection lives (`worker::connections`
-//! keeps them per connection).
+//! What the records of one downstream connection share: the caller's TLS identity,
+//! which cannot change while a connection lives (`worker::connections` keeps it per
+//! connection). Not its address: Envoy gives each stream its own (`envoy::source`).
 
 use super::attributes::{ConnectionAttrs, Decoded};
 use super::host::Host;
@@ -8,7 +8,6 @@ use super::identity::Peer;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ConnectionFacts {
-    pub source_address: Option<Vec<u8>>,
     pub peer: Peer,
 }
 
@@ -35,7 +34,6 @@ impl ConnectionFacts {
             .then(|| take(facts.local_uri_san))
             .flatten();
         Self {
-            source_address: take(facts.source_address),
             peer: Peer {
                 mtls: Some(mtls),
                 tls_version,

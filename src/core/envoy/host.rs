@@ -19,6 +19,12 @@ pub trait Host {
     /// Wall-clock time, Unix nanoseconds.
     fn now_unix_nanos(&self) -> u64;
 
+    /// The directly connected peer of a downstream connection, as the network mode (in
+    /// the same VM) saw it: no host call. `None` where the network mode does not run.
+    fn connection_peer(&self, _connection_id: u64) -> Option<Vec<u8>> {
+        None
+    }
+
     /// A batch of attributes. Envoy answers them in one call (see `attributes`); the
     /// default reads them one by one.
     fn properties(&self, batch: Batch) -> Answer {
@@ -54,6 +60,8 @@ mod fake {
         pub response_headers: HashMap<String, Vec<u8>>,
         pub response_trailers: HashMap<String, Vec<u8>>,
         pub properties: HashMap<String, Vec<u8>>,
+        /// What the network mode handed over, by connection id.
+        pub connection_peers: HashMap<u64, Vec<u8>>,
         pub now: u64,
         pub calls: Cell<usize>,
     }
@@ -184,6 +192,10 @@ mod fake {
         fn now_unix_nanos(&self) -> u64 {
             self.count();
             self.now
+        }
+        /// In the VM: not a host call, not counted.
+        fn connection_peer(&self, connection_id: u64) -> Option<Vec<u8>> {
+            self.connection_peers.get(&connection_id).cloned()
         }
         /// Like Envoy's CEL batch: one call for all.
         fn properties(&self, batch: Batch) -> Answer {

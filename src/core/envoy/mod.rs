@@ -12,3 +12,4 @@ pub(crate) mod identity;
 pub(crate) mod mesh;
 pub(crate) mod rbac;
 pub(crate) mod response;
+pub(crate) mod source;

@@ -7,7 +7,9 @@ use crate::core::envoy::grpc::{status_name, GrpcCall};
 use crate::core::envoy::identity::Peer;
 use crate::core::envoy::mesh::parse_istio_config;
 use crate::core::envoy::rbac::{parse_istio_policy, EngineResult};
+use crate::core::envoy::source::CallerAddress;
 use crate::core::sample::SampleKey;
+use crate::core::worker::callers::KeyedBy;
 
 /// Field cap used when a record is still over its size cap after dropping headers.
 const MIN_FIELD_BYTES: usize = 64;
@@ -171,7 +173,8 @@ pub(crate) struct AccessRecord<'a> {
     pub trace_id: Option<&'a [u8]>,
     pub span_id: Option<&'a [u8]>,
     pub b3_trace_id: Option<&'a [u8]>,
-    pub source_address: Option<&'a [u8]>,
+    /// The caller's addresses, and what its key was made of.
+    pub source: Option<(CallerAddress<'a>, KeyedBy)>,
     pub route_name: Option<&'a [u8]>,
     pub cluster_name: Option<&'a [u8]>,
     /// `inbound`, `outbound`, `gateway` or `waypoint` (see `envoy::mesh::direction`).
@@ -338,8 +341,8 @@ impl AccessRecord<'_> {
             w.opt_bytes_field("b3_trace_id", self.b3_trace_id, cap);
             w.end_object();
         }
-        if let Some(address) = self.source_address {
-            write_source(&mut w, address, cap);
+        if let Some((address, keyed_by)) = self.source {
+            write_source(&mut w, address, Some(keyed_by), cap);
         }
         w.opt_str_field("direction", self.direction);
         if self.route_name.is_some()

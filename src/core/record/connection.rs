@@ -5,6 +5,7 @@ use super::access::{write_audit, write_policy, Basis};
 use super::json::JsonWriter;
 use super::{write_peer, write_source, Envelope, Reason};
 use crate::core::envoy::identity::Peer;
+use crate::core::envoy::source::CallerAddress;
 
 #[derive(Debug)]
 pub(crate) struct ConnectionRecord<'a> {
@@ -37,9 +38,12 @@ impl ConnectionRecord<'_> {
         }
         w.opt_bytes_field("local_address", self.local_address, cap);
         w.end_object();
-        if let Some(address) = self.source_address {
-            write_source(&mut w, address, cap);
-        }
+        // At the connection level the source is the directly connected peer.
+        let address = CallerAddress {
+            peer: self.source_address,
+            forwarded: None,
+        };
+        write_source(&mut w, address, None, cap);
         write_peer(&mut w, self.peer, cap);
         if self.denial.is_some() || self.audited {
             w.object_field("authz");

@@ -13,6 +13,8 @@ pub(crate) mod report;
 pub(crate) mod time;
 
 use crate::core::envoy::identity::{parse_spiffe, Peer};
+use crate::core::envoy::source::CallerAddress;
+use crate::core::worker::callers::KeyedBy;
 use json::JsonWriter;
 
 /// Record schema version, written as `"v"` in every record.
@@ -176,8 +178,15 @@ fn write_peer(w: &mut JsonWriter, peer: &Peer, cap: usize) {
 }
 
 /// `source.address`: the caller's address as Envoy gave it.
-fn write_source(w: &mut JsonWriter, address: &[u8], cap: usize) {
+/// `source`: the directly connected peer, the address Envoy derived from
+/// `X-Forwarded-For` (a claim) and, for request records, what the caller's key was made of.
+fn write_source(w: &mut JsonWriter, address: CallerAddress, keyed_by: Option<KeyedBy>, cap: usize) {
+    if address == CallerAddress::default() && keyed_by.is_none() {
+        return;
+    }
     w.object_field("source");
-    w.bytes_field("address", address, cap);
+    w.opt_bytes_field("address", address.peer, cap);
+    w.opt_bytes_field("forwarded_for", address.forwarded, cap);
+    w.opt_str_field("keyed_by", keyed_by.map(KeyedBy::as_str));
     w.end_object();
 }

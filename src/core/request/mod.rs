@@ -39,11 +39,12 @@ use crate::core::envoy::identity::JwtClaims;
 use crate::core::envoy::mesh::direction;
 use crate::core::envoy::rbac::Rbac;
 use crate::core::envoy::response::LimiterHeaders;
+use crate::core::envoy::source::CallerAddress;
 use crate::core::path::{canonicalize, split_query};
 use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, Why};
 use crate::core::record::{Kind, Reason};
 use crate::core::sample::{self, traceparent, SampleKey};
-use crate::core::worker::callers::caller_key;
+use crate::core::worker::callers::{caller_key, KeyedBy};
 use crate::core::worker::suppress::SuppressedKey;
 use crate::core::worker::Worker;
 use inputs::{recorded_headers, sampling_draw, KnownHeaders};
@@ -161,19 +162,22 @@ pub fn on_log(
         return None;
     };
 
+    let connection_id = non_negative(settled.facts.connection_id);
     let connection = match connection_for_rules {
         Some(known) => known,
-        None => worker
-            .connections
-            .facts(non_negative(settled.facts.connection_id), host),
+        None => worker.connections.facts(connection_id, host),
     };
     // What a mesh AUDIT policy marked is as sensitive as an `audit` rule's endpoint.
     let security = kind.is_security_outcome() || plan.sensitive || settled.audit_hint;
-    let caller = caller_key(
+    let handed_off = connection_id.and_then(|id| host.connection_peer(id));
+    let address = CallerAddress::new(settled.facts.source_address, handed_off.as_deref());
+    let (caller, keyed_by) = caller_key(
         connection.peer.principal.as_deref(),
-        connection.source_address.as_deref(),
+        address,
+        settings.trust_forwarded_address,
+        connection_id,
     );
-    if !admit(worker, &verdict, kind, security, caller, now) {
+    if !admit(worker, &verdict, kind, security, &caller, now) {
         return None;
     }
 
@@ -189,7 +193,9 @@ pub fn on_log(
         map: &map,
         known: &known,
         method_override,
-        caller,
+        caller: &caller,
+        address,
+        keyed_by,
         path,
         query,
         canonical: &canonical,
@@ -421,8 +427,10 @@ struct Recorded<'s> {
     map: &'s HeaderMap,
     known: &'s KnownHeaders<'s>,
     method_override: Option<&'s [u8]>,
-    /// The caller as the budgets and the per-caller counts key it.
+    /// The caller as the budgets and the per-caller counts key it, and by what.
     caller: &'s [u8],
+    address: CallerAddress<'s>,
+    keyed_by: KeyedBy,
     /// The path as sent, without its query string.
     path: &'s [u8],
     query: Option<&'s [u8]>,
@@ -554,7 +562,7 @@ impl Recorded<'_> {
             trace_id: traceparent.map(|t| t.trace_id),
             span_id: traceparent.map(|t| t.span_id),
             b3_trace_id: known.b3_trace_id(),
-            source_address: connection.source_address.as_deref(),
+            source: Some((self.address, self.keyed_by)),
             route_name: settled.facts.route_name,
             cluster_name: settled.facts.cluster_name,
             direction: direction(worker.proxy, settled.facts.listener_direction),

@@ -1246,3 +1246,100 @@ fn a_refusal_by_the_application_behind_an_allowing_rbac_filter_is_the_applicatio
         "RBAC let it through; the decision the client saw is the application's"
     );
 }
+
+/// The peer, not the claim: what `source` says, and what keys a caller.
+mod callers {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const AUDIT_ALL: &str = r#"{"rules": [{"name": "all", "action": "audit"}]}"#;
+
+    fn on(connection: i64, source: &str) -> FakeHost {
+        FakeHost::request("GET", "/orders", 200)
+            .with_int_property("connection.id", connection)
+            .with_property("source.address", source)
+    }
+
+    #[test]
+    fn an_address_envoy_took_from_x_forwarded_for_is_a_claim() {
+        let s = settings(AUDIT_ALL);
+        let mut w = worker(&s);
+        let claimed = on(3, "203.0.113.9:0");
+        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &claimed).unwrap()).unwrap();
+        assert_eq!(
+            r["source"],
+            serde_json::json!({"forwarded_for": "203.0.113.9:0", "keyed_by": "connection"}),
+            "no peer known without the network mode: keyed by the connection, never the claim"
+        );
+        // The network mode handed the connection's peer over.
+        let mut handed = on(3, "203.0.113.9:0");
+        handed
+            .connection_peers
+            .insert(3, b"127.0.0.1:40000".to_vec());
+        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &handed).unwrap()).unwrap();
+        assert_eq!(
+            r["source"],
+            serde_json::json!({"address": "127.0.0.1:40000", "forwarded_for": "203.0.113.9:0",
+                "keyed_by": "peer"})
+        );
+        // A direct address (its own port) is the peer.
+        let direct = on(4, "10.0.0.7:5123");
+        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &direct).unwrap()).unwrap();
+        assert_eq!(
+            r["source"],
+            serde_json::json!({"address": "10.0.0.7:5123", "keyed_by": "peer"})
+        );
+    }
+
+    #[test]
+    fn each_request_has_its_own_forwarded_address() {
+        // One kept-alive connection, two claims: each record says its own.
+        let s = settings(AUDIT_ALL);
+        let mut w = worker(&s);
+        for claim in ["203.0.113.9:0", "198.51.100.4:0"] {
+            let r: Value =
+                serde_json::from_str(&on_log(&s, &mut w, true, &on(5, claim)).unwrap()).unwrap();
+            assert_eq!(r["source"]["forwarded_for"], claim);
+        }
+    }
+
+    #[test]
+    fn trusted_forwarded_addresses_key_plaintext_callers() {
+        let s = settings(
+            r#"{"trust_forwarded_address": true,
+                "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/orders"}]}, "action": "audit"}]}"#,
+        );
+        let mut w = worker(&s);
+        let mut host = on(6, "203.0.113.9:0");
+        host.connection_peers.insert(6, b"10.0.0.1:1".to_vec());
+        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &host).unwrap()).unwrap();
+        assert_eq!(r["source"]["keyed_by"], "forwarded");
+        assert_eq!(r["rate_limit"]["window_calls"], 1);
+        // The same client behind the same gateway, on another connection: the same caller.
+        let mut again = on(7, "203.0.113.9:0");
+        again.connection_peers.insert(7, b"10.0.0.1:2".to_vec());
+        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
+        assert_eq!(r["rate_limit"]["window_calls"], 2);
+        // Without the trust, the caller is the gateway's address.
+        let untrusted = settings(
+            r#"{"rules": [{"name": "admin", "match": {"paths": [{"prefix": "/orders"}]}, "action": "audit"}]}"#,
+        );
+        let mut w = worker(&untrusted);
+        for (id, claim) in [(8, "203.0.113.9:0"), (9, "198.51.100.4:0")] {
+            let mut host = on(id, claim);
+            host.connection_peers
+                .insert(id as u64, b"10.0.0.1:3".to_vec());
+            on_log(&untrusted, &mut w, true, &host).unwrap();
+        }
+        let mut third = on(10, "192.0.2.1:0");
+        third.connection_peers.insert(10, b"10.0.0.1:4".to_vec());
+        let r: Value =
+            serde_json::from_str(&on_log(&untrusted, &mut w, true, &third).unwrap()).unwrap();
+        assert_eq!(
+            (&r["source"]["keyed_by"], &r["rate_limit"]["window_calls"]),
+            (&"peer".into(), &3.into()),
+            "three claims, one peer: one caller"
+        );
+    }
+}

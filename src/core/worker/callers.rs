@@ -2,6 +2,8 @@
 //! bounded size, and the key that names a caller.
 
 use crate::core::envoy::identity::strip_port;
+use crate::core::envoy::source::CallerAddress;
+use std::borrow::Cow;
 
 /// Caller bytes kept in a key: enough for any SPIFFE ID or address, bounded.
 pub(crate) const MAX_CALLER_BYTES: usize = 256;
@@ -81,19 +83,55 @@ impl CallerTable {
     }
 }
 
-/// The caller as one key: the principal when the connection is mTLS, else the source IP.
+/// What identity a caller key is (`source.keyed_by` in request records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyedBy {
+    /// The mTLS peer's principal.
+    Principal,
+    /// The directly connected peer's IP.
+    Peer,
+    /// The client address Envoy derived from `X-Forwarded-For`, which the operator trusts.
+    Forwarded,
+    /// The downstream connection: no identity the caller cannot choose is known.
+    Connection,
+}
+
+impl KeyedBy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            KeyedBy::Principal => "principal",
+            KeyedBy::Peer => "peer",
+            KeyedBy::Forwarded => "forwarded",
+            KeyedBy::Connection => "connection",
+        }
+    }
+}
+
+/// The caller as one key, from an identity the caller cannot choose: the principal when
+/// the connection is mTLS, else the directly connected peer's IP; the forwarded address
+/// only when the operator trusts the proxies that set it (a workload behind a gateway,
+/// whose callers all share its address); else the connection itself.
 pub(crate) fn caller_key<'a>(
     principal: Option<&'a [u8]>,
-    source_address: Option<&'a [u8]>,
-) -> &'a [u8] {
+    address: CallerAddress<'a>,
+    trust_forwarded: bool,
+    connection_id: Option<u64>,
+) -> (Cow<'a, [u8]>, KeyedBy) {
     if let Some(principal) = principal {
-        return principal;
+        return (Cow::Borrowed(principal), KeyedBy::Principal);
     }
-    let Some(address) = source_address else {
-        return b"unknown";
-    };
     // Every connection has its own port: the caller is the host.
-    strip_port(address)
+    match (address.forwarded.filter(|_| trust_forwarded), address.peer) {
+        (Some(forwarded), _) => (Cow::Borrowed(strip_port(forwarded)), KeyedBy::Forwarded),
+        (None, Some(peer)) => (Cow::Borrowed(strip_port(peer)), KeyedBy::Peer),
+        (None, None) => {
+            let key = match connection_id {
+                Some(id) => format!("connection {id}").into_bytes(),
+                None => b"unknown".to_vec(),
+            };
+            (Cow::Owned(key), KeyedBy::Connection)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -123,13 +161,43 @@ mod tests {
     }
 
     #[test]
-    fn caller_keys() {
+    fn caller_keys_are_identities_the_caller_cannot_choose() {
+        let key = |principal, stream: &'static [u8], handed: Option<&'static [u8]>, trust| {
+            let (key, by) = caller_key(
+                principal,
+                CallerAddress::new(Some(stream), handed),
+                trust,
+                Some(7),
+            );
+            (String::from_utf8(key.into_owned()).unwrap(), by)
+        };
+        let spiffe = Some(&b"spiffe://td/ns/a/sa/b"[..]);
         assert_eq!(
-            caller_key(Some(b"spiffe://td/ns/a/sa/b"), Some(b"1.2.3.4:5")),
-            b"spiffe://td/ns/a/sa/b"
+            key(spiffe, b"203.0.113.9:0", None, true),
+            ("spiffe://td/ns/a/sa/b".into(), KeyedBy::Principal)
         );
-        assert_eq!(caller_key(None, Some(b"10.0.0.1:43210")), b"10.0.0.1");
-        assert_eq!(caller_key(None, Some(b"[::1]:8080")), b"[::1]");
-        assert_eq!(caller_key(None, None), b"unknown");
+        assert_eq!(
+            key(None, b"10.0.0.1:43210", None, false),
+            ("10.0.0.1".into(), KeyedBy::Peer)
+        );
+        assert_eq!(
+            key(None, b"[::1]:8080", None, false),
+            ("[::1]".into(), KeyedBy::Peer)
+        );
+        // A forwarded claim never keys a caller unless the operator trusts it.
+        assert_eq!(
+            key(None, b"203.0.113.9:0", Some(b"127.0.0.1:5000"), false),
+            ("127.0.0.1".into(), KeyedBy::Peer)
+        );
+        assert_eq!(
+            key(None, b"203.0.113.9:0", None, false),
+            ("connection 7".into(), KeyedBy::Connection)
+        );
+        assert_eq!(
+            key(None, b"203.0.113.9:0", Some(b"127.0.0.1:5000"), true),
+            ("203.0.113.9".into(), KeyedBy::Forwarded)
+        );
+        let (unknown, by) = caller_key(None, CallerAddress::default(), false, None);
+        assert_eq!((&*unknown, by), (&b"unknown"[..], KeyedBy::Connection));
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod callers;
 pub(crate) mod connections;
 pub(crate) mod counters;
 pub(crate) mod metrics;
+pub(crate) mod peers;
 pub(crate) mod suppress;
 
 use crate::core::config::{Budget, LogLevel, LogThreshold, Settings};

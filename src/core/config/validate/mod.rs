@@ -12,7 +12,7 @@ use super::defaults::{
     ALWAYS_AUDIT_SECURITY_OUTCOMES, AUDIT_POLICIES, BACKSLASH_IS_SLASH, DECODE_ESCAPED_SLASHES,
     DEFAULT_SAMPLE_RATE, HASH_KEY_ENV, LOG_LEVEL, MAX_FIELD_BYTES, MAX_RECORD_BYTES,
     OUTPUT_FILTER_STATE, OUTPUT_LOG, RECORD_CONNECTIONS, REPORTING_INTERVAL_SECONDS,
-    SHADOW_RESULTS, VERSION,
+    SHADOW_RESULTS, TRUST_FORWARDED_ADDRESS, VERSION,
 };
 use super::jsonpath;
 use super::raw::{RawAuthentication, RawConfig, RawOutput, RawSubject};
@@ -135,6 +135,9 @@ impl Settings {
             output,
             budgets,
             rate_limit,
+            trust_forwarded_address: raw
+                .trust_forwarded_address
+                .unwrap_or(TRUST_FORWARDED_ADDRESS),
             rules,
             reads,
         };
