@@ -24,7 +24,8 @@ const CONFIGS: [&str; 3] = [
         {"name": "errors", "match": {"status": ["5xx", 404, "grpc:INTERNAL"]}, "action": "audit"},
         {"name": "grpc", "match": {"grpc_services": ["shop.*"], "grpc_methods": ["shop.Admin/Delete"]},
          "action": "audit", "level": "request"},
-        {"name": "callers", "match": {"mtls": true, "namespaces": ["shop"]}, "action": "audit"}
+        {"name": "callers", "match": {"mtls": true, "namespaces": ["shop"]}, "action": "audit"},
+        {"name": "ambiguous", "match": {"ambiguous": true}, "action": "audit", "security_budget": false}
     ]}"#,
     r#"{"limits": {"max_field_bytes": 64, "max_record_bytes": 4096}, "default_sample_rate": 1,
         "redaction": {"path_placeholders": {"segments": [{"glob": "acct-*", "placeholder": "account"}]}},
@@ -58,6 +59,8 @@ fuzz_target!(|data: &[u8]| {
         ("x-debug", header),
         ("authorization", header),
         ("x-http-method-override", method),
+        ("x-http-method", header),
+        ("x-original-url", details),
         ("traceparent", header),
         ("x-request-id", header),
     ];

@@ -342,6 +342,12 @@ pub struct RawRule {
     pub level: Option<RawLevel>,
     /// Records per second this rule may write (per worker), on top of the class budget.
     pub budget: Option<RawBudget>,
+    /// With `audit`: whether its records share the security budget, as sensitive endpoints'
+    /// do (`true`), or the routine budget (`false`), so that a flood of requests matching
+    /// it (crafted ambiguous requests, say) cannot displace denials. A security outcome
+    /// always uses the security budget.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    pub security_budget: Option<bool>,
     /// With level `request`: the request headers to record: lowercase names, or
     /// `{"name": ..., "redact": "omit" | "mask" | "hash"}`.
     #[serde(default)]
@@ -376,6 +382,9 @@ pub struct RawMatch {
     /// Any of these gRPC methods, as `<service>/<method>` (`shop.v1.Admin/DeleteUser`).
     #[serde(default)]
     pub grpc_methods: Vec<String>,
+    /// `true`: the request means two things to different upstreams (its
+    /// `request.ambiguities` is not empty); `false`: it does not.
+    pub ambiguous: Option<bool>,
     /// Match paths without regard to ASCII case.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::CASE_INSENSITIVE)))]
     pub case_insensitive: Option<bool>,

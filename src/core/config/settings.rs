@@ -205,6 +205,8 @@ pub struct Matcher {
     pub headers: Vec<HeaderMatcher>,
     pub status: Vec<StatusMatcher>,
     pub grpc_services: Vec<ServiceMatcher>,
+    /// `true`: the request's readings disagree (`request.ambiguities`); `false`: they agree.
+    pub ambiguous: Option<bool>,
     /// `<service>/<method>`.
     pub grpc_methods: Vec<Vec<u8>>,
 }
@@ -231,6 +233,8 @@ pub struct Rule {
     pub level: Level,
     pub request_headers: Vec<RecordedHeader>,
     pub budget: Option<Budget>,
+    /// An `audit` rule's records share the security budget (else the routine one).
+    pub security_budget: bool,
 }
 
 impl Settings {

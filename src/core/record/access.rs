@@ -8,6 +8,7 @@ use crate::core::envoy::identity::Peer;
 use crate::core::envoy::mesh::parse_istio_config;
 use crate::core::envoy::rbac::{parse_istio_policy, EngineResult};
 use crate::core::envoy::source::CallerAddress;
+use crate::core::request::readings::OVERRIDE_SOURCES;
 use crate::core::sample::SampleKey;
 use crate::core::worker::callers::KeyedBy;
 
@@ -113,6 +114,17 @@ pub(crate) struct ExtAuthzCheck<'a> {
     pub answer: &'static str,
 }
 
+/// The readings of the request beyond its request line (`core::request::readings`).
+#[derive(Debug, Default)]
+pub(crate) struct RequestReadings<'a> {
+    /// The methods each override names, in `OVERRIDE_SOURCES` order.
+    pub method_overrides: &'a [Option<&'a [u8]>],
+    /// Each routing header sent, and its path (redacted).
+    pub routing: Vec<(&'static str, &'a [u8])>,
+    /// `request.ambiguities`.
+    pub ambiguities: Vec<&'static str>,
+}
+
 /// A gRPC call (`grpc` in the record).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GrpcFacts<'a> {
@@ -146,6 +158,9 @@ pub(crate) struct AccessRecord<'a> {
     pub instance: &'a str,
     pub stream: Option<(&'a str, u64)>,
     pub why: Option<Why<'a>>,
+    /// The readings beyond the request line the matched rule needed (`why.matched_on`).
+    pub matched_on: &'a [&'static str],
+    pub readings: RequestReadings<'a>,
     pub request_id: Option<&'a [u8]>,
     pub method: Option<&'a [u8]>,
     pub method_override: Option<&'a [u8]>,
@@ -216,6 +231,7 @@ impl AccessRecord<'_> {
             w.str_field("action", why.action);
             w.f64_field("sample_rate", why.sample_rate);
             w.opt_str_field("sampled_by", why.sampled_by.map(SampleKey::as_str));
+            write_names(&mut w, "matched_on", self.matched_on);
             w.end_object();
         }
 
@@ -223,6 +239,17 @@ impl AccessRecord<'_> {
         w.opt_bytes_field("id", self.request_id, cap);
         w.opt_bytes_field("method", self.method, cap);
         w.opt_bytes_field("method_override", self.method_override, cap);
+        let overrides = &self.readings.method_overrides;
+        if overrides.iter().flatten().count() > 1 {
+            w.object_field("method_overrides");
+            for (source, method) in OVERRIDE_SOURCES.iter().zip(overrides.iter()) {
+                if let Some(method) = method {
+                    w.name_key(source);
+                    w.bytes_value(method, cap);
+                }
+            }
+            w.end_object();
+        }
         w.opt_bytes_field("authority", self.authority, cap);
         w.opt_bytes_field("path", self.path, cap);
         w.opt_bytes_field("query", self.query, cap);
@@ -230,6 +257,15 @@ impl AccessRecord<'_> {
             w.bool_field("query_removed", true);
         }
         w.opt_bytes_field("canonical_path", self.canonical_path, cap);
+        if !self.readings.routing.is_empty() {
+            w.object_field("routing");
+            for (source, path) in &self.readings.routing {
+                w.name_key(source);
+                w.bytes_value(path, cap);
+            }
+            w.end_object();
+        }
+        write_names(&mut w, "ambiguities", &self.readings.ambiguities);
         if with_headers && !self.headers.is_empty() {
             w.object_field("headers");
             for (name, value) in &self.headers {
@@ -404,6 +440,18 @@ fn write_istio_object(
         }
         _ => w.bytes_field(raw_field, config, cap),
     }
+}
+
+/// `key: [names…]`, when there is any.
+fn write_names(w: &mut JsonWriter, key: &'static str, names: &[&'static str]) {
+    if names.is_empty() {
+        return;
+    }
+    w.array_field(key);
+    for name in names {
+        w.str_value(name);
+    }
+    w.end_array();
 }
 
 /// `audit`: a mesh AUDIT policy matched, and which, where known.

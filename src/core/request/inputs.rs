@@ -18,6 +18,8 @@ pub(super) struct KnownHeaders<'a> {
     /// The headers clients use to tunnel a method through POST (rules match on
     /// them too), in order of precedence.
     pub method_overrides: [Option<&'a [u8]>; 3],
+    /// `x-original-url`, `x-rewrite-url`: the path some applications route on instead.
+    pub routing: [Option<&'a [u8]>; 2],
     pub request_id: Option<&'a [u8]>,
     pub traceparent: Option<&'a [u8]>,
     pub x_b3_traceid: Option<&'a [u8]>,
@@ -36,6 +38,8 @@ impl<'a> KnownHeaders<'a> {
                 b"x-http-method-override" => &mut known.method_overrides[0],
                 b"x-http-method" => &mut known.method_overrides[1],
                 b"x-method-override" => &mut known.method_overrides[2],
+                b"x-original-url" => &mut known.routing[0],
+                b"x-rewrite-url" => &mut known.routing[1],
                 b"x-request-id" => &mut known.request_id,
                 b"traceparent" => &mut known.traceparent,
                 b"x-b3-traceid" => &mut known.x_b3_traceid,
@@ -50,10 +54,6 @@ impl<'a> KnownHeaders<'a> {
     /// A gRPC call (or gRPC-Web), by its content type: its status is worth a read.
     pub(super) fn is_grpc(&self) -> bool {
         self.content_type.is_some_and(is_grpc_content_type)
-    }
-
-    pub(super) fn method_override(&self) -> Option<&'a [u8]> {
-        self.method_overrides.iter().find_map(|value| *value)
     }
 
     /// The B3 trace id, from `x-b3-traceid` or the single `b3` header.

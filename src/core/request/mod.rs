@@ -22,6 +22,7 @@
 
 mod inputs;
 mod outcome;
+pub(crate) mod readings;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -41,7 +42,7 @@ use crate::core::envoy::rbac::Rbac;
 use crate::core::envoy::response::LimiterHeaders;
 use crate::core::envoy::source::CallerAddress;
 use crate::core::path::{canonicalize, split_query};
-use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, Why};
+use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, RequestReadings, Why};
 use crate::core::record::{Kind, Reason};
 use crate::core::sample::{self, traceparent, SampleKey};
 use crate::core::worker::callers::{caller_key, KeyedBy};
@@ -52,7 +53,9 @@ use outcome::{
     authentication, authorization, classify, likely_security, status_code, EarlyOutcome, Ending,
     Statuses,
 };
-use rules::{first_matching_rule, verdict, MatchInput, Verdict};
+use readings::Readings;
+use rules::{first_matching_rule, matched_on, verdict, MatchInput, Verdict};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// Decides at the end of a stream, and returns the record's JSON when one is due.
@@ -71,7 +74,7 @@ pub fn on_log(
     let known = KnownHeaders::find(&map);
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
-    let method_override = known.method_override();
+    let readings = Readings::of(&known, path, query, &canonical, settings.canonical);
     let is_grpc = known.is_grpc();
     let grpc_call = GrpcCall::from_path(&canonical);
 
@@ -92,19 +95,19 @@ pub fn on_log(
         .iter()
         .map(|name| map.get(name))
         .collect();
-    let rule = first_matching_rule(
-        settings,
-        &MatchInput {
-            canonical_path: &canonical,
-            method: known.method,
-            method_override,
-            authority: known.authority,
-            match_headers: &match_headers,
-            statuses: ending_for_rules.map(|e| e.statuses).unwrap_or_default(),
-            grpc_call,
-            peer: connection_for_rules.as_deref().map(|c| &c.peer),
-        },
-    );
+    let input = MatchInput {
+        canonical_path: &canonical,
+        method: known.method,
+        method_overrides: &readings.method_overrides,
+        routing_paths: &readings.routing_paths,
+        ambiguities: readings.ambiguities,
+        authority: known.authority,
+        match_headers: &match_headers,
+        statuses: ending_for_rules.map(|e| e.statuses).unwrap_or_default(),
+        grpc_call,
+        peer: connection_for_rules.as_deref().map(|c| &c.peer),
+    };
+    let rule = first_matching_rule(settings, &input);
     // Every request is counted against the rule that matched (or `_default`), whatever happens next.
     worker.tally(rule, |c| c.requests += 1);
     let plan = Plan::new(settings, rule, &known, worker);
@@ -163,12 +166,17 @@ pub fn on_log(
     };
 
     let connection_id = non_negative(settled.facts.connection_id);
-    let connection = match connection_for_rules {
-        Some(known) => known,
+    let connection = match &connection_for_rules {
+        Some(known) => Rc::clone(known),
         None => worker.connections.facts(connection_id, host),
     };
-    // What a mesh AUDIT policy marked is as sensitive as an `audit` rule's endpoint.
-    let security = kind.is_security_outcome() || plan.sensitive || settled.audit_hint;
+    // What a mesh AUDIT policy marked is as sensitive as an `audit` rule's endpoint, unless
+    // the rule put its records in the routine class.
+    let rule_is_security = rule
+        .and_then(|i| settings.rules.get(i))
+        .is_none_or(|r| r.security_budget);
+    let security =
+        kind.is_security_outcome() || (plan.sensitive && rule_is_security) || settled.audit_hint;
     let handed_off = connection_id.and_then(|id| host.connection_peer(id));
     let address = CallerAddress::new(settled.facts.source_address, handed_off.as_deref());
     let (caller, keyed_by) = caller_key(
@@ -192,7 +200,11 @@ pub fn on_log(
         now,
         map: &map,
         known: &known,
-        method_override,
+        readings: &readings,
+        matched_on: rule
+            .and_then(|i| settings.rules.get(i))
+            .map(|r| matched_on(&r.matcher, &input))
+            .unwrap_or_default(),
         caller: &caller,
         address,
         keyed_by,
@@ -426,7 +438,9 @@ struct Recorded<'s> {
     now: u64,
     map: &'s HeaderMap,
     known: &'s KnownHeaders<'s>,
-    method_override: Option<&'s [u8]>,
+    readings: &'s Readings<'s>,
+    /// The readings beyond the request line the rule needed (`why.matched_on`).
+    matched_on: Vec<&'static str>,
     /// The caller as the budgets and the per-caller counts key it, and by what.
     caller: &'s [u8],
     address: CallerAddress<'s>,
@@ -490,6 +504,13 @@ impl Recorded<'_> {
             _ => (Vec::new(), false),
         };
         let recorded_query = query.and_then(|q| redaction.query(q));
+        // A routing header's path only (its query can carry what the query would), redacted.
+        let routing: Vec<(&str, Cow<[u8]>)> = self
+            .readings
+            .routing_paths
+            .iter()
+            .map(|r| (r.source, redaction.path(split_query(r.sent).0)))
+            .collect();
         let recorded_path = redaction.path(self.path);
         let recorded_canonical = redaction.path(self.canonical);
         let code_details = settled.code_details();
@@ -540,9 +561,18 @@ impl Recorded<'_> {
                 rule: rule.map(|r| r.name.as_str()),
                 ..self.why
             }),
+            matched_on: &self.matched_on,
+            readings: RequestReadings {
+                method_overrides: &self.readings.method_overrides,
+                routing: routing
+                    .iter()
+                    .map(|(source, path)| (*source, &**path))
+                    .collect(),
+                ambiguities: self.readings.ambiguities.codes().collect(),
+            },
             request_id: known.request_id,
             method: known.method,
-            method_override: self.method_override,
+            method_override: self.readings.method_overrides.iter().find_map(|m| *m),
             authority: known.authority,
             path: Some(&recorded_path),
             query: recorded_query.as_deref(),

@@ -1,6 +1,7 @@
 //! Which rule applies to a request, and what the rules make of its kind of event.
 
 use super::outcome::Statuses;
+use super::readings::{Ambiguities, RoutedPath, OVERRIDE_SOURCES};
 use crate::core::config::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
 use crate::core::envoy::grpc::GrpcCall;
 use crate::core::envoy::identity::{strip_port, Peer};
@@ -10,8 +11,12 @@ use crate::core::record::{Kind, Reason};
 pub(super) struct MatchInput<'a> {
     pub canonical_path: &'a [u8],
     pub method: Option<&'a [u8]>,
-    /// A method-override header's value: a rule on `DELETE` also catches `POST` + override `DELETE`.
-    pub method_override: Option<&'a [u8]>,
+    /// The methods override headers and `_method` name: a rule on `DELETE` also catches
+    /// `POST` + override `DELETE` (`readings`).
+    pub method_overrides: &'a [Option<&'a [u8]>],
+    /// Canonical paths the routing headers name: a path rule matches them too.
+    pub routing_paths: &'a [RoutedPath<'a>],
+    pub ambiguities: Ambiguities,
     pub authority: Option<&'a [u8]>,
     /// Values of `RuleReads::headers`, in that order.
     pub match_headers: &'a [Option<&'a [u8]>],
@@ -38,10 +43,14 @@ pub(super) fn first_matching_rule(settings: &Settings, input: &MatchInput<'_>) -
 
 fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
     peer_matches(m, input.peer)
-        && (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path)))
+        && m.ambiguous
+            .is_none_or(|wanted| wanted != input.ambiguities.is_empty())
+        && (m.paths.is_empty()
+            || m.paths.iter().any(|p| p.matches(path))
+            || routed_path_matches(m, input))
         && (m.methods.is_empty()
-            || [input.method, input.method_override]
-                .into_iter()
+            || std::iter::once(input.method)
+                .chain(input.method_overrides.iter().copied())
                 .flatten()
                 .any(|method| {
                     m.methods
@@ -63,6 +72,59 @@ fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
             || m.status
                 .iter()
                 .any(|s| s.matches(input.statuses.http.unwrap_or(0), input.statuses.grpc)))
+}
+
+/// The readings beyond the request line a matched rule needed, by where they come from
+/// (`why.matched_on`): the routing header its path condition matched, the override its
+/// method condition matched.
+pub(super) fn matched_on(m: &Matcher, input: &MatchInput<'_>) -> Vec<&'static str> {
+    let mut on = Vec::new();
+    let path = if m.case_insensitive {
+        input.canonical_path.to_ascii_lowercase()
+    } else {
+        input.canonical_path.to_vec()
+    };
+    if !m.paths.is_empty() && !m.paths.iter().any(|p| p.matches(&path)) {
+        if let Some(routed) = input
+            .routing_paths
+            .iter()
+            .find(|routed| path_matches_routed(m, routed))
+        {
+            on.push(routed.source);
+        }
+    }
+    let named = |method: &[u8]| {
+        m.methods
+            .iter()
+            .any(|x| x.as_bytes().eq_ignore_ascii_case(method))
+    };
+    if !m.methods.is_empty() && !input.method.is_some_and(named) {
+        let by_override = input
+            .method_overrides
+            .iter()
+            .position(|method| method.is_some_and(named));
+        if let Some(source) = by_override.and_then(|i| OVERRIDE_SOURCES.get(i)) {
+            on.push(*source);
+        }
+    }
+    on
+}
+
+/// A path rule on the path a routing header names (rare: only when one was sent).
+fn routed_path_matches(m: &Matcher, input: &MatchInput<'_>) -> bool {
+    input
+        .routing_paths
+        .iter()
+        .any(|routed| path_matches_routed(m, routed))
+}
+
+fn path_matches_routed(m: &Matcher, routed: &RoutedPath) -> bool {
+    if m.case_insensitive {
+        let lower = routed.canonical.to_ascii_lowercase();
+        m.paths.iter().any(|p| p.matches(&lower))
+    } else {
+        m.paths.iter().any(|p| p.matches(&routed.canonical))
+    }
 }
 
 /// gRPC conditions read the path's shape whatever the content type: Connect and gRPC-Web
@@ -91,9 +153,11 @@ fn peer_matches(m: &Matcher, peer: Option<&Peer>) -> bool {
                 .is_some_and(|ns| m.namespaces.iter().any(|x| x.as_slice() == ns)))
 }
 
-/// `:authority` without its port, compared without regard to case.
+/// `:authority` as a DNS name: without its port and one trailing dot (the same fully
+/// qualified name), compared without regard to case.
 fn host_matches(hosts: &[HostMatcher], authority: &[u8]) -> bool {
     let host = strip_port(authority);
+    let host = host.strip_suffix(b".").unwrap_or(host);
     hosts.iter().any(|h| match h {
         HostMatcher::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
         HostMatcher::Suffix(suffix) => {
@@ -178,7 +242,9 @@ mod tests {
         MatchInput {
             canonical_path: path.as_bytes(),
             method: Some(method.as_bytes()),
-            method_override: None,
+            method_overrides: &[],
+            routing_paths: &[],
+            ambiguities: Ambiguities::default(),
             authority: Some(b"API.example.com:8443"),
             match_headers: headers,
             statuses: Statuses {
@@ -230,6 +296,9 @@ mod tests {
         for (authority, expected) in [
             (&b"API.example.com:8443"[..], true),
             (b"api.example.com", true),
+            (b"api.example.com.", true),
+            (b"API.Example.COM.:443", true),
+            (b"api.example.com..", false),
             (b"api.example.com.evil", false),
             (b"[::1]:80", false),
         ] {

@@ -1343,3 +1343,127 @@ mod callers {
         );
     }
 }
+
+/// Every plausible reading matches; disagreement is an event.
+mod readings {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const RULES: &str = r#"{"default_sample_rate": 0, "rules": [
+        {"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"},
+        {"name": "deletes", "match": {"methods": ["DELETE"]}, "action": "audit"},
+        {"name": "api-host", "match": {"hosts": ["api.internal"]}, "action": "audit"},
+        {"name": "ambiguous", "match": {"ambiguous": true}, "action": "audit", "security_budget": false,
+         "budget": {"records_per_second": 1, "burst": 1}}
+    ]}"#;
+
+    fn record(host: &FakeHost) -> Option<Value> {
+        run(&settings(RULES), host, true)
+    }
+
+    #[test]
+    fn a_routing_header_naming_a_sensitive_path_matches_its_rule() {
+        let host = FakeHost::request("GET", "/public", 200)
+            .with_request_header("x-original-url", "/admin/users?token=s3cret");
+        let r = record(&host).expect("audited by the admin rule");
+        assert_eq!(r["why"]["rule"], "admin");
+        assert_eq!(
+            r["why"]["matched_on"],
+            serde_json::json!(["x-original-url"])
+        );
+        assert_eq!(
+            r["request"]["routing"],
+            serde_json::json!({"x-original-url": "/admin/users"})
+        );
+        assert_eq!(
+            r["request"]["ambiguities"],
+            serde_json::json!(["routing_header"])
+        );
+        assert!(
+            !r.to_string().contains("s3cret"),
+            "the header's query is never recorded"
+        );
+        // The routine path's cost is unchanged: everything came from the header map.
+        let routine = FakeHost::request("GET", "/public", 200);
+        assert!(record(&routine).is_none());
+        assert_eq!(routine.calls.get(), 3);
+    }
+
+    #[test]
+    fn every_method_override_counts_and_conflicts_are_recorded() {
+        let host = FakeHost::request("POST", "/items/7", 200)
+            .with_request_header("x-http-method-override", "GET")
+            .with_request_header("x-http-method", "DELETE");
+        let r = record(&host).expect("the DELETE one upstream reads");
+        assert_eq!(r["why"]["rule"], "deletes");
+        assert_eq!(r["why"]["matched_on"], serde_json::json!(["x-http-method"]));
+        assert_eq!(
+            r["request"]["method_overrides"],
+            serde_json::json!({"x-http-method-override": "GET", "x-http-method": "DELETE"})
+        );
+        assert_eq!(r["request"]["method_override"], "GET");
+        assert_eq!(
+            r["request"]["ambiguities"],
+            serde_json::json!(["method_override_conflict"])
+        );
+        let query = FakeHost::request("POST", "/items/7?_method=DELETE", 200);
+        let r = record(&query).expect("Symfony and Laravel read _method from the query");
+        assert_eq!(r["why"]["matched_on"], serde_json::json!(["_method"]));
+    }
+
+    #[test]
+    fn a_host_with_a_trailing_dot_is_the_same_name() {
+        let host = FakeHost::request("GET", "/x", 200)
+            .with_request_header(":authority", "API.internal.:8443");
+        let r = record(&host).expect("the same fully qualified name");
+        assert_eq!(r["why"]["rule"], "api-host");
+        assert_eq!(
+            r["request"]["ambiguities"],
+            serde_json::json!(["host_trailing_dot"])
+        );
+    }
+
+    #[test]
+    fn ambiguous_requests_are_audited_on_the_routine_budget() {
+        let config = |class: &str| {
+            settings(&format!(
+                r#"{{"default_sample_rate": 0, "budgets": {{"routine": {{"records_per_second": 1, "burst": 1}}}},
+                    "rules": [{{"name": "ambiguous", "match": {{"ambiguous": true}}, "action": "audit"{class}}}]}}"#
+            ))
+        };
+        let crafted = || FakeHost::request("GET", "/files/..;/x", 200);
+        let routine = config(r#", "security_budget": false"#);
+        let mut w = worker(&routine);
+        let first: Value =
+            serde_json::from_str(&on_log(&routine, &mut w, true, &crafted()).unwrap()).unwrap();
+        assert_eq!(first["why"]["rule"], "ambiguous");
+        assert_eq!(
+            first["request"]["ambiguities"],
+            serde_json::json!(["path_semicolon", "path_dot_segment"])
+        );
+        // The flood is held to the routine budget (1, burst 1), not the security one: a
+        // denial still gets through.
+        for _ in 0..50 {
+            assert!(on_log(&routine, &mut w, true, &crafted()).is_none());
+        }
+        let denied = FakeHost::request("GET", "/orders", 403);
+        let r: Value =
+            serde_json::from_str(&on_log(&routine, &mut w, true, &denied).unwrap()).unwrap();
+        assert_eq!(r["kind"], "denied");
+        // A request whose readings agree is not matched by `ambiguous: true`.
+        assert!(on_log(
+            &routine,
+            &mut w,
+            true,
+            &FakeHost::request("GET", "/files/x", 200)
+        )
+        .is_none());
+        // By default an audit rule's records use the security budget: the flood is not held.
+        let security = config("");
+        let mut w = worker(&security);
+        for _ in 0..5 {
+            assert!(on_log(&security, &mut w, true, &crafted()).is_some());
+        }
+    }
+}

@@ -136,8 +136,15 @@ impl RuleBuilder {
             Some(raw) => Some(budget(&format!("{at}.budget"), Some(raw), 0.0)?),
             None => None,
         };
+        if raw.security_budget.is_some() && action != Action::Audit {
+            return Err(error(
+                format!("{at}.security_budget"),
+                "only an \"audit\" rule chooses its budget class (other rules' records are routine); remove it",
+            ));
+        }
         Ok(Rule {
             budget,
+            security_budget: raw.security_budget.unwrap_or(true),
             name: raw.name,
             matcher,
             action,
@@ -225,6 +232,7 @@ impl RuleBuilder {
             grpc_methods.push(method.as_bytes().to_vec());
         }
         Ok(Matcher {
+            ambiguous: raw.ambiguous,
             grpc_services,
             grpc_methods,
             mtls: raw.mtls,
