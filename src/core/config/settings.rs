@@ -327,4 +327,7 @@ pub struct RuleReads {
     pub peer: bool,
     /// The response status, read before matching.
     pub status: bool,
+    /// Whether the path's spelling is ambiguous, worked out before matching (otherwise
+    /// only for a request that is recorded).
+    pub ambiguity: bool,
 }

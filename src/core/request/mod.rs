@@ -53,7 +53,7 @@ use outcome::{
     authentication, authorization, classify, likely_security, status_code, EarlyOutcome, Ending,
     Statuses,
 };
-use readings::Readings;
+use readings::{Ambiguities, Readings};
 use rules::{first_matching_rule, matched_on, verdict, MatchInput, Verdict};
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -74,7 +74,13 @@ pub fn on_log(
     let known = KnownHeaders::find(&map);
     let (path, query) = split_query(known.path.unwrap_or_default());
     let canonical = canonicalize(path, settings.canonical);
-    let readings = Readings::of(&known, path, query, &canonical, settings.canonical);
+    let readings = Readings::of(
+        &known,
+        (path, query),
+        &canonical,
+        settings.canonical,
+        settings.reads.ambiguity,
+    );
     let is_grpc = known.is_grpc();
     let grpc_call = GrpcCall::from_path(&canonical);
 
@@ -454,6 +460,16 @@ struct Recorded<'s> {
 }
 
 impl Recorded<'_> {
+    /// All of the request's ambiguities, the path's included.
+    fn ambiguities(&self) -> Ambiguities {
+        let known = self.readings.ambiguities;
+        if self.settings.reads.ambiguity {
+            known
+        } else {
+            known.with_path(self.path)
+        }
+    }
+
     /// Reads what only a record needs (rate-limit headers, JWT claims) and encodes the record.
     fn assemble(
         &self,
@@ -568,7 +584,7 @@ impl Recorded<'_> {
                     .iter()
                     .map(|(source, path)| (*source, &**path))
                     .collect(),
-                ambiguities: self.readings.ambiguities.codes().collect(),
+                ambiguities: self.ambiguities().codes().collect(),
             },
             request_id: known.request_id,
             method: known.method,

@@ -46,6 +46,11 @@ impl Ambiguities {
         self.0 == 0
     }
 
+    /// With the path's own ambiguities, when they were not worked out before matching.
+    pub(crate) fn with_path(self, path: &[u8]) -> Self {
+        Self(self.0 | path_ambiguities(path))
+    }
+
     /// The codes, in a fixed order.
     pub(crate) fn codes(self) -> impl Iterator<Item = &'static str> {
         AMBIGUITY_CODES
@@ -89,15 +94,17 @@ pub(super) struct Readings<'a> {
 }
 
 impl<'a> Readings<'a> {
-    /// `path` and `query`: `:path` split; `canonical`: the path's canonical form.
+    /// `path` and `query`: `:path` split; `canonical`: the path's canonical form. The
+    /// path's own ambiguities (a scan of it) only with `scan_path`: rules need them only
+    /// when one matches on ambiguity, and a record adds them (`with_path`).
     pub(super) fn of(
         known: &KnownHeaders<'a>,
-        path: &[u8],
-        query: Option<&'a [u8]>,
+        (path, query): (&[u8], Option<&'a [u8]>),
         canonical: &[u8],
         options: CanonicalOptions,
+        scan_path: bool,
     ) -> Self {
-        let mut bits = path_ambiguities(path);
+        let mut bits = if scan_path { path_ambiguities(path) } else { 0 };
         let [a, b, c] = known.method_overrides;
         let in_query = query.and_then(method_in_query);
         let method_overrides = [a, b, c, in_query];
@@ -227,10 +234,14 @@ mod tests {
         let (path, query) = split_query(known.path.unwrap_or_default());
         let options = CanonicalOptions::default();
         let canonical = canonicalize(path, options);
-        Readings::of(&known, path, query, &canonical, options)
-            .ambiguities
-            .codes()
-            .collect()
+        let scanned = Readings::of(&known, (path, query), &canonical, options, true).ambiguities;
+        let later = Readings::of(&known, (path, query), &canonical, options, false).ambiguities;
+        assert_eq!(
+            later.with_path(path),
+            scanned,
+            "a record says the same either way"
+        );
+        scanned.codes().collect()
     }
 
     fn get(path: &str) -> Vec<&'static str> {

@@ -61,6 +61,7 @@ pub(super) fn rules(
             m.mtls.is_some() || !m.principals.is_empty() || !m.namespaces.is_empty()
         }),
         status: rules.iter().any(|r| !r.matcher.status.is_empty()),
+        ambiguity: rules.iter().any(|r| r.matcher.ambiguous.is_some()),
     };
     Ok((rules, reads))
 }
