@@ -8,12 +8,14 @@ the plugin configuration.
 
 from __future__ import annotations
 
+import http.server
 import json
 import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -116,6 +118,42 @@ class Upstream:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class ExtAuthzServer:
+    """A local ext_authz HTTP service: 403 for the requests `denies(path, headers)` picks,
+    200 for the rest."""
+
+    def __init__(self, denies) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                self.send_response(403 if denies(self.path, self.headers) else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def static_cluster(name: str, port: int, **extra) -> dict:
+    """A STATIC cluster of one endpoint on 127.0.0.1:`port`; `extra` adds cluster fields."""
+    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}]},
+        **extra,
+    }
 
 
 def http_connection_manager(config: dict) -> dict:

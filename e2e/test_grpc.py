@@ -10,10 +10,7 @@ and that streams are recorded once, at their end, with their final status.
 
 from __future__ import annotations
 
-import http.server
-import json
 import tempfile
-import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -96,38 +93,17 @@ class Service(grpc.GenericRpcHandler):
         return None
 
 
-class ExtAuthz(http.server.BaseHTTPRequestHandler):
-    """Denies every call to a service whose name contains "Deny"."""
-
-    def _answer(self):
-        self.send_response(403 if "Deny" in self.path else 200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
-
-
 def http2_cluster(name: str, port: int) -> dict:
-    return {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "2s",
-        "typed_extension_protocol_options": {
+    return harness.static_cluster(
+        name,
+        port,
+        typed_extension_protocol_options={
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}
-            ],
-        },
-    }
+    )
 
 
 def rate_limit(resource_exhausted: bool) -> dict:
@@ -151,8 +127,8 @@ class GrpcStack:
         grpc_port = harness.free_port()
         self.server.add_insecure_port(f"127.0.0.1:{grpc_port}")
         self.server.start()
-        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", harness.free_port()), ExtAuthz)
-        threading.Thread(target=self.authz.serve_forever, daemon=True).start()
+        # Denies every call to a service whose name contains "Deny".
+        self.authz = harness.ExtAuthzServer(lambda path, _headers: "Deny" in path)
         self.issuer = pki.JwtIssuer("https://issuer.shop.test")
         self.upstream = harness.Upstream()
         self.port = harness.free_port()
@@ -185,7 +161,7 @@ class GrpcStack:
                     "transport_api_version": "V3",
                     "http_service": {
                         "server_uri": {
-                            "uri": f"http://127.0.0.1:{self.authz.server_address[1]}",
+                            "uri": f"http://127.0.0.1:{self.authz.port}",
                             "cluster": "ext_authz",
                             "timeout": "2s",
                         }
@@ -232,13 +208,10 @@ class GrpcStack:
                 }
             ],
         }
-        clusters = config["static_resources"]["clusters"]
-        authz_cluster = json.loads(json.dumps(clusters[0]))
-        authz_cluster["name"] = authz_cluster["load_assignment"]["cluster_name"] = "ext_authz"
-        authz_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"][
-            "port_value"
-        ] = self.authz.server_address[1]
-        clusters += [http2_cluster("grpc_backend", grpc_port), authz_cluster]
+        config["static_resources"]["clusters"] += [
+            http2_cluster("grpc_backend", grpc_port),
+            harness.static_cluster("ext_authz", self.authz.port),
+        ]
         self.envoy = harness.Envoy(config, Path(tempfile.mkdtemp(prefix="meshaudit-grpc-")))
         self.envoy.wait_ready()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -270,7 +243,7 @@ class GrpcStack:
         self.channel.close()
         self.envoy.stop()
         self.upstream.stop()
-        self.authz.shutdown()
+        self.authz.stop()
         self.server.stop(grace=None)
 
 

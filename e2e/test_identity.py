@@ -16,7 +16,6 @@ import http.server
 import socket
 import ssl
 import struct
-import threading
 
 import harness
 import pki
@@ -44,15 +43,9 @@ def address(port: int) -> dict:
 
 
 def static_cluster(name: str, port: int, tls: dict | None = None) -> dict:
-    cluster = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(port)}}]}]},
-    }
     if tls:
-        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
-    return cluster
+        return harness.static_cluster(name, port, transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": tls})
+    return harness.static_cluster(name, port)
 
 
 def wasm_config(name: str, root_id: str, plugin: dict) -> dict:
@@ -297,21 +290,6 @@ def client_config(certs: dict, ports: dict) -> dict:
     }
 
 
-class ExtAuthz(http.server.BaseHTTPRequestHandler):
-    """Denies a request carrying `x-ext-authz: deny`, allows the rest."""
-
-    def _answer(self):
-        status = 403 if self.headers.get("x-ext-authz") == "deny" else 200
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
-
-
 class Mesh:
     def __init__(self, workdir) -> None:
         self.dir = workdir
@@ -328,11 +306,11 @@ class Mesh:
         self.issuer = pki.JwtIssuer("https://issuer.test")
         self.forger = pki.JwtIssuer("https://issuer.test")  # same issuer, unknown key
         self.upstream = harness.Upstream()
-        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", harness.free_port()), ExtAuthz)
-        threading.Thread(target=self.authz.serve_forever, daemon=True).start()
+        # Denies a request carrying `x-ext-authz: deny`, allows the rest.
+        self.authz = harness.ExtAuthzServer(lambda _path, headers: headers.get("x-ext-authz") == "deny")
         self.ports = {
             "upstream": self.upstream.port,
-            "ext_authz": self.authz.server_address[1],
+            "ext_authz": self.authz.port,
             "dead": harness.free_port(),
             "mtls": harness.free_port(),
             "plain": harness.free_port(),
@@ -388,7 +366,7 @@ class Mesh:
     def stop(self) -> None:
         self.client.stop()
         self.server.stop()
-        self.authz.shutdown()
+        self.authz.stop()
         self.upstream.stop()
 
 

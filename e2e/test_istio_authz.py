@@ -18,10 +18,8 @@ The ext_authz server is a small local HTTP service that denies paths containing 
 
 from __future__ import annotations
 
-import http.server
 import json
 import tempfile
-import threading
 from pathlib import Path
 
 import harness
@@ -79,18 +77,6 @@ def custom_pair(port: int, legacy: bool) -> list[dict]:
     ]
 
 
-class ExtAuthzServer(http.server.BaseHTTPRequestHandler):
-    def _answer(self):
-        self.send_response(403 if "deny" in self.path else 200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
-
-
 def hcm(name: str, filters: list[dict], routes: list[dict], template: dict) -> dict:
     config = json.loads(json.dumps(template))
     typed = config["typed_config"]
@@ -138,9 +124,9 @@ def tcp_listener(name: str, port: int, rules: dict, network_wasm: dict) -> dict:
 class Layout:
     def __init__(self) -> None:
         self.upstream = harness.Upstream()
-        self.authz = http.server.ThreadingHTTPServer(("127.0.0.1", harness.free_port()), ExtAuthzServer)
-        threading.Thread(target=self.authz.serve_forever, daemon=True).start()
-        authz_port = self.authz.server_address[1]
+        # Denies the paths that contain "deny".
+        self.authz = harness.ExtAuthzServer(lambda path, _headers: "deny" in path)
+        authz_port = self.authz.port
         self.ports = {name: harness.free_port() for name in ("inbound", "legacy", "outbound", "tcp-audit", "tcp-deny")}
         config = harness.load_config(self.upstream.port, self.ports["inbound"], harness.free_port())
         config["node"]["id"] = NODE_ID
@@ -209,18 +195,14 @@ class Layout:
                 network_wasm,
             ),
         ]
-        clusters = config["static_resources"]["clusters"]
-        outbound_cluster = json.loads(json.dumps(clusters[0]))
-        outbound_cluster["name"] = outbound_cluster["load_assignment"]["cluster_name"] = (
-            "outbound|80||reviews.shop.svc.cluster.local"
-        )
-        outbound_cluster["metadata"] = {"filter_metadata": {"istio": {"config": DR}}}
-        authz_cluster = json.loads(json.dumps(clusters[0]))
-        authz_cluster["name"] = authz_cluster["load_assignment"]["cluster_name"] = "ext_authz"
-        authz_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"][
-            "port_value"
-        ] = authz_port
-        clusters += [outbound_cluster, authz_cluster]
+        config["static_resources"]["clusters"] += [
+            harness.static_cluster(
+                "outbound|80||reviews.shop.svc.cluster.local",
+                self.upstream.port,
+                metadata={"filter_metadata": {"istio": {"config": DR}}},
+            ),
+            harness.static_cluster("ext_authz", authz_port),
+        ]
         self.sent = 0
         self.envoy = harness.Envoy(config, Path(tempfile.mkdtemp(prefix="meshaudit-istio-")))
         self.envoy.wait_ready()
@@ -244,7 +226,7 @@ class Layout:
     def stop(self) -> None:
         self.envoy.stop()
         self.upstream.stop()
-        self.authz.shutdown()
+        self.authz.stop()
 
 
 @pytest.fixture(scope="module")
