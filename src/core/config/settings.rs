@@ -152,34 +152,18 @@ impl StatusMatcher {
     }
 }
 
-/// A gRPC service condition: a fully qualified name, or one ending in `*` for a prefix.
+/// A name condition, exact or (written ending in `*`) a prefix: caller principals, gRPC services.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServiceMatcher {
+pub enum NameMatcher {
     Exact(Vec<u8>),
     Prefix(Vec<u8>),
 }
 
-impl ServiceMatcher {
-    pub fn matches(&self, service: &[u8]) -> bool {
+impl NameMatcher {
+    pub fn matches(&self, name: &[u8]) -> bool {
         match self {
-            ServiceMatcher::Exact(s) => service == s.as_slice(),
-            ServiceMatcher::Prefix(p) => service.starts_with(p),
-        }
-    }
-}
-
-/// A caller principal condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrincipalMatcher {
-    Exact(Vec<u8>),
-    Prefix(Vec<u8>),
-}
-
-impl PrincipalMatcher {
-    pub fn matches(&self, principal: &[u8]) -> bool {
-        match self {
-            PrincipalMatcher::Exact(p) => principal == p.as_slice(),
-            PrincipalMatcher::Prefix(p) => principal.starts_with(p),
+            NameMatcher::Exact(exact) => name == exact.as_slice(),
+            NameMatcher::Prefix(prefix) => name.starts_with(prefix),
         }
     }
 }
@@ -195,7 +179,7 @@ pub enum SubjectMode {
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
     pub mtls: Option<bool>,
-    pub principals: Vec<PrincipalMatcher>,
+    pub principals: Vec<NameMatcher>,
     pub namespaces: Vec<Vec<u8>>,
     pub paths: Vec<PathMatcher>,
     pub case_insensitive: bool,
@@ -204,7 +188,7 @@ pub struct Matcher {
     pub hosts: Vec<HostMatcher>,
     pub headers: Vec<HeaderMatcher>,
     pub status: Vec<StatusMatcher>,
-    pub grpc_services: Vec<ServiceMatcher>,
+    pub grpc_services: Vec<NameMatcher>,
     /// `true`: the request's readings disagree (`request.ambiguities`); `false`: they agree.
     pub ambiguous: Option<bool>,
     /// `<service>/<method>`.

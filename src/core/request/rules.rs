@@ -6,6 +6,7 @@ use crate::core::config::{Action, HeaderCondition, HostMatcher, Level, Matcher, 
 use crate::core::envoy::grpc::GrpcCall;
 use crate::core::envoy::identity::{strip_port, Peer};
 use crate::core::record::{Kind, Reason};
+use std::borrow::Cow;
 
 /// The request facts rules match on.
 pub(super) struct MatchInput<'a> {
@@ -79,12 +80,15 @@ fn matches(m: &Matcher, path: &[u8], input: &MatchInput<'_>) -> bool {
 /// method condition matched.
 pub(super) fn matched_on(m: &Matcher, input: &MatchInput<'_>) -> Vec<&'static str> {
     let mut on = Vec::new();
-    let path = if m.case_insensitive {
-        input.canonical_path.to_ascii_lowercase()
-    } else {
-        input.canonical_path.to_vec()
+    let path_failed = || {
+        let path = if m.case_insensitive {
+            Cow::Owned(input.canonical_path.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(input.canonical_path)
+        };
+        !m.paths.iter().any(|p| p.matches(&path))
     };
-    if !m.paths.is_empty() && !m.paths.iter().any(|p| p.matches(&path)) {
+    if !m.paths.is_empty() && path_failed() {
         if let Some(routed) = input
             .routing_paths
             .iter()

@@ -12,8 +12,8 @@ use crate::core::config::raw::{
     RawAction, RawHeaderMatch, RawLevel, RawMatch, RawPathMatch, RawRule, RawStatus,
 };
 use crate::core::config::settings::{
-    Action, HeaderCondition, HeaderMatcher, HostMatcher, Level, Matcher, PathMatcher,
-    PrincipalMatcher, RecordedHeader, Rule, RuleReads, ServiceMatcher, StatusMatcher,
+    Action, HeaderCondition, HeaderMatcher, HostMatcher, Level, Matcher, NameMatcher, PathMatcher,
+    RecordedHeader, Rule, RuleReads, StatusMatcher,
 };
 use crate::core::envoy::grpc::status_code_of;
 use crate::core::path::{canonicalize, CanonicalOptions, Glob};
@@ -198,8 +198,8 @@ impl RuleBuilder {
                 ));
             }
             principals.push(match p.strip_suffix('*') {
-                Some(prefix) => PrincipalMatcher::Prefix(prefix.as_bytes().to_vec()),
-                None => PrincipalMatcher::Exact(p.as_bytes().to_vec()),
+                Some(prefix) => NameMatcher::Prefix(prefix.as_bytes().to_vec()),
+                None => NameMatcher::Exact(p.as_bytes().to_vec()),
             });
         }
         let mut namespaces = Vec::with_capacity(raw.namespaces.len());
@@ -375,14 +375,14 @@ fn is_full_name(name: &[u8]) -> bool {
         })
 }
 
-fn build_service_matcher(at: &str, service: &str) -> Result<ServiceMatcher, ConfigError> {
+fn build_service_matcher(at: &str, service: &str) -> Result<NameMatcher, ConfigError> {
     let bytes = service.as_bytes();
     let matcher = match bytes.strip_suffix(b"*") {
         // `shop.*`, `shop.v1.Ad*`: what precedes the `*` is a full name, or one and a dot.
         Some(prefix) if is_full_name(prefix.strip_suffix(b".").unwrap_or(prefix)) => {
-            ServiceMatcher::Prefix(prefix.to_vec())
+            NameMatcher::Prefix(prefix.to_vec())
         }
-        None if is_full_name(bytes) => ServiceMatcher::Exact(bytes.to_vec()),
+        None if is_full_name(bytes) => NameMatcher::Exact(bytes.to_vec()),
         _ => {
             return Err(error(
                 at,
