@@ -114,6 +114,7 @@ pub fn on_log(
         peer: connection_for_rules.as_deref().map(|c| &c.peer),
     };
     let rule = first_matching_rule(settings, &input);
+    let matched_rule = rule.and_then(|i| settings.rules.get(i));
     // Every request is counted against the rule that matched (or `_default`), whatever happens next.
     worker.tally(rule, |c| c.requests += 1);
     let plan = Plan::new(settings, rule, &known, worker);
@@ -178,9 +179,7 @@ pub fn on_log(
     };
     // What a mesh AUDIT policy marked is as sensitive as an `audit` rule's endpoint, unless
     // the rule put its records in the routine class.
-    let rule_is_security = rule
-        .and_then(|i| settings.rules.get(i))
-        .is_none_or(|r| r.security_budget);
+    let rule_is_security = matched_rule.is_none_or(|r| r.security_budget);
     let security =
         kind.is_security_outcome() || (plan.sensitive && rule_is_security) || settled.audit_hint;
     let handed_off = connection_id.and_then(|id| host.connection_peer(id));
@@ -207,8 +206,7 @@ pub fn on_log(
         map: &map,
         known: &known,
         readings: &readings,
-        matched_on: rule
-            .and_then(|i| settings.rules.get(i))
+        matched_on: matched_rule
             .map(|r| matched_on(&r.matcher, &input))
             .unwrap_or_default(),
         caller: &caller,
