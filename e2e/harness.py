@@ -144,6 +144,11 @@ class ExtAuthzServer:
         self.server.shutdown()
 
 
+def only(records: list[dict]) -> dict:
+    assert len(records) == 1, records
+    return records[0]
+
+
 def static_cluster(name: str, port: int, **extra) -> dict:
     """A STATIC cluster of one endpoint on 127.0.0.1:`port`; `extra` adds cluster fields."""
     endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
@@ -338,6 +343,13 @@ class Envoy:
             time.sleep(0.05)
             found = [r for r in self.records() if predicate(r)]
         return found
+
+    def only_record(self, request_id: str, settle: float = 0.2) -> dict:
+        """The one record of the request `request_id` (waiting for it, then `settle` seconds
+        for a second, which fails)."""
+        found = self.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, settle=settle)
+        assert len(found) == 1, found
+        return found[0]
 
     def admin(self, path: str, method: str = "GET") -> str:
         request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)

@@ -72,9 +72,7 @@ def requests_on_one_connection(port: int, claims: list[str | None], path: str = 
 
 
 def record_of(envoy: harness.Envoy, request_id: str) -> dict:
-    found = envoy.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, settle=0.2)
-    assert len(found) == 1, found
-    return found[0]
+    return envoy.only_record(request_id)
 
 
 def test_the_record_names_the_peer_and_marks_the_claim(handed_over):

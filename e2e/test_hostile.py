@@ -48,9 +48,7 @@ def stack():
 
 
 def only_record(stack, request_id):
-    found = stack.envoy.wait_exactly(lambda r: r.get("request", {}).get("id") == request_id, 1, settle=0.2)
-    assert len(found) == 1, found
-    return found[0]
+    return stack.envoy.only_record(request_id)
 
 
 def test_huge_path_and_header_are_capped_with_their_length(stack):

@@ -52,6 +52,16 @@ impl Peer {
 }
 
 /// An address or authority without its `:port` (`[::1]:8080` keeps its brackets).
+/// `:authority` as a DNS name: without its port and one trailing dot (the same fully
+/// qualified name), and whether it had that dot.
+pub(crate) fn dns_name(authority: &[u8]) -> (&[u8], bool) {
+    let host = strip_port(authority);
+    match host.strip_suffix(b".") {
+        Some(name) => (name, true),
+        None => (host, false),
+    }
+}
+
 pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
     // `[::1]:8080` keeps its brackets; only a `:digits` suffix after them is a port.
     match authority.iter().rposition(|&b| b == b':') {

@@ -12,6 +12,7 @@
 //! (`request.ambiguities`). All of it is worked out from the header map already read.
 
 use super::inputs::KnownHeaders;
+use crate::core::envoy::identity::dns_name;
 use crate::core::path::{canonicalize, split_query, CanonicalOptions};
 
 /// The kinds of ambiguity, in the order of their bits.
@@ -137,10 +138,7 @@ impl<'a> Readings<'a> {
                 canonical: routed,
             });
         }
-        if known
-            .authority
-            .is_some_and(|a| crate::core::envoy::identity::strip_port(a).ends_with(b"."))
-        {
+        if known.authority.is_some_and(|a| dns_name(a).1) {
             bits |= HOST_TRAILING_DOT;
         }
         Self {

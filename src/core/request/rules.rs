@@ -4,7 +4,7 @@ use super::outcome::Statuses;
 use super::readings::{Ambiguities, RoutedPath, OVERRIDE_SOURCES};
 use crate::core::config::{Action, HeaderCondition, HostMatcher, Level, Matcher, Settings};
 use crate::core::envoy::grpc::GrpcCall;
-use crate::core::envoy::identity::{strip_port, Peer};
+use crate::core::envoy::identity::{dns_name, Peer};
 use crate::core::record::{Kind, Reason};
 use std::borrow::Cow;
 
@@ -157,11 +157,9 @@ fn peer_matches(m: &Matcher, peer: Option<&Peer>) -> bool {
                 .is_some_and(|ns| m.namespaces.iter().any(|x| x.as_slice() == ns)))
 }
 
-/// `:authority` as a DNS name: without its port and one trailing dot (the same fully
-/// qualified name), compared without regard to case.
+/// `:authority` as a DNS name (`dns_name`), compared without regard to case.
 fn host_matches(hosts: &[HostMatcher], authority: &[u8]) -> bool {
-    let host = strip_port(authority);
-    let host = host.strip_suffix(b".").unwrap_or(host);
+    let (host, _) = dns_name(authority);
     hosts.iter().any(|h| match h {
         HostMatcher::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
         HostMatcher::Suffix(suffix) => {
@@ -328,8 +326,9 @@ mod tests {
             None,
             "the wildcard needs a label before the suffix"
         );
-        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
-        assert_eq!(strip_port(b"::1"), b"::1");
+        assert_eq!(dns_name(b"[::1]:80"), (&b"[::1]"[..], false));
+        assert_eq!(dns_name(b"::1"), (&b"::1"[..], false));
+        assert_eq!(dns_name(b"a.example.:80"), (&b"a.example"[..], true));
     }
 
     #[test]
