@@ -90,8 +90,8 @@ pub(super) fn check_rule_name(at: &str, name: &str) -> Result<(), ConfigError> {
         Err(error(
             at,
             format!(
-                "\"{}\" is not a valid rule name: use 1 to {MAX_RULE_NAME_BYTES} of a-z, 0-9, '-', '_', starting with a letter or digit",
-                name.escape_debug()
+                "{:?} is not a valid rule name: use 1 to {MAX_RULE_NAME_BYTES} of a-z, 0-9, '-', '_', starting with a letter or digit",
+                name
             ),
         ))
     }
@@ -99,16 +99,13 @@ pub(super) fn check_rule_name(at: &str, name: &str) -> Result<(), ConfigError> {
 
 pub(super) fn check_header_name(at: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || !name.bytes().all(is_token_byte) {
-        return Err(error(
-            at,
-            format!("\"{}\" is not an HTTP header name", name.escape_debug()),
-        ));
+        return Err(error(at, format!("{:?} is not an HTTP header name", name)));
     }
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(error(
             at,
             format!(
-                "header names are matched in lowercase, as Envoy stores them; write \"{}\"",
+                "header names are matched in lowercase, as Envoy stores them; write {:?}",
                 name.to_ascii_lowercase()
             ),
         ));

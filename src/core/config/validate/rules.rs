@@ -47,7 +47,7 @@ pub(super) fn rules(
             return Err(error(
                 format!("{at}.name"),
                 format!(
-                    "duplicate rule name \"{}\"; rule names must be unique",
+                    "duplicate rule name {:?}; rule names must be unique",
                     raw_rule.name
                 ),
             ));
@@ -118,7 +118,7 @@ impl RuleBuilder {
             if request_headers.iter().any(|h| h.name == header.name) {
                 return Err(error(
                     format!("{at}.request_headers[{j}]"),
-                    format!("\"{}\" is listed twice", header.name),
+                    format!("{:?} is listed twice", header.name),
                 ));
             }
             request_headers.push(RecordedHeader {
@@ -170,8 +170,8 @@ impl RuleBuilder {
                 return Err(error(
                     format!("{at}.methods[{j}]"),
                     format!(
-                        "\"{}\" is not an HTTP method (a token such as GET or POST)",
-                        method.escape_debug()
+                        "{:?} is not an HTTP method (a token such as GET or POST)",
+                        method
                     ),
                 ));
             }
@@ -212,10 +212,7 @@ impl RuleBuilder {
             if !valid {
                 return Err(error(
                     format!("{at}.namespaces[{j}]"),
-                    format!(
-                        "\"{}\" is not a Kubernetes namespace name",
-                        ns.escape_debug()
-                    ),
+                    format!("{:?} is not a Kubernetes namespace name", ns),
                 ));
             }
             namespaces.push(ns.as_bytes().to_vec());
@@ -261,10 +258,7 @@ impl RuleBuilder {
         };
         let at = format!("{at}.{kind}");
         if !pattern.starts_with('/') {
-            return Err(error(
-                at,
-                format!("must start with '/', got \"{}\"", pattern.escape_debug()),
-            ));
+            return Err(error(at, format!("must start with '/', got {:?}", pattern)));
         }
         if pattern.len() > MAX_PATTERN_BYTES {
             return Err(error(at, format!("at most {MAX_PATTERN_BYTES} bytes")));
@@ -290,9 +284,9 @@ impl RuleBuilder {
                     return Err(error(
                         at,
                         format!(
-                            "\"{}\" is not in canonical form (rules match canonical paths); write \"{}\"",
-                            p.escape_debug(),
-                            String::from_utf8_lossy(&canonical).escape_debug()
+                            "{:?} is not in canonical form (rules match canonical paths); write {:?}",
+                            p,
+                            String::from_utf8_lossy(&canonical)
                         ),
                     ));
                 }
@@ -352,8 +346,8 @@ fn build_host_matcher(at: &str, host: &str) -> Result<HostMatcher, ConfigError> 
         return Err(error(
             at,
             format!(
-                "\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)",
-                host.escape_debug()
+                "{:?} is not a host name; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)",
+                host
             ),
         ));
     }
@@ -387,8 +381,8 @@ fn build_service_matcher(at: &str, service: &str) -> Result<NameMatcher, ConfigE
             return Err(error(
                 at,
                 format!(
-                    "\"{}\" is not a gRPC service; write its full name such as \"shop.v1.Admin\", or a prefix ending in '*' such as \"shop.*\"",
-                    service.escape_debug()
+                    "{:?} is not a gRPC service; write its full name such as \"shop.v1.Admin\", or a prefix ending in '*' such as \"shop.*\"",
+                    service
                 ),
             ))
         }
@@ -409,8 +403,8 @@ fn check_grpc_method(at: &str, method: &str) -> Result<(), ConfigError> {
     Err(error(
         at,
         format!(
-            "\"{}\" is not a gRPC method; write \"<service>/<method>\" such as \"shop.v1.Admin/DeleteUser\" (no leading '/')",
-            method.escape_debug()
+            "{:?} is not a gRPC method; write \"<service>/<method>\" such as \"shop.v1.Admin/DeleteUser\" (no leading '/')",
+            method
         ),
     ))
 }
@@ -422,8 +416,8 @@ fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, Confi
                 error(
                     at,
                     format!(
-                        "\"{}\" is not a gRPC status; write \"grpc:\" and a canonical name such as \"grpc:PERMISSION_DENIED\" or a code 0 to 16",
-                        text.escape_debug()
+                        "{:?} is not a gRPC status; write \"grpc:\" and a canonical name such as \"grpc:PERMISSION_DENIED\" or a code 0 to 16",
+                        text
                     ),
                 )
             });
@@ -440,7 +434,7 @@ fn build_status_matcher(at: &str, raw: RawStatus) -> Result<StatusMatcher, Confi
             "5xx" => Ok(StatusMatcher::Class(5)),
             _ => Err(error(
                 at,
-                format!("\"{}\" is not a status class; expected \"1xx\" to \"5xx\", a code such as 404, or a gRPC status such as \"grpc:PERMISSION_DENIED\"", class.escape_debug()),
+                format!("{:?} is not a status class; expected \"1xx\" to \"5xx\", a code such as 404, or a gRPC status such as \"grpc:PERMISSION_DENIED\"", class),
             )),
         },
     }
