@@ -111,7 +111,8 @@ def test_admin_rule_cannot_be_escaped_by_spelling(stack, spelling):
     r = record_for(stack, request_id)
     assert r["why"]["rule"] == "admin-api"
     assert r["request"]["canonical_path"] == "/admin/keys"
-    assert r["request"]["path"] == spelling, "the raw path is recorded as sent"
+    # The raw path is recorded as sent, but for a `;` parameter's value (a session id here).
+    assert r["request"]["path"] == spelling.replace("jsessionid=1", "jsessionid=[masked, 1 bytes]")
 
 
 def test_routine_traffic_is_sampled_by_trace_id(stack):

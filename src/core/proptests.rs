@@ -210,6 +210,108 @@ proptest! {
     }
 }
 
+/// A secret of one of the shapes `redact::shapes` knows, built from random material, and the
+/// parts of it that must never be in a record.
+fn planted_secret(shape: usize, body: &str, hex: &str, digits: &str) -> (String, Vec<String>) {
+    let (head, tail) = body.split_at(20);
+    match shape {
+        0 => (
+            format!("eyJ{head}.eyJ{tail}.{}", &body[..10]),
+            vec![head.to_owned(), tail.to_owned()],
+        ),
+        1 => (format!("a1{hex}"), vec![hex.to_owned()]),
+        2 => (format!("Q7{body}"), vec![body.to_owned()]),
+        3 => {
+            let number = format!("4{}", &digits[..14]);
+            let card = format!("{number}{}", luhn_digit(&number));
+            (card.clone(), vec![card])
+        }
+        4 => (digits.to_owned(), vec![digits.to_owned()]),
+        5 => {
+            let bban = &digits[..9].repeat(2);
+            let iban = format!("DE{:02}{bban}", iban_check(bban));
+            (iban, vec![bban.to_owned()])
+        }
+        _ => (
+            format!("AKIA{}", body[..16].to_ascii_uppercase()),
+            vec![body[..16].to_ascii_uppercase()],
+        ),
+    }
+}
+
+fn luhn_digit(number: &str) -> u32 {
+    let sum: u32 = number
+        .bytes()
+        .rev()
+        .map(|b| u32::from(b - b'0'))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// The check digits of a German IBAN with this BBAN (ISO 7064: 98 minus the remainder).
+fn iban_check(bban: &str) -> u32 {
+    let digits = format!("{bban}131400"); // D = 13, E = 14, then 00
+    98 - digits
+        .bytes()
+        .fold(0, |r, b| (r * 10 + u32::from(b - b'0')) % 97)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn planted_secrets_of_every_shape_never_survive(
+        shape in 0usize..7,
+        body in "[A-Za-z0-9]{40,48}",
+        hex in "[0-9a-f]{32,40}",
+        digits in "[0-9]{18}",
+        prefix in prop::sample::select(vec!["", "x-", "card-", "id_", "tel:+", "n="]),
+        suffix in prop::sample::select(vec!["", ".pdf", ".json", "-x", ";v=1"]),
+        place in 0usize..6,
+    ) {
+        let (secret, material) = planted_secret(shape, &body, &hex, &digits);
+        let settings = Settings::from_json(br#"{
+            "redaction": {"query_params": ["q"]},
+            "rules": [{"name": "all", "action": "audit", "level": "request",
+                       "request_headers": ["x-a", "referer"]}]}"#).unwrap();
+        let planted = format!("{prefix}{secret}{suffix}");
+        let encoded: String = planted.bytes().map(|b| format!("%{b:02X}")).collect();
+        let path = match place {
+            0 => format!("/api/{planted}/x"),
+            1 => format!("/api/x;q={planted}"),
+            2 => format!("/api?q={planted}&r=1"),
+            3 => format!("/api/{encoded}"),
+            _ => "/api".to_owned(),
+        };
+        let mut host = FakeHost::new()
+            .with_request_header(":path", &path)
+            .with_response_header(":status", "200");
+        if place == 4 {
+            host = host.with_request_header("x-a", format!("v {planted} w"));
+        }
+        if place == 5 {
+            host = host.with_request_header("referer", format!("https://u:{secret}@h/p/{planted}?q={planted}#{secret}"));
+        }
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        for part in &material {
+            let part_encoded: String = part.bytes().map(|b| format!("%{b:02X}")).collect();
+            prop_assert!(!line.contains(part.as_str()) && !line.contains(&part_encoded), "{} leaked from {}: {}", part, planted, line);
+        }
+    }
+}
+
 /// An `audit` rule at level `request` recording every header given, under the caps given.
 #[expect(
     clippy::unwrap_used,

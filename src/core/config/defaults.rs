@@ -74,6 +74,13 @@ pub(crate) const MAX_CALLERS: Bounded = Bounded {
 
 pub(crate) const HASH_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
 pub(crate) const EMAIL_PLACEHOLDER: bool = true;
+pub(crate) const SECRET_SHAPES: bool = true;
+/// 32 characters: 128 bits of hex, 192 of base64url; shorter random runs are too often ids.
+pub(crate) const MIN_TOKEN_CHARS: Bounded = Bounded {
+    default: 32,
+    min: 16,
+    max: 1024,
+};
 pub(crate) const MIN_DIGITS: Bounded = Bounded {
     default: 9,
     min: 0,

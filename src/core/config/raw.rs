@@ -226,6 +226,19 @@ pub struct RawRedaction {
     /// More parameter names whose values are masked even when allow-listed.
     #[serde(default)]
     pub sensitive_query_params: Vec<String>,
+    /// Header, query and `;` parameter names that a credential word (`token`, `key`,
+    /// `secret`…) would make sensitive but are not, e.g. `x-cache-key`. Listed names stay
+    /// sensitive whatever this says.
+    #[serde(default)]
+    pub not_sensitive: Vec<String>,
+    /// Replace secrets recognised by their shape (JWTs, key formats, long random tokens,
+    /// IBANs, card numbers) with `{jwt}`, `{token}`, `{iban}`, `{card}` in recorded paths,
+    /// parameter values and header values.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::SECRET_SHAPES)))]
+    pub secret_shapes: Option<bool>,
+    /// The shortest hex or base64url run taken for a random token.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MIN_TOKEN_CHARS.default, "minimum" = defaults::MIN_TOKEN_CHARS.min, "maximum" = defaults::MIN_TOKEN_CHARS.max)))]
+    pub min_token_chars: Option<WholeNumber>,
     /// Path segments that look like personal data, replaced by placeholders in recorded paths.
     pub path_placeholders: Option<RawPathPlaceholders>,
 }
@@ -237,8 +250,9 @@ pub struct RawPathPlaceholders {
     /// Replace segments holding an e-mail address with `{email}`.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::EMAIL_PLACEHOLDER)))]
     pub email: Option<bool>,
-    /// Replace segments of at least this many digits (with `-`, `.`, `+`, `(`, `)` or
-    /// spaces between them: card, phone, account numbers) with `{digits}`. `0` disables.
+    /// Replace runs of at least this many digits (with `-`, `.`, `+`, `(`, `)` or spaces
+    /// between them: card, phone, account numbers), anywhere in a path segment, parameter
+    /// value or header value, with `{digits}` (`{card}` when Luhn-valid). `0` disables.
     #[cfg_attr(feature = "schema", schemars(extend("default" = defaults::MIN_DIGITS.default, "minimum" = defaults::MIN_DIGITS.min, "maximum" = defaults::MIN_DIGITS.max)))]
     pub min_digits: Option<WholeNumber>,
     /// More segment patterns, each a glob over one segment (`*`, `?`) and its placeholder name.
@@ -281,6 +295,7 @@ pub struct RawRecordedHeader {
     /// `omit`, `mask` or `hash`. Absent: clear for ordinary headers; the
     /// `sensitive_header_action` for sensitive ones (never clear).
     pub redact: Option<RawRedact>,
+    pub url: bool,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +303,12 @@ pub struct RawRecordedHeader {
 #[serde(deny_unknown_fields)]
 struct RawRedactedHeader {
     name: String,
-    redact: RawRedact,
+    redact: Option<RawRedact>,
+    /// The value is a URL: recorded without userinfo, fragment and query (but for
+    /// allow-listed parameters), its path redacted. Built in for `referer`, `origin`,
+    /// `location`, `x-original-url` and `x-rewrite-url`.
+    #[serde(default)]
+    url: bool,
 }
 
 struct RecordedHeaderVisitor;
@@ -297,13 +317,14 @@ impl<'de> Visitor<'de> for RecordedHeaderVisitor {
     type Value = RawRecordedHeader;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\"}")
+        f.write_str("a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\", \"url\": true}")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRecordedHeader, E> {
         Ok(RawRecordedHeader {
             name: v.to_string(),
             redact: None,
+            url: false,
         })
     }
 
@@ -311,7 +332,8 @@ impl<'de> Visitor<'de> for RecordedHeaderVisitor {
         let h = RawRedactedHeader::deserialize(de::value::MapAccessDeserializer::new(map))?;
         Ok(RawRecordedHeader {
             name: h.name,
-            redact: Some(h.redact),
+            redact: h.redact,
+            url: h.url,
         })
     }
 }
@@ -574,16 +596,21 @@ mod schema {
         fn json_schema(generator: &mut SchemaGenerator) -> Schema {
             let redact = generator.subschema_for::<super::RawRedact>();
             json_schema!({
-                "description": "A request header to record: a lowercase name, or a name and how it is redacted.",
+                "description": "A request header to record: a lowercase name, or a name with how it is redacted and whether its value is a URL.",
                 "oneOf": [
                     {"type": "string", "pattern": "^[a-z0-9!#$%&'*+.^_`|~-]+$"},
                     {
                         "type": "object",
                         "properties": {
                             "name": {"type": "string", "pattern": "^[a-z0-9!#$%&'*+.^_`|~-]+$"},
-                            "redact": redact
+                            "redact": redact,
+                            "url": {
+                                "type": "boolean",
+                                "default": false,
+                                "description": "The value is a URL: recorded without userinfo, fragment and query (but for allow-listed parameters), its path redacted. Built in for referer, origin, location, x-original-url and x-rewrite-url."
+                            }
                         },
-                        "required": ["name", "redact"],
+                        "required": ["name"],
                         "additionalProperties": false
                     }
                 ]

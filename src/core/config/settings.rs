@@ -207,6 +207,8 @@ pub struct Budget {
 pub struct RecordedHeader {
     pub name: String,
     pub redact: Option<Redact>,
+    /// Its value is redacted as a URL (`redact::URL_HEADERS` are without saying).
+    pub url: bool,
 }
 
 #[derive(Debug, Clone)]

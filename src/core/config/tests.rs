@@ -52,7 +52,7 @@ fn istio_whole_doubles_are_accepted_for_integers() {
 fn a_full_rule_compiles() {
     let s = Settings::from_json(
         br#"{"rules": [{"name": "admin-api", "action": "audit", "level": "request",
-              "request_headers": ["user-agent", {"name": "x-user", "redact": "mask"}],
+              "request_headers": ["user-agent", {"name": "x-user", "redact": "mask"}, {"name": "x-callback", "url": true}],
               "match": {"paths": [{"prefix": "/Admin"}, {"glob": "/api/**/roles"}], "case_insensitive": true,
                         "methods": ["post"], "hosts": ["*.Example.com"],
                         "headers": [{"name": "x-a", "present": true}, {"name": "x-b", "equals": "1"}, {"name": "x-a", "present": false}]}}]}"#,
@@ -64,11 +64,18 @@ fn a_full_rule_compiles() {
         [
             RecordedHeader {
                 name: "user-agent".into(),
-                redact: None
+                redact: None,
+                url: false
             },
             RecordedHeader {
                 name: "x-user".into(),
-                redact: Some(Redact::Mask)
+                redact: Some(Redact::Mask),
+                url: false
+            },
+            RecordedHeader {
+                name: "x-callback".into(),
+                redact: None,
+                url: true
             },
         ]
     );
@@ -121,17 +128,19 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": ["a", "a"]}]}"#, "rules[0].request_headers[1]: \"a\" is listed twice"),
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a", "redact": "clear"}]}]}"#,
          "rules[0].request_headers[0].redact: unknown variant `clear`, expected one of `omit`, `mask`, `hash` at line 1 column 115"),
-        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a"}]}]}"#,
-         "rules[0].request_headers[0]: missing field `redact` at line 1 column 97"),
+        (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a", "url": 1}]}]}"#,
+         "rules[0].request_headers[0].url: invalid type: integer `1`, expected a boolean at line 1 column 106"),
+        (r#"{"redaction": {"min_token_chars": 8}}"#, "redaction.min_token_chars: must be from 16 to 1024, got 8"),
+        (r#"{"redaction": {"not_sensitive": ["a;b"]}}"#, "redaction.not_sensitive[0]: \"a;b\" is not a name: 1 to 128 bytes, without '&', '=', '#' or ';'"),
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [7]}]}"#,
-         "rules[0].request_headers[0]: invalid type: integer `7`, expected a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\"} at line 1 column 85"),
+         "rules[0].request_headers[0]: invalid type: integer `7`, expected a header name, or {\"name\": ..., \"redact\": \"omit\" | \"mask\" | \"hash\", \"url\": true} at line 1 column 85"),
         (r#"{"rules": [{"name": "a", "action": "audit", "level": "request", "request_headers": [{"name": "a", "redact": "hash"}]}]}"#,
          "rules[0].request_headers[0].redact: \"hash\" needs an HMAC key, but the environment variable MESHAUDIT_HMAC_KEY is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin spec.vmConfig.env)"),
         (r#"{"redaction": {"sensitive_header_action": "hash", "hash_key_env": "MY_KEY"}}"#,
          "redaction.sensitive_header_action: \"hash\" needs an HMAC key, but the environment variable MY_KEY is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin spec.vmConfig.env)"),
         (r#"{"redaction": {"hash_key_env": "1BAD"}}"#, "redaction.hash_key_env: \"1BAD\" is not an environment variable name"),
         (r#"{"redaction": {"sensitive_headers": ["X-Token"]}}"#, "redaction.sensitive_headers[0]: header names are matched in lowercase, as Envoy stores them; write \"x-token\""),
-        (r#"{"redaction": {"query_params": ["a=b"]}}"#, "redaction.query_params[0]: \"a=b\" is not a query parameter name"),
+        (r#"{"redaction": {"query_params": ["a=b"]}}"#, "redaction.query_params[0]: \"a=b\" is not a name: 1 to 128 bytes, without '&', '=', '#' or ';'"),
         (r#"{"redaction": {"path_placeholders": {"segments": [{"glob": "a/b", "placeholder": "x"}]}}}"#,
          "redaction.path_placeholders.segments[0].glob: a glob over one path segment: no '/', 1 to 1024 bytes (e.g. \"user-*\")"),
         (r#"{"redaction": {"path_placeholders": {"segments": [{"glob": "u-*", "placeholder": "{u}"}]}}}"#,

@@ -238,7 +238,7 @@ fn push_escaped_bytes(out: &mut Vec<u8>, kept: &[u8]) {
 }
 
 /// Decimal digits of `value`.
-fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

@@ -4,7 +4,7 @@
 use crate::core::config::RecordedHeader;
 use crate::core::envoy::grpc::is_grpc_content_type;
 use crate::core::envoy::headers::HeaderMap;
-use crate::core::redact::Redaction;
+use crate::core::redact::{strip_userinfo, Redaction};
 use crate::core::sample::{self, b3_trace_id, traceparent, Rng, SampleKey};
 
 /// The request headers the flow reads, picked out in one pass over the map
@@ -13,7 +13,10 @@ use crate::core::sample::{self, b3_trace_id, traceparent, Rng, SampleKey};
 pub(super) struct KnownHeaders<'a> {
     pub method: Option<&'a [u8]>,
     pub path: Option<&'a [u8]>,
+    /// Without `userinfo@`, which rules never see and records never carry.
     pub authority: Option<&'a [u8]>,
+    /// `:authority` (a `Host` header) carried `userinfo@`: a credential, or a confusion attempt.
+    pub authority_userinfo: bool,
     pub content_type: Option<&'a [u8]>,
     /// The headers clients use to tunnel a method through POST (rules match on
     /// them too), in order of precedence.
@@ -47,6 +50,12 @@ impl<'a> KnownHeaders<'a> {
                 _ => continue,
             };
             slot.get_or_insert(value);
+        }
+        if let Some(authority) = known.authority {
+            (known.authority, known.authority_userinfo) = {
+                let (host, had) = strip_userinfo(authority);
+                (Some(host), had)
+            };
         }
         known
     }
@@ -85,7 +94,7 @@ pub(super) fn recorded_headers<'a>(
 ) -> (Vec<(&'a str, Vec<u8>)>, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut hashed = false;
-    for RecordedHeader { name, redact } in wanted {
+    for RecordedHeader { name, redact, url } in wanted {
         let mut joined: Option<Vec<u8>> = None;
         for value in map.get_all(name) {
             match &mut joined {
@@ -96,7 +105,9 @@ pub(super) fn recorded_headers<'a>(
                 None => joined = Some(value.to_vec()),
             }
         }
-        if let Some(redacted) = joined.and_then(|value| redaction.header(name, *redact, value)) {
+        if let Some(redacted) =
+            joined.and_then(|value| redaction.header(name, *redact, *url, value))
+        {
             hashed |= redacted.hashed;
             out.push((name.as_str(), redacted.value));
         }

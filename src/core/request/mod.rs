@@ -552,7 +552,7 @@ impl Recorded<'_> {
             let message = (self.verdict.level == Level::Request)
                 .then(|| grpc::read_message(host))
                 .flatten()
-                .and_then(|message| redaction.header(GRPC_MESSAGE, None, message))
+                .and_then(|message| redaction.header(GRPC_MESSAGE, None, false, message))
                 .map(|redacted| {
                     hashed |= redacted.hashed;
                     redacted.value

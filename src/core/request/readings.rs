@@ -16,7 +16,7 @@ use crate::core::envoy::identity::dns_name;
 use crate::core::path::{canonicalize, split_query, CanonicalOptions};
 
 /// The kinds of ambiguity, in the order of their bits.
-const AMBIGUITY_CODES: [&str; 9] = [
+const AMBIGUITY_CODES: [&str; 10] = [
     "method_override_conflict",
     "method_override_not_post",
     "method_in_query",
@@ -26,6 +26,7 @@ const AMBIGUITY_CODES: [&str; 9] = [
     "path_encoded_slash",
     "path_backslash",
     "path_dot_segment",
+    "authority_userinfo",
 ];
 
 const METHOD_OVERRIDE_CONFLICT: u16 = 1;
@@ -37,6 +38,7 @@ const PATH_SEMICOLON: u16 = 1 << 5;
 const PATH_ENCODED_SLASH: u16 = 1 << 6;
 const PATH_BACKSLASH: u16 = 1 << 7;
 const PATH_DOT_SEGMENT: u16 = 1 << 8;
+const AUTHORITY_USERINFO: u16 = 1 << 9;
 
 /// How a request's readings disagree (`request.ambiguities`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,6 +142,9 @@ impl<'a> Readings<'a> {
         }
         if known.authority.is_some_and(|a| dns_name(a).1) {
             bits |= HOST_TRAILING_DOT;
+        }
+        if known.authority_userinfo {
+            bits |= AUTHORITY_USERINFO;
         }
         Self {
             method_overrides,

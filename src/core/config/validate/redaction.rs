@@ -1,10 +1,12 @@
 //! `redaction`: what is kept out of records, or pseudonymised.
 
 use super::checks::{bounded, check_header_name, error, ConfigError, MAX_PATTERN_BYTES};
-use crate::core::config::defaults::{EMAIL_PLACEHOLDER, MIN_DIGITS};
+use crate::core::config::defaults::{
+    EMAIL_PLACEHOLDER, MIN_DIGITS, MIN_TOKEN_CHARS, SECRET_SHAPES,
+};
 use crate::core::config::raw::{RawRedact, RawRedaction};
 use crate::core::redact::{
-    Redact, Redaction, SegmentPlaceholder, SENSITIVE_HEADERS, SENSITIVE_QUERY_PARAMS,
+    Detectors, Redact, Redaction, SegmentPlaceholder, SENSITIVE_HEADERS, SENSITIVE_QUERY_PARAMS,
 };
 
 pub(super) fn redact_from_raw(raw: RawRedact) -> Redact {
@@ -25,8 +27,17 @@ pub(super) fn redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
             .iter()
             .map(|s| (*s).to_string())
             .collect(),
+        not_sensitive: Vec::new(),
         email_placeholder: EMAIL_PLACEHOLDER,
-        min_digits: MIN_DIGITS.default as usize,
+        detectors: Detectors {
+            secrets: raw.secret_shapes.unwrap_or(SECRET_SHAPES),
+            min_token_chars: bounded(
+                "redaction.min_token_chars",
+                raw.min_token_chars,
+                MIN_TOKEN_CHARS,
+            )?,
+            min_digits: MIN_DIGITS.default as usize,
+        },
         segment_placeholders: Vec::new(),
     };
     for (j, name) in raw.sensitive_headers.iter().enumerate() {
@@ -49,10 +60,7 @@ pub(super) fn redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
         if !valid {
             return Err(error(
                 "redaction.hash_key_env",
-                format!(
-                    "\"{}\" is not an environment variable name",
-                    variable.escape_debug()
-                ),
+                format!("{:?} is not an environment variable name", variable),
             ));
         }
     }
@@ -67,12 +75,20 @@ pub(super) fn redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
             &raw.sensitive_query_params,
             &mut redaction.sensitive_query_params,
         ),
+        (
+            "not_sensitive",
+            &raw.not_sensitive,
+            &mut redaction.not_sensitive,
+        ),
     ] {
         for (j, name) in names.iter().enumerate() {
-            if name.is_empty() || name.len() > 128 || name.contains(['&', '=', '#']) {
+            if name.is_empty() || name.len() > 128 || name.contains(['&', '=', '#', ';']) {
                 return Err(error(
                     format!("redaction.{field}[{j}]"),
-                    format!("\"{}\" is not a query parameter name", name.escape_debug()),
+                    format!(
+                        "{:?} is not a name: 1 to 128 bytes, without '&', '=', '#' or ';'",
+                        name
+                    ),
                 ));
             }
             let lower = name.to_ascii_lowercase();
@@ -83,7 +99,7 @@ pub(super) fn redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
     }
     if let Some(placeholders) = raw.path_placeholders {
         redaction.email_placeholder = placeholders.email.unwrap_or(EMAIL_PLACEHOLDER);
-        redaction.min_digits = bounded(
+        redaction.detectors.min_digits = bounded(
             "redaction.path_placeholders.min_digits",
             placeholders.min_digits,
             MIN_DIGITS,
@@ -104,8 +120,8 @@ pub(super) fn redaction(raw: RawRedaction) -> Result<Redaction, ConfigError> {
                 return Err(error(
                     format!("{at}.placeholder"),
                     format!(
-                        "\"{}\" is not a placeholder name: use 1 to 32 of a-z, 0-9, '_' (written as {{name}})",
-                        p.placeholder.escape_debug()
+                        "{:?} is not a placeholder name: use 1 to 32 of a-z, 0-9, '_' (written as {{name}})",
+                        p.placeholder
                     ),
                 ));
             }

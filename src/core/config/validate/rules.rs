@@ -124,6 +124,7 @@ impl RuleBuilder {
             request_headers.push(RecordedHeader {
                 name: header.name,
                 redact: header.redact.map(redact_from_raw),
+                url: header.url,
             });
         }
         let matcher = self.build_matcher(&format!("{at}.match"), raw.matcher)?;

@@ -3,10 +3,19 @@
 //! the same value maps to the same pseudonym under one key, without the key
 //! ever being in the plugin configuration (which Envoy's config dump shows).
 
-use super::path::segment_matches;
+#[cfg(test)]
+mod corpus;
+mod names;
+mod shapes;
+
+use crate::core::path::segment_matches;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
+
+use crate::core::record::json::push_u64;
+pub(crate) use names::is_credential_name;
+pub(crate) use shapes::Detectors;
 
 /// Headers that carry credentials: never recorded in clear, even when a rule allow-lists them.
 pub(crate) const SENSITIVE_HEADERS: [&str; 5] = [
@@ -15,6 +24,17 @@ pub(crate) const SENSITIVE_HEADERS: [&str; 5] = [
     "cookie",
     "set-cookie",
     "x-api-key",
+];
+
+/// Headers whose values are URLs: recorded without userinfo, fragment or query (but for
+/// allow-listed parameters), their path redacted like the request's. A rule's header entry
+/// adds more (`url: true`).
+pub(crate) const URL_HEADERS: [&str; 5] = [
+    "referer",
+    "origin",
+    "location",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// Query parameters whose values are masked even when allow-listed.
@@ -134,8 +154,15 @@ pub(crate) fn mask(value: &[u8]) -> Vec<u8> {
         out.extend_from_slice(scheme);
         out.push(b' ');
     }
-    out.extend_from_slice(format!("[masked, {} bytes]", value.len()).as_bytes());
+    push_masked(value.len(), &mut out);
     out
+}
+
+/// `[masked, N bytes]`: what stands for a value whose length is all a record says of it.
+fn push_masked(len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"[masked, ");
+    push_u64(out, len as u64);
+    out.extend_from_slice(b" bytes]");
 }
 
 /// A placeholder for path segments that match a glob.
@@ -153,13 +180,14 @@ pub struct Redaction {
     pub sensitive_headers: Vec<String>,
     pub sensitive_header_action: Redact,
     pub hash_key: Option<HashKey>,
-    /// Allow-listed query parameters (lowercase); empty: the query is dropped.
+    /// Allow-listed query and `;` parameters (lowercase); empty: the query is dropped.
     pub query_params: Vec<String>,
     /// Built-in and operator-listed; lowercase.
     pub sensitive_query_params: Vec<String>,
+    /// Names the credential-word pattern does not make sensitive (lowercase).
+    pub not_sensitive: Vec<String>,
     pub email_placeholder: bool,
-    /// 0: disabled.
-    pub min_digits: usize,
+    pub(crate) detectors: Detectors,
     pub segment_placeholders: Vec<SegmentPlaceholder>,
 }
 
@@ -170,21 +198,42 @@ pub struct Redacted {
 }
 
 impl Redaction {
+    /// Listed, or a credential name by pattern that the operator did not exempt.
     pub fn is_sensitive_header(&self, name: &str) -> bool {
-        self.sensitive_headers.iter().any(|h| h == name)
+        self.sensitive_headers.iter().any(|h| h == name) || self.by_pattern(name)
     }
 
-    /// The recorded form of a header value, or `None` when it is omitted.
-    /// Sensitive headers are never in clear, whatever the rule says.
-    pub fn header(&self, name: &str, redact: Option<Redact>, value: Vec<u8>) -> Option<Redacted> {
+    /// `name` lowercase: listed, or a credential name by pattern not exempted.
+    fn is_sensitive_param(&self, name: &str) -> bool {
+        self.sensitive_query_params.iter().any(|p| p == name) || self.by_pattern(name)
+    }
+
+    fn by_pattern(&self, name: &str) -> bool {
+        is_credential_name(name.as_bytes()) && !self.not_sensitive.iter().any(|n| n == name)
+    }
+
+    /// The recorded form of a header value, or `None` when it is omitted. Sensitive headers
+    /// are never in clear, whatever the rule says; a clear value has its secret shapes
+    /// replaced, and a URL (`URL_HEADERS`, or `url` from the rule) is redacted as one.
+    pub fn header(
+        &self,
+        name: &str,
+        redact: Option<Redact>,
+        url: bool,
+        value: Vec<u8>,
+    ) -> Option<Redacted> {
         let action = match redact {
             Some(action) => Some(action),
             None if self.is_sensitive_header(name) => Some(self.sensitive_header_action),
             None => None,
         };
         match action {
+            None if url || URL_HEADERS.contains(&name) => Some(Redacted {
+                value: self.url(&value),
+                hashed: false,
+            }),
             None => Some(Redacted {
-                value,
+                value: self.scrub(&value).into_owned(),
                 hashed: false,
             }),
             Some(Redact::Omit) => None,
@@ -206,37 +255,43 @@ impl Redaction {
         }
     }
 
-    /// The allow-listed parameters of a query string (without `?`), sensitive
-    /// values masked; `None` when nothing is kept.
+    /// The allow-listed parameters of a query string (without `?`, split on `&` and `;`),
+    /// sensitive values masked and secret shapes replaced; `None` when nothing is kept.
     pub fn query(&self, query: &[u8]) -> Option<Vec<u8>> {
         if self.query_params.is_empty() {
             return None;
         }
         let mut out = Vec::new();
-        for param in query.split(|&b| b == b'&') {
-            let (raw_name, value) = match param.iter().position(|&b| b == b'=') {
-                Some(at) => (param.get(..at).unwrap_or_default(), param.get(at + 1..)),
-                None => (param, None),
-            };
-            let name = percent_decode_lossy(raw_name).to_ascii_lowercase();
-            let name = String::from_utf8_lossy(&name);
-            if !self.query_params.iter().any(|p| *p == name) {
+        let mut start = 0usize;
+        for param in query.split(|&b| b == b'&' || b == b';') {
+            // The separator this parameter followed in the query, kept as sent.
+            let separator = start.checked_sub(1).and_then(|p| query.get(p)).copied();
+            start += param.len() + 1;
+            let (raw_name, value) = split_param(param);
+            let name = param_name(raw_name);
+            if !self.query_params.contains(&name) {
                 continue;
             }
             if !out.is_empty() {
-                out.push(b'&');
+                out.push(separator.unwrap_or(b'&'));
             }
             out.extend_from_slice(raw_name);
             if let Some(value) = value {
                 out.push(b'=');
-                if self.sensitive_query_params.iter().any(|p| *p == name) {
-                    out.extend_from_slice(format!("[masked, {} bytes]", value.len()).as_bytes());
-                } else {
-                    out.extend_from_slice(value);
-                }
+                self.push_param_value(&name, value, &mut out);
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+
+    /// An allow-listed, not sensitive value with its secret shapes replaced; otherwise masked.
+    fn push_param_value(&self, name: &str, value: &[u8], out: &mut Vec<u8>) {
+        let allowed = self.query_params.iter().any(|p| p == name);
+        if allowed && !self.is_sensitive_param(name) {
+            out.extend_from_slice(&self.scrub(value));
+        } else {
+            push_masked(value.len(), out);
+        }
     }
 
     /// The path with segments that look like personal data replaced by placeholders.
@@ -246,10 +301,10 @@ impl Redaction {
         let mut copied_to = 0;
         let mut at = 0;
         for segment in path.split(|&b| b == b'/') {
-            if let Some(placeholder) = self.placeholder_for(segment) {
+            if let Some(redacted) = self.segment(segment) {
                 let out = out.get_or_insert_with(|| Vec::with_capacity(path.len()));
                 out.extend_from_slice(path.get(copied_to..at).unwrap_or_default());
-                out.extend_from_slice(placeholder.as_bytes());
+                out.extend_from_slice(&redacted);
                 copied_to = at + segment.len();
             }
             at += segment.len() + 1;
@@ -263,22 +318,133 @@ impl Redaction {
         }
     }
 
-    fn placeholder_for(&self, segment: &[u8]) -> Option<&str> {
+    /// A segment's recorded form when it differs: a whole-segment placeholder, or its secret
+    /// shapes replaced and its `;` parameters redacted like query parameters.
+    fn segment(&self, segment: &[u8]) -> Option<Vec<u8>> {
         if segment.is_empty() {
             return None;
         }
         let decoded = percent_decode_lossy(segment);
         if self.email_placeholder && looks_like_email(&decoded) {
-            return Some("{email}");
+            return Some(b"{email}".to_vec());
         }
-        if self.min_digits > 0 && looks_like_number(&decoded, self.min_digits) {
-            return Some("{digits}");
-        }
-        self.segment_placeholders
+        if let Some(p) = self
+            .segment_placeholders
             .iter()
             .find(|p| segment_matches(&p.glob, &decoded))
-            .map(|p| p.placeholder.as_str())
+        {
+            return Some(p.placeholder.as_bytes().to_vec());
+        }
+        let tail_start = segment
+            .iter()
+            .position(|&b| b == b';')
+            .unwrap_or(segment.len());
+        let (name, tail) = segment.split_at(tail_start);
+        let name = self.scrub(name);
+        let mut params = Vec::with_capacity(tail.len());
+        for param in tail.split(|&b| b == b';').skip(1) {
+            params.push(b';');
+            match split_param(param) {
+                (raw_name, Some(value)) => {
+                    params.extend_from_slice(raw_name);
+                    params.push(b'=');
+                    self.push_param_value(&param_name(raw_name), value, &mut params);
+                }
+                (bare, None) => params.extend_from_slice(&self.scrub(bare)),
+            }
+        }
+        if matches!(name, Cow::Borrowed(_)) && params == tail {
+            return None;
+        }
+        let mut out = name.into_owned();
+        out.extend_from_slice(&params);
+        Some(out)
     }
+
+    /// A value with its secret shapes replaced (`shapes`); looked at percent-decoded, and
+    /// written decoded, with `%/?#;&=`, spaces and bytes outside ASCII re-escaped, when a
+    /// shape was found in an escaped value.
+    fn scrub<'a>(&self, value: &'a [u8]) -> Cow<'a, [u8]> {
+        match percent_decode_lossy(value) {
+            Cow::Borrowed(_) => self
+                .detectors
+                .scrub(value)
+                .map_or(Cow::Borrowed(value), Cow::Owned),
+            Cow::Owned(decoded) => match self.detectors.scrub(&decoded) {
+                Some(scrubbed) => Cow::Owned(percent_encode_reserved(&scrubbed)),
+                None => Cow::Borrowed(value),
+            },
+        }
+    }
+
+    /// A URL-valued header: no userinfo, no fragment, the path redacted like the request's,
+    /// the query only with allow-listed parameters.
+    fn url(&self, value: &[u8]) -> Vec<u8> {
+        let value = value.split(|&b| b == b'#').next().unwrap_or_default();
+        let (before_query, query) = match value.iter().position(|&b| b == b'?') {
+            Some(at) => (value.get(..at).unwrap_or_default(), value.get(at + 1..)),
+            None => (value, None),
+        };
+        let mut out = Vec::with_capacity(value.len());
+        let path = match find(before_query, b"://") {
+            Some(scheme_end) => {
+                let authority_start = scheme_end + 3;
+                let rest = before_query.get(authority_start..).unwrap_or_default();
+                let authority_len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+                out.extend_from_slice(before_query.get(..authority_start).unwrap_or_default());
+                out.extend_from_slice(
+                    strip_userinfo(rest.get(..authority_len).unwrap_or_default()).0,
+                );
+                rest.get(authority_len..).unwrap_or_default()
+            }
+            None => before_query,
+        };
+        out.extend_from_slice(&self.path(path));
+        if let Some(kept) = query.and_then(|q| self.query(q)) {
+            out.push(b'?');
+            out.extend_from_slice(&kept);
+        }
+        out
+    }
+}
+
+/// An authority without `userinfo@` (RFC 3986), and whether it had one. Envoy strips it
+/// from absolute-form targets, not from a `Host` header that carries it.
+pub(crate) fn strip_userinfo(authority: &[u8]) -> (&[u8], bool) {
+    match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => (authority.get(at + 1..).unwrap_or_default(), true),
+        None => (authority, false),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `name=value` at the first `=`; `name` alone has no value.
+fn split_param(param: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match param.iter().position(|&b| b == b'=') {
+        Some(at) => (param.get(..at).unwrap_or_default(), param.get(at + 1..)),
+        None => (param, None),
+    }
+}
+
+/// A parameter name as the lists hold it: percent-decoded, lowercase.
+fn param_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(&percent_decode_lossy(raw).to_ascii_lowercase()).into_owned()
+}
+
+fn percent_encode_reserved(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if matches!(b, b'%' | b'/' | b'?' | b'#' | b';' | b'&' | b'=') || !b.is_ascii_graphic() {
+            out.push(b'%');
+            out.extend_from_slice(hex(&[b]).as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// `local@domain.tld`, possibly with `;params` after it.
@@ -292,15 +458,6 @@ fn looks_like_email(segment: &[u8]) -> bool {
             .iter()
             .position(|&b| b == b'.')
             .is_some_and(|dot| dot > 0 && dot + 1 < domain.len())
-}
-
-/// Digits with the separators people type in card and phone numbers, and enough digits.
-fn looks_like_number(segment: &[u8], min_digits: usize) -> bool {
-    let digits = segment.iter().filter(|b| b.is_ascii_digit()).count();
-    digits >= min_digits
-        && segment
-            .iter()
-            .all(|&b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'+' | b'(' | b')' | b' '))
 }
 
 /// Decodes every valid `%XX` (for detection only; invalid escapes stay as they are).
@@ -394,21 +551,23 @@ mod tests {
     fn sensitive_headers_are_never_clear() {
         let r = builtin();
         assert_eq!(
-            r.header("user-agent", None, b"curl".to_vec())
+            r.header("user-agent", None, false, b"curl".to_vec())
                 .unwrap()
                 .value,
             b"curl"
         );
         assert_eq!(
-            r.header("cookie", None, b"a=1".to_vec()).unwrap().value,
+            r.header("cookie", None, false, b"a=1".to_vec())
+                .unwrap()
+                .value,
             b"[masked, 3 bytes]"
         );
         assert!(r
-            .header("cookie", Some(Redact::Omit), b"a=1".to_vec())
+            .header("cookie", Some(Redact::Omit), false, b"a=1".to_vec())
             .is_none());
         // `hash` without a key (validation prevents it) falls back to a mask, not to clear text.
         let h = r
-            .header("x-user", Some(Redact::Hash), b"jane".to_vec())
+            .header("x-user", Some(Redact::Hash), false, b"jane".to_vec())
             .unwrap();
         assert_eq!(
             (h.value.as_slice(), h.hashed),
@@ -419,7 +578,7 @@ mod tests {
             ..builtin()
         };
         let h = keyed
-            .header("x-user", Some(Redact::Hash), b"jane".to_vec())
+            .header("x-user", Some(Redact::Hash), false, b"jane".to_vec())
             .unwrap();
         assert!(h.hashed && h.value.starts_with(b"hmac-sha256:"));
     }
@@ -455,7 +614,8 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("/users/jane@example.com/orders", "/users/{email}/orders"),
             ("/users/jane%40example.com", "/users/{email}"),
-            ("/cards/4111-1111-1111-1111", "/cards/{digits}"),
+            ("/cards/4111-1111-1111-1111", "/cards/{card}"),
+            ("/cards/4111-1111-1111-1112", "/cards/{digits}"),
             ("/call/+44 (20) 7946 0958", "/call/{digits}"),
             ("/orders/12345678", "/orders/12345678"),
             ("/profiles/user-42/x", "/profiles/{user}/x"),
