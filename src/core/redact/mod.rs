@@ -203,9 +203,11 @@ impl Redaction {
         self.sensitive_headers.iter().any(|h| h == name) || self.by_pattern(name)
     }
 
-    /// `name` lowercase: listed, or a credential name by pattern not exempted.
-    fn is_sensitive_param(&self, name: &str) -> bool {
-        self.sensitive_query_params.iter().any(|p| p == name) || self.by_pattern(name)
+    /// `lower` the decoded name in lowercase, `decoded` as sent (its case splits `accessToken`
+    /// into words): listed, or a credential name by pattern not exempted.
+    fn is_sensitive_param(&self, lower: &str, decoded: &[u8]) -> bool {
+        self.sensitive_query_params.iter().any(|p| p == lower)
+            || (is_credential_name(decoded) && !self.not_sensitive.iter().any(|n| n == lower))
     }
 
     fn by_pattern(&self, name: &str) -> bool {
@@ -278,16 +280,18 @@ impl Redaction {
             out.extend_from_slice(raw_name);
             if let Some(value) = value {
                 out.push(b'=');
-                self.push_param_value(&name, value, &mut out);
+                self.push_param_value(raw_name, value, &mut out);
             }
         }
         (!out.is_empty()).then_some(out)
     }
 
     /// An allow-listed, not sensitive value with its secret shapes replaced; otherwise masked.
-    fn push_param_value(&self, name: &str, value: &[u8], out: &mut Vec<u8>) {
-        let allowed = self.query_params.iter().any(|p| p == name);
-        if allowed && !self.is_sensitive_param(name) {
+    fn push_param_value(&self, raw_name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+        let decoded = percent_decode_lossy(raw_name);
+        let lower = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+        let allowed = self.query_params.contains(&lower);
+        if allowed && !self.is_sensitive_param(&lower, &decoded) {
             out.extend_from_slice(&self.scrub(value));
         } else {
             push_masked(value.len(), out);
@@ -348,7 +352,7 @@ impl Redaction {
                 (raw_name, Some(value)) => {
                     params.extend_from_slice(raw_name);
                     params.push(b'=');
-                    self.push_param_value(&param_name(raw_name), value, &mut params);
+                    self.push_param_value(raw_name, value, &mut params);
                 }
                 (bare, None) => params.extend_from_slice(&self.scrub(bare)),
             }
@@ -595,6 +599,16 @@ mod tests {
             b"page=2&TOKEN=[masked, 6 bytes]&q&Page=3"
         );
         assert_eq!(r.query(b"other=1"), None);
+        // Split on `;` too, and credential names by pattern in the case they were sent.
+        let r = Redaction {
+            query_params: vec!["page".into(), "accesstoken".into(), "x-amz-credential".into()],
+            ..builtin()
+        };
+        assert_eq!(
+            r.query(b"page=1;token=s3cr3t&accessToken=abc&X-Amz-Credential=AKIA%2F1")
+                .unwrap(),
+            b"page=1&accessToken=[masked, 3 bytes]&X-Amz-Credential=[masked, 8 bytes]"
+        );
         assert_eq!(
             builtin().query(b"page=2"),
             None,
