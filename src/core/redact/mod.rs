@@ -601,7 +601,11 @@ mod tests {
         assert_eq!(r.query(b"other=1"), None);
         // Split on `;` too, and credential names by pattern in the case they were sent.
         let r = Redaction {
-            query_params: vec!["page".into(), "accesstoken".into(), "x-amz-credential".into()],
+            query_params: vec![
+                "page".into(),
+                "accesstoken".into(),
+                "x-amz-credential".into(),
+            ],
             ..builtin()
         };
         assert_eq!(

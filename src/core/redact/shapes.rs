@@ -243,9 +243,11 @@ fn jwt(input: &[u8], start: usize, first_end: usize) -> Option<usize> {
 }
 
 fn has_key_prefix(word: &[u8]) -> bool {
-    KEY_PREFIXES
-        .iter()
-        .any(|(prefix, tail)| word.starts_with(prefix) && word.len() >= prefix.len() + tail)
+    // The shortest format is a Slack token: `xoxb-` and 10 more.
+    word.len() >= 15
+        && KEY_PREFIXES
+            .iter()
+            .any(|(prefix, tail)| word.starts_with(prefix) && word.len() >= prefix.len() + tail)
 }
 
 /// A piece of `min`+ hex digits in one case (a hex key, also after a `key-` prefix), or a
@@ -255,6 +257,9 @@ fn has_key_prefix(word: &[u8]) -> bool {
 /// digits), not a secret. No test of randomness, which would miss some random runs: a long
 /// identifier with digits (`ListMembershipsForOrganization2024`) is taken for a token too.
 fn looks_random(word: &[u8], min: usize) -> bool {
+    if word.len() < min {
+        return false;
+    }
     let has_both =
         |s: &[u8]| s.iter().any(u8::is_ascii_digit) && s.iter().any(u8::is_ascii_alphabetic);
     let one_case_hex = |s: &[u8]| {
@@ -268,7 +273,7 @@ fn looks_random(word: &[u8], min: usize) -> bool {
         }
         slug &= is_slug_piece(piece);
     }
-    if word.len() < min || slug || !has_both(word) {
+    if slug || !has_both(word) {
         return false;
     }
     let capitals = word.iter().take_while(|b| b.is_ascii_uppercase()).count();
@@ -295,12 +300,23 @@ fn is_slug_piece(piece: &[u8]) -> bool {
 
 /// An IBAN from `start`, compact or in groups of four separated by single spaces.
 fn iban(input: &[u8], start: usize) -> Option<usize> {
-    let mut chars: Vec<u8> = Vec::with_capacity(34);
+    // Most words fail here: two letters, then two digits.
+    let head = input.get(start..start + 4)?;
+    if !(head.iter().take(2).all(u8::is_ascii_alphabetic)
+        && head.iter().skip(2).all(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    let mut buffer = [0u8; 34];
+    let mut len = 0;
     let mut at = start;
     let mut group = 0;
     while let Some(&b) = input.get(at) {
-        if b.is_ascii_alphanumeric() && chars.len() < 34 {
-            chars.push(b.to_ascii_uppercase());
+        if b.is_ascii_alphanumeric() && len < buffer.len() {
+            if let Some(slot) = buffer.get_mut(len) {
+                *slot = b.to_ascii_uppercase();
+            }
+            len += 1;
             group += 1;
             at += 1;
         } else if b == b' '
@@ -315,12 +331,13 @@ fn iban(input: &[u8], start: usize) -> Option<usize> {
     }
     // A space taken before a short last group that is not followed by the rest of an IBAN.
     let ends_word = !input.get(at).is_some_and(u8::is_ascii_alphanumeric);
+    let chars = buffer.get(..len)?;
     let (country, check) = (chars.get(..2)?, chars.get(2..4)?);
     let valid_shape = (15..=34).contains(&chars.len())
         && ends_word
         && country.iter().all(u8::is_ascii_uppercase)
         && check.iter().all(u8::is_ascii_digit);
-    (valid_shape && iban_checksum(&chars)).then_some(at)
+    (valid_shape && iban_checksum(chars)).then_some(at)
 }
 
 /// ISO 7064 mod 97-10: the first four characters moved to the end, letters as 10–35.

@@ -526,7 +526,12 @@ impl Recorded<'_> {
             .map(|r| (r.source, redaction.path(split_query(r.sent).0)))
             .collect();
         let recorded_path = redaction.path(self.path);
-        let recorded_canonical = redaction.path(self.canonical);
+        // Most paths are their own canonical form: redacted once.
+        let recorded_canonical = if self.canonical == self.path {
+            recorded_path.clone()
+        } else {
+            redaction.path(self.canonical)
+        };
         let code_details = settled.code_details();
         let authz = authorization(
             kind,

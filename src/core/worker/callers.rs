@@ -4,14 +4,19 @@
 use crate::core::envoy::identity::strip_port;
 use crate::core::envoy::source::CallerAddress;
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// Caller bytes kept in a key: enough for any SPIFFE ID or address, bounded.
 pub(crate) const MAX_CALLER_BYTES: usize = 256;
 
-/// Calls per (rule, caller) in a fixed window, in a table of bounded size.
+/// Calls per (rule, caller) in a fixed window, in a table of bounded size. A caller is found
+/// by hashing and a full table evicts the next slot in turn: every call costs the same
+/// whatever the table holds, up to its maximum of 65,536.
 #[derive(Debug)]
 pub(crate) struct CallerTable {
     entries: Vec<CallerEntry>,
+    /// Per rule, caller → position in `entries`.
+    index: Vec<HashMap<Vec<u8>, usize>>,
     max_entries: usize,
     window_ns: u64,
     /// Round-robin eviction cursor: cheap, and fair enough when the table is full.
@@ -30,22 +35,24 @@ impl CallerTable {
     pub(crate) fn new(max_entries: usize, window_seconds: u64) -> Self {
         Self {
             entries: Vec::new(),
+            index: Vec::new(),
             max_entries: max_entries.max(1),
             window_ns: window_seconds.saturating_mul(1_000_000_000).max(1),
             next_victim: 0,
         }
     }
 
-    /// Counts a call and returns the caller's calls to this rule in the current
-    /// window, and whether another caller had to be evicted to make room.
+    /// Counts a call and returns the caller's calls to this rule in the current window, and
+    /// whether a caller whose window had not ended was evicted to make room.
     pub(crate) fn hit(&mut self, rule: usize, caller: &[u8], now_ns: u64) -> (u64, bool) {
         let caller = caller.get(..MAX_CALLER_BYTES).unwrap_or(caller);
         let window = self.window_ns;
-        if let Some(entry) = self
-            .entries
-            .iter_mut()
-            .find(|e| e.rule == rule && e.caller == caller)
-        {
+        let found = self
+            .index
+            .get(rule)
+            .and_then(|callers| callers.get(caller))
+            .copied();
+        if let Some(entry) = found.and_then(|at| self.entries.get_mut(at)) {
             if now_ns.saturating_sub(entry.window_start_ns) >= window {
                 entry.window_start_ns = now_ns;
                 entry.calls = 0;
@@ -59,22 +66,36 @@ impl CallerTable {
             window_start_ns: now_ns,
             calls: 1,
         };
-        if self.entries.len() < self.max_entries {
+        if self.index.len() <= rule {
+            self.index.resize_with(rule + 1, HashMap::new);
+        }
+        let at = if self.entries.len() < self.max_entries {
             self.entries.push(entry);
-            return (1, false);
+            self.entries.len() - 1
+        } else {
+            let at = self.next_victim % self.max_entries;
+            self.next_victim = at + 1;
+            let Some(slot) = self.entries.get_mut(at) else {
+                return (1, false);
+            };
+            let old = std::mem::replace(slot, entry);
+            if let Some(callers) = self.index.get_mut(old.rule) {
+                callers.remove(&old.caller);
+            }
+            if now_ns.saturating_sub(old.window_start_ns) < window {
+                self.insert(rule, caller, at);
+                return (1, true);
+            }
+            at
+        };
+        self.insert(rule, caller, at);
+        (1, false)
+    }
+
+    fn insert(&mut self, rule: usize, caller: &[u8], at: usize) {
+        if let Some(callers) = self.index.get_mut(rule) {
+            callers.insert(caller.to_vec(), at);
         }
-        // Prefer a slot whose window has expired; otherwise evict round-robin.
-        let victim = self
-            .entries
-            .iter()
-            .position(|e| now_ns.saturating_sub(e.window_start_ns) >= window);
-        let evicted = victim.is_none();
-        let index = victim.unwrap_or(self.next_victim % self.max_entries);
-        self.next_victim = index + 1;
-        if let Some(slot) = self.entries.get_mut(index) {
-            *slot = entry;
-        }
-        (1, evicted)
     }
 
     #[cfg(test)]
@@ -158,6 +179,29 @@ mod tests {
         let mut t = CallerTable::new(1, 60);
         t.hit(0, b"a", 0);
         assert_eq!(t.hit(0, b"b", 61 * SECOND), (1, false));
+        // The evicted caller is forgotten; the one in its place is counted on.
+        assert_eq!(t.hit(0, b"b", 62 * SECOND), (2, false));
+        assert_eq!(t.hit(0, b"a", 62 * SECOND), (1, true));
+    }
+
+    #[test]
+    fn a_full_table_evicts_in_turn_and_keeps_every_other_count() {
+        let mut t = CallerTable::new(3, 60);
+        for caller in [b"a", b"b", b"c"] {
+            t.hit(0, caller, 0);
+        }
+        assert_eq!(t.hit(0, b"d", SECOND), (1, true), "a goes");
+        assert_eq!(t.hit(0, b"b", SECOND), (2, false));
+        assert_eq!(t.hit(0, b"c", SECOND), (2, false));
+        assert_eq!(t.hit(0, b"d", SECOND), (2, false));
+        assert_eq!(t.hit(0, b"e", SECOND), (1, true), "then b");
+        assert_eq!(
+            t.hit(0, b"b", SECOND),
+            (1, true),
+            "b is new again, in c's place"
+        );
+        assert_eq!(t.hit(0, b"d", SECOND), (3, false));
+        assert_eq!(t.len(), 3);
     }
 
     #[test]
