@@ -99,6 +99,7 @@ def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_pat
         digest = lambda text: "sha256:" + hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
         applied = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)
         assert [a["config"]["digest"] for a in applied] == [digest(first)]
+        assert applied[0]["config"]["first_in_vm"] is True and "previous_digest" not in applied[0]["config"]
         # Envoy's base VM, the main thread's and one per worker: four VMs, one record.
         assert harness.stat(envoy, "wasm.envoy.wasm.runtime.v8.active") == 4
 
@@ -106,6 +107,7 @@ def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_pat
         update = envoy.wait_exactly(lambda r: r["kind"] == "config_applied" and r["config"]["digest"] == digest(second), 1)
         assert len(update) == 1
         assert update[0]["config"]["previous_digest"] == digest(first)
+        assert "first_in_vm" not in update[0]["config"]
         assert update[0]["config"]["rules"] == ["b-only"]
         wait_serving = time.monotonic() + 10
         while send("/b-only", "probe")[0] != 200 and time.monotonic() < wait_serving:
@@ -122,6 +124,64 @@ def test_config_update_is_recorded_and_a_bad_update_keeps_the_old_config(tmp_pat
         assert send("/b-only", "after-bad-update")[0] == 200
         assert envoy.wait_records(lambda r: r.get("request", {}).get("id") == "after-bad-update")[0]["why"]["rule"] == "b-only"
         assert envoy.proc.poll() is None
+    finally:
+        envoy.stop()
+        upstream.stop()
+
+
+def digest_of(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_plugins_that_share_a_name_under_different_root_ids_each_have_their_own_history(tmp_path):
+    """Two listeners, each with a plugin named `meshaudit` in one VM but configured
+    differently, under different root ids, on two workers: one `config_applied` per
+    configuration, neither claiming to replace the other (they used to write four)."""
+    upstream = harness.Upstream()
+    config = harness.load_config(upstream.port, harness.free_port(), harness.free_port())
+    listeners = config["static_resources"]["listeners"]
+    first = '{"instance_id": "one", "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}]}'
+    second = '{"instance_id": "two", "rules": [{"name": "all", "match": {"paths": [{"prefix": "/"}]}, "action": "audit"}]}'
+    harness.set_plugin_config(config, first)
+    other = json.loads(json.dumps(listeners[0]))
+    other["name"] = "other"
+    other["address"]["socket_address"]["port_value"] = harness.free_port()
+    listeners.append(other)
+    other_view = {"static_resources": {"listeners": [other]}}
+    harness.set_plugin_config(other_view, second)
+    harness.wasm_filter(other_view)["typed_config"]["config"]["root_id"] = "second"
+    envoy = harness.Envoy(config, tmp_path, concurrency=2)
+    try:
+        envoy.wait_ready()
+        applied = envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 2, settle=2.0)
+        assert sorted(a["config"]["digest"] for a in applied) == sorted([digest_of(first), digest_of(second)])
+        for record in applied:
+            assert "previous_digest" not in record["config"], record
+            assert record["config"]["first_in_vm"] is True
+    finally:
+        envoy.stop()
+        upstream.stop()
+
+
+def test_a_new_vm_id_starts_a_new_history_and_says_so(tmp_path):
+    """Shared data is per `vm_id`: a listener update that moves the plugin to a new VM has no
+    previous digest to name, and its `config_applied` says it is the first in that VM."""
+    upstream = harness.Upstream()
+    lds = harness.LdsConfig(tmp_path, upstream.port)
+    first = '{"rules": [{"name": "one", "match": {"paths": [{"prefix": "/one"}]}, "action": "audit"}]}'
+    second = '{"rules": [{"name": "two", "match": {"paths": [{"prefix": "/two"}]}, "action": "audit"}]}'
+    lds.push(first)
+    envoy = harness.Envoy(lds.bootstrap, tmp_path)
+    try:
+        envoy.wait_ready()
+        envoy.wait_exactly(lambda r: r["kind"] == "config_applied", 1)
+        harness.wasm_filter({"static_resources": {"listeners": [lds.listener]}})["typed_config"]["config"]["vm_config"][
+            "vm_id"
+        ] = "meshaudit-next"
+        lds.push(second)
+        update = envoy.wait_exactly(lambda r: r["kind"] == "config_applied" and r["config"]["digest"] == digest_of(second), 1)
+        assert update[0]["config"]["first_in_vm"] is True
+        assert "previous_digest" not in update[0]["config"]
     finally:
         envoy.stop()
         upstream.stop()

@@ -11,7 +11,7 @@ use super::network::ConnectionContext;
 use crate::core::config::defaults::VERSION as CONFIG_VERSION;
 use crate::core::config::{sha256_hex, LogLevel, Settings};
 use crate::core::envoy::attributes::{NODE_ID, PLUGIN_NAME, PLUGIN_ROOT_ID};
-use crate::core::record::config::{ConfigRecord, Coverage};
+use crate::core::record::config::{config_history, ConfigRecord, Coverage};
 use crate::core::record::RECORD_PREFIX;
 use crate::core::worker::{metrics, Worker};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
@@ -104,6 +104,7 @@ impl Root {
             stream: None,
             digest: &digest,
             previous_digest: None,
+            first_in_vm: false,
             config_version: CONFIG_VERSION,
             rules: Vec::new(),
             error: Some(reason),
@@ -221,14 +222,12 @@ fn node_id() -> String {
 }
 
 /// Emits `config_applied` once per change per Envoy process: every worker's VM
-/// configures, but only the one that swaps the digest in shared data reports it.
+/// configures, but only the one that swaps the digest in shared data reports it. Each plugin
+/// name and root id has a history of its own (`config_history`).
 fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
-    let key = format!(
-        "meshaudit.config_digest.{}",
-        abi::property(PLUGIN_NAME)
-            .map_or_else(String::new, |n| String::from_utf8_lossy(&n).into_owned())
-    );
-    let report = |worker: &mut Worker, previous: Option<&str>| {
+    let read = |path| abi::property(path).unwrap_or_default();
+    let key = config_history(&read(PLUGIN_NAME), &read(PLUGIN_ROOT_ID));
+    let report = |worker: &mut Worker, previous: Option<&str>, first_in_vm: bool| {
         let seq = worker.next_seq();
         let record = ConfigRecord {
             ts_unix_nanos: now,
@@ -236,6 +235,7 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
             stream: Some((&worker.stream, seq)),
             digest: &settings.digest,
             previous_digest: previous,
+            first_in_vm,
             config_version: settings.version,
             rules: settings.rules.iter().map(|r| r.name.as_str()).collect(),
             error: None,
@@ -255,13 +255,14 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
         }
         match abi::set_shared_data(&key, settings.digest.as_bytes(), cas) {
             Ok(()) => {
+                let first_in_vm = previous.is_none();
                 let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
-                return report(worker, previous.as_deref());
+                return report(worker, previous.as_deref(), first_in_vm);
             }
             Err(abi::SetSharedError::CasMismatch) => continue,
             Err(abi::SetSharedError::Other(_)) => break,
         }
     }
     // Shared data unavailable or contended: report anyway rather than lose the change.
-    report(worker, None);
+    report(worker, None, false);
 }
