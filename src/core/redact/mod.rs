@@ -328,8 +328,12 @@ impl Redaction {
         if segment.is_empty() {
             return None;
         }
+        // Lowercase words (most segments): no shape, e-mail or parameter can be in them.
+        let plain = segment
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || matches!(b, b'-' | b'.' | b'~'));
         let decoded = percent_decode_lossy(segment);
-        if self.email_placeholder && looks_like_email(&decoded) {
+        if !plain && self.email_placeholder && looks_like_email(&decoded) {
             return Some(b"{email}".to_vec());
         }
         if let Some(p) = self
@@ -338,6 +342,9 @@ impl Redaction {
             .find(|p| segment_matches(&p.glob, &decoded))
         {
             return Some(p.placeholder.as_bytes().to_vec());
+        }
+        if plain {
+            return None;
         }
         let tail_start = segment
             .iter()

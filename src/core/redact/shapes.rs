@@ -132,6 +132,10 @@ impl Detectors {
         if b.is_ascii_digit() || matches!(b, b'+' | b'(') {
             return self.digit_run(input, at);
         }
+        // Letters inside a word start nothing: on to the next digit or separator.
+        if b.is_ascii_alphabetic() {
+            return Step::Skip(run_end(input, at, |b| b.is_ascii_alphabetic()));
+        }
         Step::Skip(at + 1)
     }
 
