@@ -203,11 +203,21 @@ impl Redaction {
         self.sensitive_headers.iter().any(|h| h == name) || self.by_pattern(name)
     }
 
-    /// `lower` the decoded name in lowercase, `decoded` as sent (its case splits `accessToken`
-    /// into words): listed, or a credential name by pattern not exempted.
-    fn is_sensitive_param(&self, lower: &str, decoded: &[u8]) -> bool {
-        self.sensitive_query_params.iter().any(|p| p == lower)
-            || (is_credential_name(decoded) && !self.not_sensitive.iter().any(|n| n == lower))
+    /// `decoded` the name percent-decoded, in the case it was sent (which splits
+    /// `accessToken` into words): listed, or a credential name by pattern not exempted.
+    fn is_sensitive_param(&self, decoded: &[u8]) -> bool {
+        let listed = |list: &[String]| {
+            list.iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(decoded))
+        };
+        listed(&self.sensitive_query_params)
+            || (is_credential_name(decoded) && !listed(&self.not_sensitive))
+    }
+
+    fn is_allowed_param(&self, decoded: &[u8]) -> bool {
+        self.query_params
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(decoded))
     }
 
     fn by_pattern(&self, name: &str) -> bool {
@@ -270,8 +280,8 @@ impl Redaction {
             let separator = start.checked_sub(1).and_then(|p| query.get(p)).copied();
             start += param.len() + 1;
             let (raw_name, value) = split_param(param);
-            let name = param_name(raw_name);
-            if !self.query_params.contains(&name) {
+            let name = percent_decode_lossy(raw_name);
+            if !self.is_allowed_param(&name) {
                 continue;
             }
             if !out.is_empty() {
@@ -280,18 +290,16 @@ impl Redaction {
             out.extend_from_slice(raw_name);
             if let Some(value) = value {
                 out.push(b'=');
-                self.push_param_value(raw_name, value, &mut out);
+                self.push_param_value(&name, value, &mut out);
             }
         }
         (!out.is_empty()).then_some(out)
     }
 
     /// An allow-listed, not sensitive value with its secret shapes replaced; otherwise masked.
-    fn push_param_value(&self, raw_name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        let decoded = percent_decode_lossy(raw_name);
-        let lower = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
-        let allowed = self.query_params.contains(&lower);
-        if allowed && !self.is_sensitive_param(&lower, &decoded) {
+    /// `name` percent-decoded.
+    fn push_param_value(&self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+        if self.is_allowed_param(name) && !self.is_sensitive_param(name) {
             out.extend_from_slice(&self.scrub(value));
         } else {
             push_masked(value.len(), out);
@@ -359,7 +367,7 @@ impl Redaction {
                 (raw_name, Some(value)) => {
                     params.extend_from_slice(raw_name);
                     params.push(b'=');
-                    self.push_param_value(raw_name, value, &mut params);
+                    self.push_param_value(&percent_decode_lossy(raw_name), value, &mut params);
                 }
                 (bare, None) => params.extend_from_slice(&self.scrub(bare)),
             }
@@ -438,11 +446,6 @@ fn split_param(param: &[u8]) -> (&[u8], Option<&[u8]>) {
         Some(at) => (param.get(..at).unwrap_or_default(), param.get(at + 1..)),
         None => (param, None),
     }
-}
-
-/// A parameter name as the lists hold it: percent-decoded, lowercase.
-fn param_name(raw: &[u8]) -> String {
-    String::from_utf8_lossy(&percent_decode_lossy(raw).to_ascii_lowercase()).into_owned()
 }
 
 fn percent_encode_reserved(bytes: &[u8]) -> Vec<u8> {

@@ -88,6 +88,9 @@ fn run_end(input: &[u8], from: usize, part_of: impl Fn(u8) -> bool) -> usize {
 impl Detectors {
     /// `input` with every recognised run replaced by its placeholder; `None` when nothing was.
     pub(crate) fn scrub(&self, input: &[u8]) -> Option<Vec<u8>> {
+        if !self.may_hold_a_shape(input) {
+            return None;
+        }
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         let mut at = 0;
@@ -107,6 +110,24 @@ impl Detectors {
         let mut out = out?;
         out.extend_from_slice(input.get(copied..).unwrap_or_default());
         Some(out)
+    }
+
+    /// One cheap pass: every shape needs a word of 10+ base64url characters (a JWT's header is
+    /// the shortest) or enough digits (an IBAN has at least 9), so most values are passed over.
+    fn may_hold_a_shape(&self, input: &[u8]) -> bool {
+        let digits_needed = match self.min_digits {
+            0 => 9,
+            n => n.min(9),
+        };
+        let (mut digits, mut run) = (0, 0);
+        for &b in input {
+            digits += usize::from(b.is_ascii_digit());
+            run = if is_token_byte(b) { run + 1 } else { 0 };
+            if run >= 10 || digits >= digits_needed {
+                return true;
+            }
+        }
+        false
     }
 
     fn step(&self, input: &[u8], at: usize, b: u8, previous: Option<u8>) -> Step {
