@@ -6,6 +6,9 @@ use crate::core::envoy::source::CallerAddress;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// Up to this many entries a caller is found by comparing, beyond by hashing.
+const LOOK_UP_TO: usize = 8;
+
 /// Caller bytes kept in a key: enough for any SPIFFE ID or address, bounded.
 pub(crate) const MAX_CALLER_BYTES: usize = 256;
 
@@ -47,11 +50,17 @@ impl CallerTable {
     pub(crate) fn hit(&mut self, rule: usize, caller: &[u8], now_ns: u64) -> (u64, bool) {
         let caller = caller.get(..MAX_CALLER_BYTES).unwrap_or(caller);
         let window = self.window_ns;
-        let found = self
-            .index
-            .get(rule)
-            .and_then(|callers| callers.get(caller))
-            .copied();
+        // A few callers (the common case) are found faster by comparing than by hashing.
+        let found = if self.entries.len() <= LOOK_UP_TO {
+            self.entries
+                .iter()
+                .position(|e| e.rule == rule && e.caller == caller)
+        } else {
+            self.index
+                .get(rule)
+                .and_then(|callers| callers.get(caller))
+                .copied()
+        };
         if let Some(entry) = found.and_then(|at| self.entries.get_mut(at)) {
             if now_ns.saturating_sub(entry.window_start_ns) >= window {
                 entry.window_start_ns = now_ns;
@@ -182,6 +191,27 @@ mod tests {
         // The evicted caller is forgotten; the one in its place is counted on.
         assert_eq!(t.hit(0, b"b", 62 * SECOND), (2, false));
         assert_eq!(t.hit(0, b"a", 62 * SECOND), (1, true));
+    }
+
+    #[test]
+    fn a_large_table_finds_callers_by_hashing() {
+        let mut t = CallerTable::new(100, 60);
+        for n in 0..100u32 {
+            assert_eq!(t.hit(0, &n.to_le_bytes(), 0), (1, false));
+        }
+        for n in 0..100u32 {
+            assert_eq!(t.hit(0, &n.to_le_bytes(), SECOND), (2, false), "{n}");
+        }
+        assert_eq!(
+            t.hit(1, &7u32.to_le_bytes(), SECOND),
+            (1, true),
+            "per rule; full"
+        );
+        assert_eq!(
+            t.hit(0, &0u32.to_le_bytes(), SECOND),
+            (1, true),
+            "0 was evicted"
+        );
     }
 
     #[test]
