@@ -200,28 +200,25 @@ pub struct Redacted {
 impl Redaction {
     /// Listed, or a credential name by pattern that the operator did not exempt.
     pub fn is_sensitive_header(&self, name: &str) -> bool {
-        self.sensitive_headers.iter().any(|h| h == name) || self.by_pattern(name)
+        self.is_sensitive(&self.sensitive_headers, name.as_bytes())
     }
 
     /// `decoded` the name percent-decoded, in the case it was sent (which splits
-    /// `accessToken` into words): listed, or a credential name by pattern not exempted.
+    /// `accessToken` into words).
     fn is_sensitive_param(&self, decoded: &[u8]) -> bool {
-        let listed = |list: &[String]| {
-            list.iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(decoded))
-        };
-        listed(&self.sensitive_query_params)
-            || (is_credential_name(decoded) && !listed(&self.not_sensitive))
+        self.is_sensitive(&self.sensitive_query_params, decoded)
+    }
+
+    /// In `listed`, or a credential name by pattern not in `not_sensitive`; any case.
+    fn is_sensitive(&self, listed: &[String], name: &[u8]) -> bool {
+        let within = |list: &[String]| list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+        within(listed) || (is_credential_name(name) && !within(&self.not_sensitive))
     }
 
     fn is_allowed_param(&self, decoded: &[u8]) -> bool {
         self.query_params
             .iter()
             .any(|n| n.as_bytes().eq_ignore_ascii_case(decoded))
-    }
-
-    fn by_pattern(&self, name: &str) -> bool {
-        is_credential_name(name.as_bytes()) && !self.not_sensitive.iter().any(|n| n == name)
     }
 
     /// The recorded form of a header value, or `None` when it is omitted. Sensitive headers
