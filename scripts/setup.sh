@@ -32,6 +32,7 @@ apt_install() {
 # Pinned from npm (binaryen compiled to wasm, run by Node.js and npm, which the machine has):
 # version 132 leaves the module 8 KB smaller than Debian's 108 (bench/README.md, "Module size").
 binaryen_version=132.0.0
+command -v npm >/dev/null || apt_install nodejs npm
 if [ "$(.tools/node_modules/.bin/wasm-opt --version 2>/dev/null)" != "wasm-opt version ${binaryen_version%%.*} (version_${binaryen_version%%.*})" ]; then
   step "binaryen $binaryen_version (npm, into .tools/)"
   npm install --silent --no-audit --no-fund --prefix .tools "binaryen@$binaryen_version" >/dev/null
