@@ -2,6 +2,7 @@
 
 use super::json::JsonWriter;
 use super::{Envelope, RecordKind};
+use crate::core::config::sha256_hex;
 
 /// A configuration change of the plugin itself.
 #[derive(Debug)]
@@ -42,16 +43,15 @@ pub(crate) struct Coverage {
 /// give each its own name (Istio does: one per WasmPlugin) or root id. Hashed: bounded,
 /// whatever the names hold.
 pub(crate) fn config_history(plugin_name: &[u8], root_id: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
+    let mut parts = Vec::with_capacity(16 + plugin_name.len() + root_id.len());
     for part in [plugin_name, root_id] {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part);
+        parts.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        parts.extend_from_slice(part);
     }
-    let digest = hasher.finalize();
+    let digest = sha256_hex(&parts);
     format!(
         "meshaudit.config_digest.{}",
-        crate::core::redact::hex(digest.get(..8).unwrap_or_default())
+        digest.get(..16).unwrap_or_default()
     )
 }
 
