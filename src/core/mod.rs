@@ -16,6 +16,7 @@
     allow(dead_code, unused_imports, reason = "used by the adapter only")
 )]
 
+pub(crate) mod bytes;
 pub(crate) mod config;
 pub(crate) mod envoy;
 pub(crate) mod network;

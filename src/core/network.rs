@@ -4,6 +4,7 @@
 //! authorization: the network RBAC filter's denials, and what a mesh AUDIT policy
 //! (Istio compiles it into that filter for TCP) marked.
 
+use super::bytes::find;
 use super::config::Settings;
 use super::envoy::attributes::{ConnectionEndFacts, Decoded, DESTINATION_ADDRESS};
 use super::envoy::connection::ConnectionFacts;
@@ -20,7 +21,7 @@ use super::worker::Worker;
 
 /// A short, stable name for what went wrong, from Envoy's failure reason (BoringSSL text).
 pub(crate) fn failure_class(reason: &[u8]) -> &'static str {
-    let has = |needle: &[u8]| reason.windows(needle.len()).any(|w| w == needle);
+    let has = |needle: &[u8]| find(reason, needle).is_some();
     if has(b"PEER_DID_NOT_RETURN_A_CERTIFICATE") {
         "no_client_certificate"
     } else if has(b"certificate has expired") || has(b"CERTIFICATE_EXPIRED") {

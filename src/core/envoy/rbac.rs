@@ -13,6 +13,7 @@
 use super::attributes::{decode_flag, ACCESS_LOG_HINT, RBAC_METADATA};
 use super::headers::HeaderMap;
 use super::host::Host;
+use crate::core::bytes::{find, rfind};
 
 /// An Istio RBAC policy name `ns[<namespace>]-policy[<name>]-rule[<index>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +40,6 @@ pub(crate) fn parse_istio_policy(id: &[u8]) -> Option<IstioPolicy<'_>> {
         name,
         rule,
     })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// One RBAC engine's result, from the RBAC filter's dynamic metadata.

@@ -8,6 +8,7 @@ mod corpus;
 mod names;
 mod shapes;
 
+use crate::core::bytes::find;
 use crate::core::path::segment_matches;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -431,10 +432,6 @@ pub(crate) fn strip_userinfo(authority: &[u8]) -> (&[u8], bool) {
         Some(at) => (authority.get(at + 1..).unwrap_or_default(), true),
         None => (authority, false),
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `name=value` at the first `=`; `name` alone has no value.
