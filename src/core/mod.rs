@@ -27,6 +27,7 @@ pub(crate) mod record;
 pub(crate) mod redact;
 pub(crate) mod request;
 pub(crate) mod sample;
+pub mod trail;
 pub(crate) mod worker;
 
 // What the native commands and examples use; the rest stays inside the crate.
@@ -36,5 +37,6 @@ pub use envoy::attributes::{Answer, Batch};
 pub use envoy::headers::serialize as serialize_header_map;
 pub use envoy::host::Host;
 pub use network::on_connection_close;
+pub use redact::HashKey;
 pub use request::on_log;
 pub use worker::Worker;

@@ -39,19 +39,21 @@ pub(super) struct Root {
 
 impl Root {
     /// A worker's report: `suppressed` and `accounting` records, the interval's counts
-    /// pushed to Envoy's stats, and the VM's memory. Every tick, and once more at the end.
-    fn report(&self, active: &Active) {
+    /// pushed to Envoy's stats, and the VM's memory. Every tick, and once more at the end
+    /// (`last`: the stream's final interval).
+    fn report(&self, active: &Active, last: bool) {
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
         // The main thread's VM never serves traffic: it would overwrite the gauge with its own.
-        if worker.requests_seen == 0 {
+        // Its stream is closed all the same, when it wrote a configuration record.
+        if worker.requests_seen == 0 && !last {
             return;
         }
         if let Some(threshold) = abi::log_threshold() {
             worker.set_log_threshold(threshold);
         }
-        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0));
+        let report = worker.report(&active.settings, abi::now_unix_nanos().unwrap_or(0), last);
         // The gauge first: once a `log_level` record is in the log, the gauge says the same.
         if let Some(gauge) = self.log_hidden_gauge {
             abi::record_metric(gauge, u64::from(worker.records_hidden()));
@@ -64,6 +66,9 @@ impl Root {
             if let (Some(id), true) = (id, delta > 0) {
                 abi::increment_metric(*id, delta);
             }
+        }
+        if worker.requests_seen == 0 {
+            return;
         }
         if let Some(gauge) = self.memory_gauge {
             abi::record_metric(gauge, abi::vm_memory_bytes());
@@ -108,6 +113,7 @@ impl Root {
             config_version: CONFIG_VERSION,
             rules: Vec::new(),
             error: Some(reason),
+            integrity_key: None,
             coverage: None,
         };
         abi::log(level, &format!("{RECORD_PREFIX}{}", record.encode()));
@@ -122,7 +128,7 @@ impl Context for Root {
     /// Envoy need not wait (`true`).
     fn on_done(&mut self) -> bool {
         if let Some(active) = self.active.take() {
-            self.report(&active);
+            self.report(&active, true);
         }
         true
     }
@@ -161,7 +167,7 @@ impl RootContext for Root {
         // new root for a new configuration and ends the old one after its streams (`on_done`,
         // tested), so this covers a host that reconfigures a root in place.
         if let Some(old) = self.active.take() {
-            self.report(&old);
+            self.report(&old, true);
         }
         announce_config(&settings, &mut worker, now);
         let interval_ms = settings.reporting_interval_seconds.saturating_mul(1000);
@@ -181,7 +187,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(active) = &self.active {
-            self.report(active);
+            self.report(active, false);
         }
     }
 
@@ -239,6 +245,7 @@ fn announce_config(settings: &Settings, worker: &mut Worker, now: u64) {
             config_version: settings.version,
             rules: settings.rules.iter().map(|r| r.name.as_str()).collect(),
             error: None,
+            integrity_key: worker.trail_key_id(),
             coverage: Some(Coverage {
                 always_audit_security_outcomes: settings.always_audit_security_outcomes,
                 audit_policies: settings.audit_policies,

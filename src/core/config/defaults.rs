@@ -73,6 +73,8 @@ pub(crate) const MAX_CALLERS: Bounded = Bounded {
 };
 
 pub(crate) const HASH_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
+/// When set in the VM's environment, every record is sealed (`core::trail`).
+pub(crate) const TRAIL_KEY_ENV: &str = "MESHAUDIT_TRAIL_KEY";
 pub(crate) const EMAIL_PLACEHOLDER: bool = true;
 pub(crate) const SECRET_SHAPES: bool = true;
 /// 32 characters: 128 bits of hex, 192 of base64url; shorter random runs are too often ids.

@@ -552,7 +552,7 @@ impl<'de> Deserialize<'de> for RawStatus {
     }
 }
 
-/// JSON Schema for the types with hand-written deserialisers (`meshaudit-config schema`).
+/// JSON Schema for the types with hand-written deserialisers (`meshaudit schema`).
 #[cfg(feature = "schema")]
 mod schema {
     use super::{RawRecordedHeader, RawStatus, WholeNumber};

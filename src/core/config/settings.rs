@@ -3,6 +3,7 @@
 
 use crate::core::path::{CanonicalOptions, Glob};
 use crate::core::redact::{Redact, Redaction};
+use crate::core::trail::TrailKey;
 
 /// Envoy's log levels, in the order (and with the codes) of the Proxy-Wasm ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -261,6 +262,8 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     /// What the rules read of each request beyond the path.
     pub reads: RuleReads,
+    /// The trail key: every record of a worker's stream is sealed with it (`core::trail`).
+    pub integrity: Option<TrailKey>,
 }
 
 /// Byte caps on what a record may carry.

@@ -181,6 +181,26 @@ fn every_error_names_the_field_and_the_reason() {
 }
 
 #[test]
+fn the_trail_key_comes_from_the_vm_environment_and_is_refused_when_malformed() {
+    let token = "m-1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let env = |value: &'static str| {
+        move |name: &str| (name == "MESHAUDIT_TRAIL_KEY").then(|| value.to_string())
+    };
+    let s = Settings::from_json_with_env(b"{}", &env(token)).unwrap();
+    assert_eq!(s.integrity.as_ref().unwrap().id, "m-1");
+    assert!(
+        !format!("{s:?}").contains("0001020304"),
+        "Debug never shows the key"
+    );
+    assert!(Settings::from_json(b"{}").unwrap().integrity.is_none());
+    let e = Settings::from_json_with_env(b"{}", &env("m-1:00")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the trail key in the VM environment variable MESHAUDIT_TRAIL_KEY: key \"m-1\" is not 64 hex digits (32 bytes); `meshaudit derive-key` makes one"
+    );
+}
+
+#[test]
 fn non_utf8_config_is_an_error_not_a_panic() {
     let e = Settings::from_json(b"{\"instance_id\": \"\xff\"}").unwrap_err();
     assert!(
@@ -208,7 +228,11 @@ fn the_hmac_key_comes_from_the_vm_environment_and_must_be_long_enough() {
         "rules[0].request_headers[0].redact: the HMAC key in AUDIT_KEY is 5 bytes; use at least 16 random bytes (e.g. `openssl rand -hex 32`)"
     );
     // No `hash` anywhere: no key needed, none read.
-    let s = Settings::from_json_with_env(b"{}", &|_| panic!("no lookup expected")).unwrap();
+    let s = Settings::from_json_with_env(b"{}", &|name| {
+        assert_ne!(name, "MESHAUDIT_HMAC_KEY", "no lookup expected");
+        None
+    })
+    .unwrap();
     assert!(s.redaction.hash_key.is_none());
 }
 
@@ -254,7 +278,7 @@ mod schema {
         assert!(
             text == COMMITTED,
             "envoyfilter/meshaudit-config.schema.json is stale: regenerate it with \
-             `cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`"
+             `cargo run --features cli --bin meshaudit -- schema > envoyfilter/meshaudit-config.schema.json`"
         );
     }
 

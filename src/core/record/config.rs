@@ -19,6 +19,8 @@ pub(crate) struct ConfigRecord<'a> {
     pub rules: Vec<&'a str>,
     /// Set when the configuration was refused: why (kind `config_rejected`).
     pub error: Option<&'a str>,
+    /// The id of the trail key the stream's records are sealed with.
+    pub integrity_key: Option<&'a str>,
     /// What lowers the audit's coverage under this configuration (`config_applied`).
     pub coverage: Option<Coverage>,
 }
@@ -82,6 +84,7 @@ impl ConfigRecord<'_> {
         }
         w.end_array();
         w.opt_str_field("error", self.error);
+        w.opt_str_field("integrity_key", self.integrity_key);
         if let Some(coverage) = self.coverage {
             w.object_field("coverage");
             w.bool_field(
@@ -131,6 +134,7 @@ mod tests {
             config_version: 1,
             rules: Vec::new(),
             error: None,
+            integrity_key: None,
             coverage: None,
         };
         let first: serde_json::Value = serde_json::from_str(&record(true).encode()).unwrap();

@@ -46,6 +46,12 @@ pub(crate) type NamedCounts = Vec<(&'static str, u64)>;
 pub(crate) struct AccountingRecord<'a> {
     pub envelope: Envelope<'a>,
     pub interval_start_ns: u64,
+    /// The interval's records are those of sequence numbers `first_seq` up to this record's.
+    pub first_seq: u64,
+    /// The stream's last interval: shutdown, or its configuration replaced.
+    pub last: bool,
+    /// The digest of the configuration in force.
+    pub config: &'a str,
     /// Sums over every rule, then the worker's own counts.
     pub totals: NamedCounts,
     /// Records written, by kind (`Kind::ALL` order).
@@ -61,7 +67,12 @@ impl AccountingRecord<'_> {
         w.object_field("interval");
         w.timestamp_field("start", self.interval_start_ns);
         w.timestamp_field("end", self.envelope.ts_unix_nanos);
+        w.u64_field("first_seq", self.first_seq);
+        if self.last {
+            w.bool_field("final", true);
+        }
         w.end_object();
+        w.str_field("config", self.config);
         w.object_field("totals");
         for (name, value) in &self.totals {
             w.u64_field(name, *value);

@@ -653,7 +653,7 @@ fn jwt_failures_give_the_reason_and_success_a_pseudonymous_subject() {
     let hashed = Settings::from_json_with_env(
         br#"{"authentication": {"jwt_payload_metadata_key": "jwt_payload", "jwt_subject": "hash"},
              "rules": [{"name": "all", "action": "audit"}]}"#,
-        &|_| Some("0123456789abcdef0123".into()),
+        &|name| (name == "MESHAUDIT_HMAC_KEY").then(|| "0123456789abcdef0123".into()),
     )
     .unwrap();
     let ok = FakeHost::request("GET", "/x", 200)
@@ -751,7 +751,7 @@ fn accounting_adds_up_and_names_lost_records_by_rule() {
     }
     // Envoy refuses the last record written (the 403): lost, and said so.
     w.note_sink_error();
-    let report = w.report(&s, 2_000_000_000);
+    let report = w.report(&s, 2_000_000_000, false);
     let accounting: Value = serde_json::from_str(report.lines.last().unwrap()).unwrap();
     let totals = &accounting["totals"];
     assert_eq!(totals["requests"], 4);

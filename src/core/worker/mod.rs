@@ -16,6 +16,7 @@ use crate::core::envoy::mesh::ProxyKind;
 use crate::core::record::report::{AccountingRecord, LogLevelRecord, SuppressedRecord};
 use crate::core::record::{Envelope, Kind, RecordKind};
 use crate::core::sample::Rng;
+use crate::core::trail::Chain;
 use budget::TokenBucket;
 use callers::CallerTable;
 use connections::ConnectionCache;
@@ -34,6 +35,12 @@ pub struct Worker {
     /// Names this worker's record stream; with `seq`, lets a collector detect gaps.
     pub stream: String,
     next_seq: u64,
+    /// Seals every record of the stream when a trail key is configured.
+    chain: Option<Chain>,
+    /// The sequence number the current interval started at.
+    interval_first_seq: u64,
+    /// The configuration in force, named in every `accounting` record.
+    config_digest: String,
     pub counters: Counters,
     security: TokenBucket,
     routine: TokenBucket,
@@ -70,6 +77,9 @@ impl Worker {
             requests_seen: 0,
             stream,
             next_seq: 0,
+            chain: settings.integrity.clone().map(Chain::new),
+            interval_first_seq: 0,
+            config_digest: settings.digest.clone(),
             counters: Counters::new(settings.rules.len()),
             security: bucket(settings.budgets.security),
             routine: bucket(settings.budgets.routine),
@@ -124,6 +134,26 @@ impl Worker {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
+    }
+
+    /// A record of this stream as written: after `prefix` (Envoy's log line has one), sealed
+    /// with the next chain value when a trail key is configured. Every record that took a
+    /// sequence number passes here once, in sequence order.
+    pub fn seal(&mut self, prefix: &str, record: &str) -> String {
+        match &mut self.chain {
+            Some(chain) => chain.seal(prefix, record),
+            None => {
+                let mut line = String::with_capacity(prefix.len() + record.len());
+                line.push_str(prefix);
+                line.push_str(record);
+                line
+            }
+        }
+    }
+
+    /// The id of the trail key the stream is sealed with.
+    pub(crate) fn trail_key_id(&self) -> Option<&str> {
+        self.chain.as_ref().map(Chain::key_id)
     }
 
     /// Envoy refused the record just produced: its sequence number is a gap, and
@@ -184,10 +214,11 @@ impl Worker {
 
     /// The periodic report: one `suppressed` record per group, then the
     /// `accounting` record of the interval; and the interval's counts, for metrics.
-    /// A VM that has never served traffic (Envoy's main thread) reports nothing.
-    pub fn report(&mut self, settings: &Settings, now_ns: u64) -> Report {
+    /// A VM that has never served traffic (Envoy's main thread) reports nothing, but for the
+    /// `last` report of a stream that wrote a record, which closes it.
+    pub fn report(&mut self, settings: &Settings, now_ns: u64, last: bool) -> Report {
         let mut lines = Vec::new();
-        if self.requests_seen == 0 {
+        if self.requests_seen == 0 && !(last && self.next_seq > 0) {
             self.interval_start_ns = now_ns;
             return Report {
                 lines,
@@ -213,7 +244,7 @@ impl Worker {
             self.counters.count_kind(Kind::Suppressed);
         }
         let counts = self.counters.take();
-        lines.push(self.accounting_record(settings, &counts, now_ns));
+        lines.push(self.accounting_record(settings, &counts, now_ns, last));
         self.interval_start_ns = now_ns;
         Report { lines, counts }
     }
@@ -248,8 +279,17 @@ impl Worker {
         .encode(settings.limits.max_field_bytes)
     }
 
-    fn accounting_record(&mut self, settings: &Settings, counts: &Counters, now_ns: u64) -> String {
+    fn accounting_record(
+        &mut self,
+        settings: &Settings,
+        counts: &Counters,
+        now_ns: u64,
+        last: bool,
+    ) -> String {
         let interval_start_ns = self.interval_start_ns;
+        let first_seq = self.interval_first_seq;
+        // The record itself is the interval's last: the next one starts after it.
+        self.interval_first_seq = self.next_seq + 1;
         let totals = counts
             .totals()
             .named()
@@ -266,9 +306,13 @@ impl Worker {
                 (name, c.named().to_vec())
             })
             .collect();
+        let config = self.config_digest.clone();
         AccountingRecord {
             envelope: self.envelope(RecordKind::Accounting, now_ns),
             interval_start_ns,
+            first_seq,
+            last,
+            config: &config,
             totals,
             records_by_kind: &counts.records_by_kind,
             by_rule,
@@ -316,7 +360,7 @@ mod tests {
         assert_eq!(w.own_records_level(), LogLevel::Critical);
         w.count_record(Some(0), Kind::Denied);
         w.count_record(None, Kind::TlsFailure);
-        let report = w.report(&s, 1_000_000_000);
+        let report = w.report(&s, 1_000_000_000, false);
         let said: Value = serde_json::from_str(&report.lines[0]).unwrap();
         assert_eq!(said["kind"], "log_level");
         assert_eq!(
@@ -333,9 +377,9 @@ mod tests {
             serde_json::json!({"access": 1})
         );
         // Said once per change: the next report repeats nothing, and the end of it is said too.
-        assert_eq!(w.report(&s, 2_000_000_000).lines.len(), 1);
+        assert_eq!(w.report(&s, 2_000_000_000, false).lines.len(), 1);
         w.set_log_threshold(LogThreshold::From(LogLevel::Info));
-        let report = w.report(&s, 3_000_000_000);
+        let report = w.report(&s, 3_000_000_000, false);
         let said: Value = serde_json::from_str(&report.lines[0]).unwrap();
         assert_eq!(said["log_level"]["records_hidden"], false);
         assert_eq!(w.own_records_level(), LogLevel::Warn);

@@ -12,13 +12,14 @@ use super::defaults::{
     ALWAYS_AUDIT_SECURITY_OUTCOMES, AUDIT_POLICIES, BACKSLASH_IS_SLASH, DECODE_ESCAPED_SLASHES,
     DEFAULT_SAMPLE_RATE, HASH_KEY_ENV, LOG_LEVEL, MAX_FIELD_BYTES, MAX_RECORD_BYTES,
     OUTPUT_FILTER_STATE, OUTPUT_LOG, RECORD_CONNECTIONS, REPORTING_INTERVAL_SECONDS,
-    SHADOW_RESULTS, TRUST_FORWARDED_ADDRESS, VERSION,
+    SHADOW_RESULTS, TRAIL_KEY_ENV, TRUST_FORWARDED_ADDRESS, VERSION,
 };
 use super::jsonpath;
 use super::raw::{RawAuthentication, RawConfig, RawOutput, RawSubject};
 use super::settings::{JwtSettings, Limits, LogLevel, Output, Settings, SubjectMode};
 use crate::core::path::CanonicalOptions;
 use crate::core::redact::{HashKey, Redact, MIN_HASH_KEY_BYTES};
+use crate::core::trail::TrailKey;
 use checks::{bounded, check_printable, check_rate, error};
 use sha2::{Digest, Sha256};
 
@@ -140,9 +141,11 @@ impl Settings {
                 .unwrap_or(TRUST_FORWARDED_ADDRESS),
             rules,
             reads,
+            integrity: None,
         };
         // Last: which setting first needs the key is known only once every section is built.
         settings.redaction.hash_key = settings.hash_key_if_needed(&hash_key_env, env)?;
+        settings.integrity = trail_key(env)?;
         Ok(settings)
     }
 
@@ -184,6 +187,20 @@ impl Settings {
             Some(key) => Ok(Some(HashKey::new(key.as_bytes()))),
         }
     }
+}
+
+/// The trail key, from the VM's environment: when it is set, every record is sealed.
+fn trail_key(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<TrailKey>, ConfigError> {
+    env(TRAIL_KEY_ENV)
+        .map(|token| {
+            TrailKey::parse(&token).map_err(|e| {
+                error(
+                    "",
+                    format!("the trail key in the VM environment variable {TRAIL_KEY_ENV}: {e}; `meshaudit derive-key` makes one"),
+                )
+            })
+        })
+        .transpose()
 }
 
 fn log_level(raw: Option<&str>) -> Result<LogLevel, ConfigError> {

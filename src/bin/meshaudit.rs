@@ -1,0 +1,360 @@
+//! meshaudit: the plugin's native companion, for operators and auditors.
+//!
+//!   meshaudit check [--assume-hmac-key] FILE...       validate JSON plugin configurations
+//!   meshaudit schema                                   print the configuration's JSON Schema
+//!   meshaudit verify [--keys FILE]... [--json] [FILE...]
+//!                                                      prove a captured trail complete and untampered
+//!   meshaudit hash [--key-env NAME] VALUE              the pseudonym the plugin writes for VALUE
+//!   meshaudit derive-key --master FILE SCOPE           a workload's trail key, from a master key
+//!
+//! `check` runs the very validation the plugin runs in `on_configure` and prints the line Envoy
+//! would log. A configuration that hashes needs the HMAC key from the VM's environment: `check`
+//! reads it from its own environment, or with `--assume-hmac-key` takes it as provided at run
+//! time (for pipelines without the secret).
+//!
+//! `verify` reads Envoy log lines (`kubectl logs`), access-log lines and bare JSON records, from
+//! files or standard input, in any order. Keys: each `--keys` file holds `<id>:<64 hex digits>`
+//! lines (a master's id derives the keys of `<scope>@<id>`), and `MESHAUDIT_TRAIL_KEY` in the
+//! environment adds one. Exit status: 0 intact, 1 breaks found, 2 the command could not run.
+
+use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
+use meshaudit::core::trail::TrailKey;
+use meshaudit::core::{HashKey, RawConfig, Settings};
+use std::io::{BufRead, BufReader, Read};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] FILE...
+       meshaudit schema
+       meshaudit verify [--keys FILE]... [--json] [FILE...]   (no FILE or -: standard input)
+       meshaudit hash [--key-env NAME] VALUE
+       meshaudit derive-key --master FILE SCOPE";
+
+/// The environment variables the plugin reads its keys from, by default.
+const HMAC_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
+const TRAIL_KEY_ENV: &str = "MESHAUDIT_TRAIL_KEY";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("schema") if rest.is_empty() => schema(),
+        Some("check") => check_all(rest),
+        Some("verify") => verify(rest),
+        Some("hash") => hash(rest),
+        Some("derive-key") => derive_key(rest),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("meshaudit: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn schema() -> Result<ExitCode, String> {
+    let schema = schemars::schema_for!(RawConfig);
+    let text = serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_all(args: &[String]) -> Result<ExitCode, String> {
+    let assume_key = args.iter().any(|a| a == "--assume-hmac-key");
+    let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    if files.is_empty() {
+        return Err(USAGE.to_string());
+    }
+    let mut failed = false;
+    for file in files {
+        match check(file, assume_key) {
+            Ok(summary) => println!("{file}: ok ({summary})"),
+            Err(message) => {
+                println!("{file}: {message}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(file: &str, assume_key: bool) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            // A stand-in for the key only for the HMAC key: a trail key must parse.
+            (assume_key && name == HMAC_KEY_ENV)
+                .then(|| "provided-at-run-time-by-the-vm-environment".to_string())
+        })
+    };
+    let settings = Settings::from_json_with_env(&bytes, &env)
+        .map_err(|e| format!("meshaudit: invalid plugin configuration: {e}"))?;
+    Ok(format!(
+        "{} rules, digest {}",
+        settings.rules.len(),
+        settings.digest
+    ))
+}
+
+/// Takes `--name VALUE` out of the arguments, every time it appears.
+fn take_option(args: &mut Vec<String>, name: &str) -> Result<Vec<String>, String> {
+    let mut values = Vec::new();
+    while let Some(at) = args.iter().position(|a| a == name) {
+        args.remove(at);
+        if at >= args.len() {
+            return Err(format!("{name} needs a value"));
+        }
+        values.push(args.remove(at));
+    }
+    Ok(values)
+}
+
+fn read_keys(file: &str, keys: &mut KeySet) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = TrailKey::parse(line).map_err(|e| format!("{file}:{}: {e}", n + 1))?;
+        keys.add(key);
+    }
+    Ok(())
+}
+
+fn verify(args: &[String]) -> Result<ExitCode, String> {
+    let mut args = args.to_vec();
+    let mut keys = KeySet::default();
+    for file in take_option(&mut args, "--keys")? {
+        read_keys(&file, &mut keys)?;
+    }
+    if let Ok(token) = std::env::var(TRAIL_KEY_ENV) {
+        keys.add(TrailKey::parse(&token).map_err(|e| format!("{TRAIL_KEY_ENV}: {e}"))?);
+    }
+    let json = args.iter().any(|a| a == "--json");
+    args.retain(|a| a != "--json");
+    if let Some(unknown) = args.iter().find(|a| a.starts_with("--")) {
+        return Err(format!("unknown option {unknown}\n{USAGE}"));
+    }
+    if args.is_empty() {
+        args.push("-".into());
+    }
+    let mut verifier = Verifier::new(keys.clone());
+    for (input, file) in args.iter().enumerate() {
+        let reader: Box<dyn Read> = if file == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(file).map_err(|e| format!("{file}: cannot read: {e}"))?)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let mut buffer = Vec::new();
+        let mut line = 0;
+        loop {
+            buffer.clear();
+            let n = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(|e| format!("{file}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            verifier.line(&String::from_utf8_lossy(&buffer), Place { input, line });
+        }
+    }
+    let report = verifier.finish();
+    if json {
+        println!("{}", report_json(&report, &args, !keys.is_empty()));
+    } else {
+        print!("{}", report_text(&report, &args, !keys.is_empty()));
+    }
+    Ok(if report.breaks() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn place_text(place: Option<Place>, inputs: &[String]) -> String {
+    place.map_or_else(String::new, |p| {
+        let file = inputs.get(p.input).map_or("-", String::as_str);
+        format!(" ({file}:{})", p.line)
+    })
+}
+
+fn break_text(b: &Break, inputs: &[String]) -> String {
+    let seq = match b.seq {
+        Some((a, z)) if a == z => format!("seq {a}"),
+        Some((a, z)) => format!("seq {a}-{z}"),
+        None => "stream".into(),
+    };
+    format!("  BREAK {seq}{}: {}", place_text(b.place, inputs), b.what)
+}
+
+fn report_text(report: &Report, inputs: &[String], keyed: bool) -> String {
+    let mut out = String::new();
+    let mut instance = None;
+    for s in &report.streams {
+        if instance != Some(&s.instance) {
+            out.push_str(&format!("proxy {}\n", s.instance));
+            instance = Some(&s.instance);
+        }
+        let state = if s.closed { "closed" } else { "open" };
+        out.push_str(&format!(
+            "  stream {}: {} records (seq 0-{}), {} intervals settled, {state}, key {}, config {}\n",
+            s.stream,
+            s.records,
+            s.max_seq,
+            s.intervals,
+            s.key_id.as_deref().unwrap_or("none"),
+            if s.configs.is_empty() {
+                "unknown".to_string()
+            } else {
+                s.configs.join(", ")
+            },
+        ));
+        if s.open_tail > 0 {
+            out.push_str(&format!(
+                "    {} records after the last accounting record: not yet confirmed\n",
+                s.open_tail
+            ));
+        }
+        if s.declared_losses > 0 {
+            out.push_str(&format!(
+                "    {} records the plugin declared it could not write (Envoy refused them, or its log level hid them)\n",
+                s.declared_losses
+            ));
+        }
+        if s.in_both_outputs > 0 {
+            out.push_str(&format!(
+                "    {} records read from both outputs\n",
+                s.in_both_outputs
+            ));
+        }
+        if s.unchecked > 0 {
+            out.push_str(&format!(
+                "    {} records whose chain value was not checked{}\n",
+                s.unchecked,
+                if keyed { "" } else { " (no key given)" }
+            ));
+        }
+        for b in &s.breaks {
+            out.push_str(&break_text(b, inputs));
+            out.push('\n');
+        }
+    }
+    for place in &report.unreadable {
+        out.push_str(&format!(
+            "BREAK{}: a record that cannot be read\n",
+            place_text(Some(*place), inputs)
+        ));
+    }
+    let records: u64 = report.streams.iter().map(|s| s.records).sum();
+    let verdict = if report.breaks() == 0 {
+        "intact"
+    } else {
+        "BROKEN"
+    };
+    out.push_str(&format!(
+        "{verdict}: {} streams, {records} records, {} breaks{}\n",
+        report.streams.len(),
+        report.breaks(),
+        if keyed {
+            ""
+        } else {
+            "; chain values not checked: no key given"
+        }
+    ));
+    out
+}
+
+fn report_json(report: &Report, inputs: &[String], keyed: bool) -> serde_json::Value {
+    let place = |p: Option<Place>| {
+        p.map(|p| {
+            serde_json::json!({
+                "input": inputs.get(p.input).map_or("-", String::as_str),
+                "line": p.line,
+            })
+        })
+    };
+    let streams: Vec<serde_json::Value> = report
+        .streams
+        .iter()
+        .map(|s| {
+            let breaks: Vec<serde_json::Value> = s
+                .breaks
+                .iter()
+                .map(|b| {
+                    serde_json::json!({
+                        "first_seq": b.seq.map(|(a, _)| a),
+                        "last_seq": b.seq.map(|(_, z)| z),
+                        "at": place(b.place),
+                        "what": b.what,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "instance": s.instance,
+                "stream": s.stream,
+                "key": s.key_id,
+                "records": s.records,
+                "max_seq": s.max_seq,
+                "intervals": s.intervals,
+                "open_tail": s.open_tail,
+                "closed": s.closed,
+                "in_both_outputs": s.in_both_outputs,
+                "declared_losses": s.declared_losses,
+                "unchecked": s.unchecked,
+                "configs": s.configs,
+                "breaks": breaks,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "intact": report.breaks() == 0,
+        "keyed": keyed,
+        "breaks": report.breaks(),
+        "streams": streams,
+        "unreadable": report.unreadable.iter().map(|p| place(Some(*p))).collect::<Vec<_>>(),
+        "records_outside_streams": report.outside_streams,
+        "other_lines": report.other_lines,
+    })
+}
+
+fn hash(args: &[String]) -> Result<ExitCode, String> {
+    let mut args = args.to_vec();
+    let variable = take_option(&mut args, "--key-env")?
+        .pop()
+        .unwrap_or_else(|| HMAC_KEY_ENV.to_string());
+    let [value] = args.as_slice() else {
+        return Err(USAGE.to_string());
+    };
+    let key = std::env::var(&variable).map_err(|_| format!("{variable} is not set"))?;
+    let key = HashKey::new(key.as_bytes());
+    println!(
+        "{}\t{}",
+        String::from_utf8_lossy(&key.pseudonym(value.as_bytes())),
+        key.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn derive_key(args: &[String]) -> Result<ExitCode, String> {
+    let mut args = args.to_vec();
+    let master = take_option(&mut args, "--master")?
+        .pop()
+        .ok_or_else(|| USAGE.to_string())?;
+    let [scope] = args.as_slice() else {
+        return Err(USAGE.to_string());
+    };
+    let text =
+        std::fs::read_to_string(&master).map_err(|e| format!("{master}: cannot read: {e}"))?;
+    let master_key = TrailKey::parse(&text).map_err(|e| format!("{master}: {e}"))?;
+    let key = master_key.derive(scope).map_err(|e| e.0)?;
+    println!("{}", key.token());
+    Ok(ExitCode::SUCCESS)
+}
