@@ -53,7 +53,12 @@ LOG_COLLECTOR_CPU = None if os.environ.get("LOG_TO_FILE") == "1" else 1
 UNBOUNDED = {"security": {"records_per_second": 1000000}, "routine": {"records_per_second": 1000000}}
 
 
-def wasm_filter(wasm: Path, root_id: str, plugin: dict | None) -> dict:
+# The trail key of the sealed variants (core::trail): every record gets its chain value.
+TRAIL_KEY = "m-bench:" + "5a" * 32
+
+
+def wasm_filter(wasm: Path, root_id: str, plugin: dict | None, sealed: bool = False) -> dict:
+    env = {"MESHAUDIT_HMAC_KEY": HMAC_KEY, **({"MESHAUDIT_TRAIL_KEY": TRAIL_KEY} if sealed else {})}
     config = {
         "name": root_id,
         "root_id": root_id,
@@ -61,7 +66,7 @@ def wasm_filter(wasm: Path, root_id: str, plugin: dict | None) -> dict:
             "vm_id": root_id,
             "runtime": "envoy.wasm.runtime.v8",
             "code": {"local": {"filename": str(wasm)}},
-            "environment_variables": {"key_values": {"MESHAUDIT_HMAC_KEY": HMAC_KEY}},
+            "environment_variables": {"key_values": env},
         },
     }
     if plugin is not None:
@@ -121,8 +126,8 @@ def handoff_log(path: Path) -> dict:
 
 # name -> (extra http filters, access loggers, request headers wrk sends, what it shows)
 def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, list, list[str]]]:
-    def meshaudit(plugin: dict) -> list[dict]:
-        return [wasm_filter(wasm, "meshaudit", plugin)]
+    def meshaudit(plugin: dict, sealed: bool = False) -> list[dict]:
+        return [wasm_filter(wasm, "meshaudit", plugin, sealed)]
 
     request_level = {
         "budgets": UNBOUNDED,
@@ -172,6 +177,14 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
             [],
             [],
         ),
+        # The same with the trail sealed: each record's chain value (BLAKE3, keyed) is the
+        # difference, through Envoy's log and through the hand-off.
+        (
+            "meshaudit, audit all, metadata, sealed",
+            meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit"}]}, sealed=True),
+            [],
+            [],
+        ),
         # Every request recorded as routine traffic (sampled at rate 1), not as a sensitive endpoint:
         # no RBAC decision or rate-limit position to read.
         ("meshaudit, sample all, metadata", meshaudit({"budgets": UNBOUNDED, "default_sample_rate": 1.0}), [], []),
@@ -186,6 +199,19 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
                 }
             ),
             [handoff_log(workdir / "handoff.log")],
+            [],
+        ),
+        (
+            "meshaudit, audit all, metadata, via access log, sealed",
+            meshaudit(
+                {
+                    "budgets": UNBOUNDED,
+                    "output": {"log": False, "filter_state": True},
+                    "rules": [{"name": "all", "action": "audit"}],
+                },
+                sealed=True,
+            ),
+            [handoff_log(workdir / "handoff-sealed.log")],
             [],
         ),
         # The same records at a level Envoy's logger discards: the cost of deciding and encoding alone.

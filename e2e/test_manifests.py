@@ -1,6 +1,6 @@
 """The Istio manifests in envoyfilter/: lint-clean, valid against Istio's CRD schemas
 (../shared/istio-crds), their plugin configurations accepted by the plugin's own
-validation (the same code Envoy runs, as the native `meshaudit-config` command), the
+validation (the same code Envoy runs, as the native `meshaudit` command), the
 published JSON Schema current, and an Istio-encoded configuration loaded by Envoy."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = harness.ROOT
 MANIFESTS = sorted((ROOT / "envoyfilter").glob("*.yaml"))
 CRDS = ROOT.parent / "shared" / "istio-crds"
 SCHEMA = ROOT / "envoyfilter" / "meshaudit-config.schema.json"
-CLI = ROOT / "target" / "debug" / "meshaudit-config"
+CLI = ROOT / "target" / "debug" / "meshaudit"
 CRD_FILES = {
     "WasmPlugin": "wasmplugins.extensions.istio.io.yaml",
     "TrafficExtension": "trafficextensions.extensions.istio.io.yaml",
@@ -77,7 +77,7 @@ def plugin_configs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def cli():
     subprocess.run(
-        ["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit-config"], cwd=ROOT, check=True, timeout=600
+        ["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit"], cwd=ROOT, check=True, timeout=600
     )
     return CLI
 

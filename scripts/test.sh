@@ -16,12 +16,12 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 ruff format --check e2e bench scripts
 ruff check e2e bench scripts
 
-step "clippy (native, all targets, with the meshaudit-config command) and clippy (wasm32-wasip1, the plugin)"
+step "clippy (native, all targets, with the meshaudit command) and clippy (wasm32-wasip1, the plugin)"
 cargo clippy --all-targets --features cli -- -D warnings
 cargo clippy --target wasm32-wasip1 -- -D warnings
 cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 
-step "unit tests, native (with the adapter and the meshaudit-config command)"
+step "unit tests, native (with the adapter and the meshaudit command)"
 cargo test --features cli
 
 step "unit tests of the core alone (proves it builds without the Proxy-Wasm SDK)"

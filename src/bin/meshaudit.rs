@@ -203,7 +203,13 @@ fn report_text(report: &Report, inputs: &[String], keyed: bool) -> String {
             out.push_str(&format!("proxy {}\n", s.instance));
             instance = Some(&s.instance);
         }
-        let state = if s.closed { "closed" } else { "open" };
+        let state = if s.closed {
+            "closed"
+        } else if s.configuration_only {
+            "configuration records only (Envoy's main-thread VM)"
+        } else {
+            "open"
+        };
         out.push_str(&format!(
             "  stream {}: {} records (seq 0-{}), {} intervals settled, {state}, key {}, config {}\n",
             s.stream,
@@ -217,7 +223,7 @@ fn report_text(report: &Report, inputs: &[String], keyed: bool) -> String {
                 s.configs.join(", ")
             },
         ));
-        if s.open_tail > 0 {
+        if s.open_tail > 0 && !s.configuration_only {
             out.push_str(&format!(
                 "    {} records after the last accounting record: not yet confirmed\n",
                 s.open_tail
@@ -306,6 +312,7 @@ fn report_json(report: &Report, inputs: &[String], keyed: bool) -> serde_json::V
                 "intervals": s.intervals,
                 "open_tail": s.open_tail,
                 "closed": s.closed,
+                "configuration_only": s.configuration_only,
                 "in_both_outputs": s.in_both_outputs,
                 "declared_losses": s.declared_losses,
                 "unchecked": s.unchecked,

@@ -219,6 +219,8 @@ struct Stream {
     first_ts: String,
     last_ts: String,
     records: u64,
+    /// Of which `config_applied` records.
+    config_records: u64,
     in_both_outputs: u64,
     declared_losses: u64,
     configs: BTreeSet<String>,
@@ -239,6 +241,8 @@ pub struct StreamSummary {
     pub open_tail: u64,
     /// The stream's last `accounting` record was its final one (shutdown or replaced configuration).
     pub closed: bool,
+    /// It holds configuration records only (Envoy's main-thread VM): it is never closed.
+    pub configuration_only: bool,
     pub in_both_outputs: u64,
     /// Records the plugin declared it could not write (Envoy refused them, or its log level hid them).
     pub declared_losses: u64,
@@ -442,6 +446,12 @@ fn instance_namespace(instance: &str) -> Option<&str> {
 }
 
 impl Stream {
+    /// Configuration records alone: written by Envoy's main-thread VM, which serves no
+    /// traffic and is never ended (Envoy 1.40 calls no `on_done` there), so never closed.
+    fn configuration_only(&self) -> bool {
+        self.last_accounting.is_none() && self.records > 0 && self.config_records == self.records
+    }
+
     fn broke(&mut self, stream: &str, seq: Option<(u64, u64)>, place: Option<Place>, what: String) {
         self.breaks.push(Break {
             stream: stream.to_string(),
@@ -577,6 +587,7 @@ impl Verifier {
             "config_applied" => {
                 let fields: ConfigFields = serde_json::from_str(&format!("{body}}}")).ok()?;
                 stream.configs.insert(fields.config.digest);
+                stream.config_records += 1;
                 add_to_run(stream, seq, Tally::default());
             }
             kind => {
@@ -614,6 +625,7 @@ impl Verifier {
             .iter()
             .filter(|(_, s)| {
                 !s.last_accounting.is_some_and(|(_, last)| last)
+                    && !s.configuration_only()
                     && later
                         .get(s.instance.as_str())
                         .is_some_and(|newest| *newest > s.last_ts.as_str())
@@ -644,11 +656,19 @@ impl Verifier {
                         }
                     }
                 }
+                // Gaps after the last accounting record, before the stream's last record read:
+                // written earlier than what is there, so missing (or in an output not read).
+                let tail_from = stream.last_accounting.map_or(0, |(seq, _)| seq + 1);
+                for (a, b) in stream.seen.missing_within(tail_from, stream.max_seq) {
+                    let what = format!("records {a} to {b} are missing (deleted, or in an output not read); no accounting record covers them yet");
+                    stream.broke(&id, Some((a, b)), None, what);
+                }
                 let open_tail = match stream.last_accounting {
                     Some((last, _)) => stream.seen.count_within(last + 1, u64::MAX),
                     None => stream.records,
                 };
                 let closed = stream.last_accounting.is_some_and(|(_, last)| last);
+                let configuration_only = stream.configuration_only();
                 if closed && open_tail > 0 {
                     let what = format!("{open_tail} records after the stream's final accounting record");
                     let first = stream.last_accounting.map_or(0, |(seq, _)| seq + 1);
@@ -664,6 +684,7 @@ impl Verifier {
                     intervals: stream.intervals_settled,
                     open_tail,
                     closed,
+                    configuration_only,
                     in_both_outputs: stream.in_both_outputs,
                     declared_losses: stream.declared_losses,
                     unchecked: stream.unchecked,

@@ -1,0 +1,146 @@
+//! `meshaudit verify`'s throughput on one core: `cargo run --release --features cli --example trail_bench`.
+//! Writes a sealed trail the way the plugin does (the core's request path and reports, one
+//! record per request, an accounting record every 1,000 requests, in Envoy's log format),
+//! then verifies it as the command does, line by line, and prints records per second and the
+//! verifier's peak memory. RECORDS sets the trail's size (default 1,000,000).
+
+use meshaudit::core::trail::verify::{KeySet, Place, Verifier};
+use meshaudit::core::trail::TrailKey;
+use meshaudit::core::{on_log, serialize_header_map, Host, Settings, Worker};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::time::Instant;
+
+const KEY: &str = "m-bench:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// One request as Envoy presents it (the core benchmark's shape, fewer properties).
+struct Request {
+    headers: Vec<u8>,
+    now: u64,
+}
+
+impl Host for Request {
+    fn request_header_map(&self) -> Option<Vec<u8>> {
+        Some(self.headers.clone())
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        (name == ":status").then(|| b"200".to_vec())
+    }
+    fn response_trailer(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["response", "code_details"] => Some(b"via_upstream".to_vec()),
+            ["response", "flags"] => Some(0i64.to_le_bytes().to_vec()),
+            ["request", "duration"] => Some(1_234_567i64.to_le_bytes().to_vec()),
+            ["source", "address"] => Some(b"10.1.2.3:45678".to_vec()),
+            ["connection", "mtls"] => Some(vec![0]),
+            ["xds", "route_name"] => Some(b"backend".to_vec()),
+            ["xds", "cluster_name"] => Some(b"outbound|8080||api.shop.svc.cluster.local".to_vec()),
+            _ => None,
+        }
+    }
+    fn now_unix_nanos(&self) -> u64 {
+        self.now
+    }
+}
+
+fn peak_memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let records: u64 = std::env::var("RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let env = |name: &str| (name == "MESHAUDIT_TRAIL_KEY").then(|| KEY.to_string());
+    let config = br#"{"budgets": {"security": {"records_per_second": 1000000000}, "routine": {"records_per_second": 1000000000}},
+        "rules": [{"name": "all", "action": "audit"}]}"#;
+    let settings = Settings::from_json_with_env(config, &env)?;
+    let mut worker = Worker::new(
+        &settings,
+        "sidecar~10.1.2.3~api-7d9f.shop~shop.svc.cluster.local".into(),
+        1,
+        0,
+    );
+    let headers: Vec<(&str, &[u8])> = vec![
+        (":method", b"GET"),
+        (":path", b"/products/42?page=2"),
+        (":authority", b"api.shop.svc.cluster.local:8080"),
+        ("user-agent", b"Mozilla/5.0 (X11; Linux x86_64) bench"),
+        ("x-request-id", b"6b0e9a3e-3f1c-4f7d-9a8e-2c1d5e6f7a8b"),
+        (
+            "traceparent",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    let path = std::env::temp_dir().join("meshaudit-trail-bench.log");
+    let mut out = BufWriter::new(std::fs::File::create(&path)?);
+    let mut request = Request {
+        headers: serialize_header_map(&headers),
+        now: 1_795_626_239_123_000_000,
+    };
+    let mut written = 0u64;
+    let mut bytes = 0u64;
+    while written < records {
+        request.now += 1_000_000;
+        if let Some(json) = on_log(&settings, &mut worker, true, &request) {
+            let line = worker.seal("[info] wasm log meshaudit: meshaudit.record ", &json);
+            bytes += line.len() as u64;
+            writeln!(out, "{line}")?;
+            written += 1;
+        }
+        if written % 1000 == 0 {
+            for json in worker.report(&settings, request.now, false).lines {
+                writeln!(out, "{}", worker.seal("meshaudit.record ", &json))?;
+                written += 1;
+            }
+        }
+    }
+    for json in worker.report(&settings, request.now + 1, true).lines {
+        writeln!(out, "{}", worker.seal("meshaudit.record ", &json))?;
+        written += 1;
+    }
+    out.flush()?;
+    drop(out);
+    let memory_before = peak_memory_kib();
+
+    let mut keys = KeySet::default();
+    keys.add(TrailKey::parse(KEY)?);
+    let mut verifier = Verifier::new(keys);
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?);
+    let mut buffer = Vec::new();
+    let mut line = 0;
+    loop {
+        buffer.clear();
+        if reader.read_until(b'\n', &mut buffer)? == 0 {
+            break;
+        }
+        line += 1;
+        verifier.line(&String::from_utf8_lossy(&buffer), Place { input: 0, line });
+    }
+    let report = verifier.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    let breaks = report.breaks();
+    println!(
+        "verified {written} records ({:.0} bytes each) in {seconds:.2} s: {:.0} records/s on one core; {breaks} breaks; peak memory {} KiB before verifying, {} KiB after",
+        bytes as f64 / records as f64,
+        written as f64 / seconds,
+        memory_before,
+        peak_memory_kib()
+    );
+    if breaks > 0 || report.streams.first().is_none_or(|s| !s.closed) {
+        return Err("the benchmark's own trail did not verify".into());
+    }
+    Ok(())
+}
