@@ -76,9 +76,7 @@ def plugin_configs() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def cli():
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit"], cwd=ROOT, check=True, timeout=600
-    )
+    subprocess.run(["cargo", "build", "--quiet", "--features", "cli", "--bin", "meshaudit"], cwd=ROOT, check=True, timeout=600)
     return CLI
 
 

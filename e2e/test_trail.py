@@ -180,7 +180,7 @@ def test_each_kind_of_tampering_is_named_by_stream_and_position(cli, captured, h
         else:
             # The tail of an interval, from both outputs, up to its accounting record: the last
             # interval with records (the final one after SIGTERM may have none).
-            pairs = reversed(list(zip(accounting, accounting[1:])))
+            pairs = reversed(list(zip(accounting, accounting[1:], strict=False)))
             first, final = next((a + 1, b) for a, b in pairs if any("meshaudit.record " in line for line in log_lines[a + 1 : b]))
             gone = [record_of(line)["seq"] for line in log_lines[first:final] if "meshaudit.record " in line]
             assert gone, "records in the last interval"

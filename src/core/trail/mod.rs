@@ -54,6 +54,8 @@ impl fmt::Display for KeyError {
     }
 }
 
+impl std::error::Error for KeyError {}
+
 /// Whether a key id's characters are all allowed (`A-Z a-z 0-9 . _ - / @`), and its length.
 fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
