@@ -20,7 +20,7 @@
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
 use meshaudit::core::{HashKey, RawConfig, Settings};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] FILE...
@@ -151,20 +151,9 @@ fn verify(args: &[String]) -> Result<ExitCode, String> {
         } else {
             Box::new(std::fs::File::open(file).map_err(|e| format!("{file}: cannot read: {e}"))?)
         };
-        let mut reader = BufReader::with_capacity(1 << 20, reader);
-        let mut buffer = Vec::new();
-        let mut line = 0;
-        loop {
-            buffer.clear();
-            let n = reader
-                .read_until(b'\n', &mut buffer)
-                .map_err(|e| format!("{file}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            line += 1;
-            verifier.line(&String::from_utf8_lossy(&buffer), Place { input, line });
-        }
+        verifier
+            .read(BufReader::with_capacity(1 << 20, reader), input)
+            .map_err(|e| format!("{file}: {e}"))?;
     }
     let report = verifier.finish();
     if json {

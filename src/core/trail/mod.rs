@@ -20,8 +20,8 @@ pub(crate) const MAC_BYTES: usize = 16;
 pub(crate) const CHAIN_MEMBER: &str = ",\"chain\":{\"key\":\"";
 /// Between the key id and the previous chain value.
 const PREV_MEMBER: &str = "\",\"prev\":\"";
-/// What ends the bytes the chain value covers.
-const MAC_MEMBER: &str = "\",\"mac\":\"";
+/// What follows the bytes the chain value covers.
+const MAC_MEMBER: &str = ",\"mac\":\"";
 
 /// Longest key id accepted: it is written into every record.
 pub(crate) const MAX_KEY_ID_BYTES: usize = 96;
@@ -132,27 +132,30 @@ impl TrailKey {
 }
 
 fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
-    let mut key = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
-        let digits = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(digits, 16).ok()?;
-    }
-    Some(key)
+    parse_hex(text)
 }
 
 /// Parses 32 hex digits into a chain value.
 pub(crate) fn parse_mac(text: &str) -> Option<[u8; MAC_BYTES]> {
-    let mut mac = [0u8; MAC_BYTES];
-    if text.len() != MAC_BYTES * 2 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    parse_hex(text)
+}
+
+/// Exactly `2 * N` hex digits, either case, as bytes.
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let nibble = |digit: u8| {
+        char::from(digit)
+            .to_digit(16)
+            .and_then(|n| u8::try_from(n).ok())
+    };
+    let mut out = [0u8; N];
+    if text.len() != 2 * N {
         return None;
     }
-    for (byte, pair) in mac.iter_mut().zip(text.as_bytes().chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        let [high, low] = pair else { return None };
+        *byte = nibble(*high)? << 4 | nibble(*low)?;
     }
-    Some(mac)
+    Some(out)
 }
 
 /// A stream's chain: its key and the last record's chain value.
@@ -190,6 +193,7 @@ impl Chain {
         out.push_str(&self.key.id);
         out.push_str(PREV_MEMBER);
         out.push_str(&hex(&self.prev));
+        out.push('"');
         let covered = out.get(prefix.len()..).unwrap_or_default();
         let mac = self.key.mac(covered.as_bytes());
         out.push_str(MAC_MEMBER);
@@ -215,13 +219,27 @@ pub(crate) struct Seal<'a> {
 /// The member is the record's last: found from the end, so no value can imitate it
 /// (a `"` inside a string value is always escaped).
 pub(crate) fn unseal(record: &str) -> Option<Seal<'_>> {
-    let at = record.rfind(CHAIN_MEMBER)?;
-    let body = record.get(..at)?;
-    let rest = record.get(at + CHAIN_MEMBER.len()..)?;
-    let (key_id, rest) = rest.split_once(PREV_MEMBER)?;
-    let (prev, rest) = rest.split_once(MAC_MEMBER)?;
-    let mac = rest.strip_suffix("\"}}")?;
-    let covered = record.get(..record.len() - rest.len() - MAC_MEMBER.len())?;
+    // From the end, by the seal's fixed shape: `…","prev":"<32>","mac":"<32>"}}`.
+    let hex = MAC_BYTES * 2;
+    let before_end = record.strip_suffix("\"}}")?;
+    let (rest, mac) = before_end.split_at_checked(before_end.len().checked_sub(hex)?)?;
+    let covered = rest.strip_suffix(MAC_MEMBER)?;
+    let quoted = covered.strip_suffix('"')?;
+    let (rest, prev) = quoted.split_at_checked(quoted.len().checked_sub(hex)?)?;
+    let rest = rest.strip_suffix(PREV_MEMBER)?;
+    // The key id is at most MAX_KEY_ID_BYTES: the member's opening is found near the end.
+    let window = rest
+        .len()
+        .saturating_sub(MAX_KEY_ID_BYTES + CHAIN_MEMBER.len());
+    let at = (window..rest.len()).rev().find(|&i| {
+        rest.get(i..)
+            .is_some_and(|tail| tail.starts_with(CHAIN_MEMBER))
+    })?;
+    let body = rest.get(..at)?;
+    let key_id = rest.get(at + CHAIN_MEMBER.len()..)?;
+    if !valid_key_id(key_id) {
+        return None;
+    }
     Some(Seal {
         body,
         covered,
@@ -252,9 +270,11 @@ mod tests {
         let a = unseal(&first).unwrap();
         assert_eq!(a.body, r#"{"v":1,"seq":0"#);
         assert_eq!(a.mac, key.mac(a.covered.as_bytes()));
+        // Everything before `,"mac":"`, the prev value's closing quote included.
         assert!(a
             .covered
-            .ends_with(&format!("\"prev\":\"{}", "0".repeat(32))));
+            .ends_with(&format!("\"prev\":\"{}\"", "0".repeat(32))));
+        assert!(first[a.covered.len()..].starts_with(",\"mac\":\""));
         let b = unseal(second.strip_prefix("meshaudit.record ").unwrap()).unwrap();
         assert_eq!(b.prev, a.mac, "each record names the one before it");
         assert_eq!(b.mac, key.mac(b.covered.as_bytes()));

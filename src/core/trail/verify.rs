@@ -11,6 +11,7 @@
 use super::{unseal, TrailKey, MAC_BYTES};
 use crate::core::record::{Kind, RECORD_PREFIX};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
@@ -116,6 +117,13 @@ impl Ranges {
 
     /// Adds one number; `false` if it was already in.
     fn insert(&mut self, seq: u64) -> bool {
+        // In order: the last range grows by one.
+        if let Some(mut last) = self.0.last_entry() {
+            if last.get().checked_add(1) == Some(seq) {
+                *last.get_mut() = seq;
+                return true;
+            }
+        }
         if self.contains(seq) {
             return false;
         }
@@ -211,6 +219,8 @@ struct Stream {
     intervals_settled: u64,
     /// Chain values waiting for the next record (by seq), and links waiting for the previous.
     macs: HashMap<u64, [u8; MAC_BYTES]>,
+    /// The chain value of the latest record, while the next one is awaited (in order: always).
+    latest: Option<(u64, [u8; MAC_BYTES])>,
     prevs: HashMap<u64, ([u8; MAC_BYTES], Option<Place>)>,
     /// The `seq` and whether it was final, of the last `accounting` record.
     last_accounting: Option<(u64, bool)>,
@@ -282,17 +292,49 @@ pub struct Verifier {
 
 /// The envelope of a record: the fields every record starts with.
 #[derive(Debug, Default)]
-struct Envelope {
-    ts: String,
-    kind: String,
-    instance: String,
-    stream: Option<String>,
+struct Envelope<'a> {
+    ts: Cow<'a, str>,
+    kind: Cow<'a, str>,
+    instance: Cow<'a, str>,
+    stream: Option<Cow<'a, str>>,
     seq: Option<u64>,
 }
 
 /// Reads the envelope from the record's first members without parsing the rest: the encoder
 /// always writes `v`, `ts`, `kind`, `instance`, then `stream` and `seq`, all strings or numbers.
-fn read_envelope(body: &str) -> Option<Envelope> {
+fn read_envelope(body: &str) -> Option<Envelope<'_>> {
+    envelope_as_encoded(body).or_else(|| envelope_member_by_member(body))
+}
+
+/// The envelope in the exact layout the encoder writes (`Envelope::begin`), read by its
+/// literal separators: a separator such as `","stream":"` cannot occur inside a string value,
+/// whose quotes are escaped. Anything else goes to the member-by-member reader.
+fn envelope_as_encoded(body: &str) -> Option<Envelope<'_>> {
+    let rest = body.strip_prefix("{\"v\":1,\"ts\":\"")?;
+    let (ts, rest) = rest.split_once("\",\"kind\":\"")?;
+    let (kind, rest) = rest.split_once("\",\"instance\":\"")?;
+    let (instance, rest) = rest.split_once("\",\"stream\":\"")?;
+    let (stream, rest) = rest.split_once("\",\"seq\":")?;
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let seq = rest.get(..digits)?.parse().ok()?;
+    if [ts, kind, instance, stream]
+        .iter()
+        .any(|v| v.contains(['"', '\\']))
+    {
+        return None;
+    }
+    Some(Envelope {
+        ts: ts.into(),
+        kind: kind.into(),
+        instance: instance.into(),
+        stream: Some(stream.into()),
+        seq: Some(seq),
+    })
+}
+
+fn envelope_member_by_member(body: &str) -> Option<Envelope<'_>> {
     let mut rest = body.strip_prefix('{')?;
     let mut envelope = Envelope::default();
     for _ in 0..6 {
@@ -308,7 +350,7 @@ fn read_envelope(body: &str) -> Option<Envelope> {
             let (digits, after) = rest.split_at(end);
             (Value::Num(digits.parse().ok()?), after)
         };
-        match (key.as_str(), value) {
+        match (key.as_ref(), value) {
             ("ts", Value::Str(s)) => envelope.ts = s,
             ("kind", Value::Str(s)) => envelope.kind = s,
             ("instance", Value::Str(s)) => envelope.instance = s,
@@ -327,32 +369,33 @@ fn read_envelope(body: &str) -> Option<Envelope> {
     Some(envelope)
 }
 
-enum Value {
-    Str(String),
+enum Value<'a> {
+    Str(Cow<'a, str>),
     Num(u64),
 }
 
-/// A JSON string at the start of `text`, decoded, and what follows it.
-fn json_string(text: &str) -> Option<(String, &str)> {
+/// A JSON string at the start of `text`, decoded (borrowed when it holds no escape), and what
+/// follows it.
+fn json_string(text: &str) -> Option<(Cow<'_, str>, &str)> {
     let inner = text.strip_prefix('"')?;
-    let mut escaped = false;
-    for (i, b) in inner.bytes().enumerate() {
-        match b {
-            b'\\' if !escaped => escaped = true,
-            b'"' if !escaped => {
-                let raw = inner.get(..i)?;
-                let after = inner.get(i + 1..)?;
-                let value = if raw.contains('\\') {
-                    serde_json::from_str(text.get(..i + 2)?).ok()?
-                } else {
-                    raw.to_string()
-                };
-                return Some((value, after));
-            }
-            _ => escaped = false,
+    let mut from = 0;
+    loop {
+        // `find` of a byte is a memchr: the envelope is read at the speed of the copy.
+        let end = from + inner.get(from..)?.find('"')?;
+        let raw = inner.get(..end)?;
+        let escapes = raw.bytes().rev().take_while(|&b| b == b'\\').count();
+        if escapes % 2 == 1 {
+            from = end + 1;
+            continue;
         }
+        let after = inner.get(end + 1..)?;
+        let value = if raw.contains('\\') {
+            Cow::Owned(serde_json::from_str(text.get(..end + 2)?).ok()?)
+        } else {
+            Cow::Borrowed(raw)
+        };
+        return Some((value, after));
     }
-    None
 }
 
 /// The record in a line: after the `meshaudit.record ` prefix (Envoy's log, `kubectl logs`,
@@ -373,7 +416,17 @@ fn extract(line: &str) -> Option<(std::borrow::Cow<'_, str>, Output)> {
             });
         }
     }
-    let at = line.find(RECORD_PREFIX)?;
+    // Envoy's log line holds no `{` before the record: look there first (a memchr).
+    let at = match line.find('{') {
+        Some(brace)
+            if line
+                .get(..brace)
+                .is_some_and(|head| head.ends_with(RECORD_PREFIX)) =>
+        {
+            brace - RECORD_PREFIX.len()
+        }
+        _ => line.find(RECORD_PREFIX)?,
+    };
     let record = line.get(at + RECORD_PREFIX.len()..)?;
     Some((record.into(), Output::Log))
 }
@@ -470,6 +523,25 @@ impl Verifier {
         }
     }
 
+    /// Reads every line of one input (its index names it in breaks). Bytes that are not UTF-8
+    /// (never the plugin's: it escapes them) are replaced, so such a record fails its seal.
+    pub fn read(&mut self, mut reader: impl std::io::BufRead, input: usize) -> std::io::Result<()> {
+        let mut buffer = Vec::new();
+        let mut line = 0;
+        loop {
+            buffer.clear();
+            if reader.read_until(b'\n', &mut buffer)? == 0 {
+                return Ok(());
+            }
+            line += 1;
+            let text = match std::str::from_utf8(&buffer) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(&buffer),
+            };
+            self.line(&text, Place { input, line });
+        }
+    }
+
     /// Reads one line.
     pub fn line(&mut self, line: &str, place: Place) {
         let Some((record, output)) = extract(line) else {
@@ -485,14 +557,18 @@ impl Verifier {
         let seal = unseal(record);
         let body = seal.as_ref().map_or(record, |s| s.body);
         let envelope = read_envelope(body)?;
-        let (Some(stream_id), Some(seq)) = (envelope.stream.clone(), envelope.seq) else {
+        let (Some(stream_id), Some(seq)) = (envelope.stream.as_deref(), envelope.seq) else {
             self.outside_streams += 1;
             return Some(());
         };
         let here = Some((seq, seq));
-        let stream = self.streams.entry(stream_id.clone()).or_default();
+        if !self.streams.contains_key(stream_id) {
+            self.streams
+                .insert(stream_id.to_string(), Stream::default());
+        }
+        let stream = self.streams.get_mut(stream_id)?;
         if stream.instance.is_empty() {
-            stream.instance = envelope.instance.clone();
+            stream.instance = envelope.instance.to_string();
         } else if stream.instance != envelope.instance {
             let what = format!(
                 "the record names proxy {:?}, the stream's other records {:?}",
@@ -565,11 +641,12 @@ impl Verifier {
         }
         stream.records += 1;
         stream.max_seq = stream.max_seq.max(seq);
-        if stream.first_ts.is_empty() || envelope.ts < stream.first_ts {
-            stream.first_ts.clone_from(&envelope.ts);
+        if stream.first_ts.is_empty() || *envelope.ts < *stream.first_ts {
+            stream.first_ts = envelope.ts.to_string();
         }
-        if envelope.ts > stream.last_ts {
-            stream.last_ts.clone_from(&envelope.ts);
+        if *envelope.ts > *stream.last_ts {
+            stream.last_ts.clear();
+            stream.last_ts.push_str(&envelope.ts);
         }
         if let Some(seal) = &seal {
             link(stream, &stream_id, seq, seal.prev, seal.mac, place);
@@ -579,7 +656,7 @@ impl Verifier {
             stream.broke(&stream_id, here, Some(place), what);
             return Some(());
         }
-        match envelope.kind.as_str() {
+        match envelope.kind.as_ref() {
             "accounting" => {
                 let fields: AccountingFields = serde_json::from_str(&format!("{body}}}")).ok()?;
                 accounting(stream, &stream_id, seq, fields, place);
@@ -716,10 +793,15 @@ fn link(
         let what = "the stream's first record does not start the chain".into();
         stream.broke(id, Some((0, 0)), Some(place), what);
     }
-    match seq
-        .checked_sub(1)
-        .and_then(|before| stream.macs.remove(&before))
-    {
+    // In order, the record before is the latest one: no map is touched.
+    let before = seq.checked_sub(1).and_then(|before| match stream.latest {
+        Some((latest, mac)) if latest == before => {
+            stream.latest = None;
+            Some(mac)
+        }
+        _ => stream.macs.remove(&before),
+    });
+    match before {
         Some(expected) if expected != prev => {
             let what = "the record does not follow the one before it in the chain".into();
             stream.broke(id, Some((seq, seq)), Some(place), what);
@@ -730,20 +812,42 @@ fn link(
         }
         None => {}
     }
-    match stream.prevs.remove(&(seq + 1)) {
+    let after = if stream.prevs.is_empty() {
+        None
+    } else {
+        stream.prevs.remove(&(seq + 1))
+    };
+    match after {
         Some((expected, next_place)) if expected != mac => {
             let what = "the record does not follow the one before it in the chain".into();
             stream.broke(id, Some((seq + 1, seq + 1)), next_place, what);
         }
         Some(_) => {}
-        None => {
-            stream.macs.insert(seq, mac);
-        }
+        None => match stream.latest {
+            Some((latest, _)) if latest > seq => {
+                stream.macs.insert(seq, mac);
+            }
+            previous => {
+                if let Some((latest, latest_mac)) = previous {
+                    stream.macs.insert(latest, latest_mac);
+                }
+                stream.latest = Some((seq, mac));
+            }
+        },
     }
 }
 
 /// Adds a record to the run it continues (merging runs it joins), or starts one.
 fn add_to_run(stream: &mut Stream, seq: u64, tally: Tally) {
+    // In order: the last run grows by one.
+    if let Some(mut last) = stream.runs.last_entry() {
+        if last.get().last.checked_add(1) == Some(seq) {
+            let run = last.get_mut();
+            run.last = seq;
+            run.tally.add(&tally);
+            return;
+        }
+    }
     let before = stream
         .runs
         .range(..seq)
