@@ -574,13 +574,13 @@ impl Verifier {
                 "the record names proxy {:?}, the stream's other records {:?}",
                 envelope.instance, stream.instance
             );
-            stream.broke(&stream_id, here, Some(place), what);
+            stream.broke(stream_id, here, Some(place), what);
         }
         // Authenticity first: what fails it is not counted as part of the stream.
         match (&seal, self.keys.is_empty()) {
             (None, false) => {
                 let what = "the record has no chain value (unsealed, or its seal was cut)".into();
-                stream.broke(&stream_id, here, Some(place), what);
+                stream.broke(stream_id, here, Some(place), what);
                 return Some(());
             }
             (None, true) | (Some(_), true) => stream.unchecked += 1,
@@ -591,14 +591,14 @@ impl Verifier {
                             "sealed with key {:?}, the stream's other records with {known:?}",
                             seal.key_id
                         );
-                        stream.broke(&stream_id, here, Some(place), what);
+                        stream.broke(stream_id, here, Some(place), what);
                         return Some(());
                     }
                     stream.key_id = Some(seal.key_id.to_string());
                     stream.key = self.keys.find(seal.key_id);
                     if stream.key.is_none() {
                         let what = format!("key {:?} is not in the key set", seal.key_id);
-                        stream.broke(&stream_id, here, Some(place), what);
+                        stream.broke(stream_id, here, Some(place), what);
                     }
                     if let (Some(scope), Some(namespace)) = (
                         scope_namespace(seal.key_id),
@@ -609,7 +609,7 @@ impl Verifier {
                                 "key {:?} is for namespace {scope:?}, the proxy {:?} is in {namespace:?}",
                                 seal.key_id, envelope.instance
                             );
-                            stream.broke(&stream_id, here, Some(place), what);
+                            stream.broke(stream_id, here, Some(place), what);
                         }
                     }
                 }
@@ -620,7 +620,7 @@ impl Verifier {
                             let what =
                                 "the chain value does not match the record: edited, or forged"
                                     .into();
-                            stream.broke(&stream_id, here, Some(place), what);
+                            stream.broke(stream_id, here, Some(place), what);
                             return Some(());
                         }
                     }
@@ -631,7 +631,7 @@ impl Verifier {
         let new_in_output = stream.by_output.get_mut(slot)?.insert(seq);
         if !new_in_output {
             let what = "the record appears twice in one output (duplicated)".into();
-            stream.broke(&stream_id, here, Some(place), what);
+            stream.broke(stream_id, here, Some(place), what);
             return Some(());
         }
         if !stream.seen.insert(seq) {
@@ -649,17 +649,17 @@ impl Verifier {
             stream.last_ts.push_str(&envelope.ts);
         }
         if let Some(seal) = &seal {
-            link(stream, &stream_id, seq, seal.prev, seal.mac, place);
+            link(stream, stream_id, seq, seal.prev, seal.mac, place);
         }
         if stream.covered.contains(seq) {
             let what = "a record inside an interval already settled without it".into();
-            stream.broke(&stream_id, here, Some(place), what);
+            stream.broke(stream_id, here, Some(place), what);
             return Some(());
         }
         match envelope.kind.as_ref() {
             "accounting" => {
                 let fields: AccountingFields = serde_json::from_str(&format!("{body}}}")).ok()?;
-                accounting(stream, &stream_id, seq, fields, place);
+                accounting(stream, stream_id, seq, fields, place);
             }
             "config_applied" => {
                 let fields: ConfigFields = serde_json::from_str(&format!("{body}}}")).ok()?;
