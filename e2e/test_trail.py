@@ -263,6 +263,34 @@ def test_a_trail_across_a_listener_update_and_a_restart_verifies(cli, tmp_path):
     assert any("without its final accounting record" in w for w in breaks_at(report, old["stream"], old["max_seq"]))
 
 
+def test_a_third_party_checks_the_seals_from_the_readmes_definition_alone(cli, captured):  # noqa: F811
+    """Another BLAKE3 (Python's `blake3`), the README's canonical bytes, and the key derivation:
+    every record of the worker's stream checks, and links to the one before it."""
+    import blake3
+
+    _, log, _ = captured
+    master_id, master_hex = MASTER.split(":")
+    scope = "demo/app"
+    key = blake3.blake3(b"meshaudit trail key\0" + scope.encode(), key=bytes.fromhex(master_hex)).digest()
+    records = {}
+    for line in record_lines(log):
+        if "meshaudit.record " not in line:
+            continue
+        text = line[line.index("meshaudit.record ") + len("meshaudit.record ") :].rstrip("\n")
+        covered = text[: text.rindex(',"mac":"')]
+        mac = blake3.blake3(covered.encode(), key=key).digest()[:16].hex()
+        record = json.loads(text)
+        assert list(record)[-1] == "chain" and record["chain"]["key"] == f"{scope}@{master_id}"
+        assert record["chain"]["mac"] == mac, text
+        records[(record["stream"], record["seq"])] = record
+    assert len(records) > 10
+    for (stream, seq), record in records.items():
+        before = records.get((stream, seq - 1))
+        expected = before["chain"]["mac"] if before else "0" * 32
+        assert seq == 0 or before, "the captured trail is gap-free"
+        assert record["chain"]["prev"] == expected
+
+
 def test_hash_finds_the_pseudonyms_envoy_wrote(cli, captured):  # noqa: F811
     _, log, _ = captured
     written = {
