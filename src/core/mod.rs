@@ -6,8 +6,9 @@
 //! through them): `config` (the operator's JSON to immutable settings), `envoy`
 //! (the host and every fact read from it), `request` (one HTTP stream, decided)
 //! and `network` (one connection), `record` (every record kind and its
-//! encoding), `worker` (per-VM state: budgets, counters, the stream). `path`,
-//! `redact` and `sample` serve several stages.
+//! encoding), `worker` (per-VM state: budgets, counters, the stream), `trail` (each
+//! record's seal, and the verifier of a captured trail). `path`, `redact` and `sample`
+//! serve several stages.
 #![forbid(unsafe_code)]
 // Without the adapter, what only it uses (the network mode's entry, the attribute
 // names it reads itself, the batch expressions it compiles) has no user.

@@ -583,7 +583,13 @@ impl Verifier {
                 stream.broke(stream_id, here, Some(place), what);
                 return Some(());
             }
-            (None, true) | (Some(_), true) => stream.unchecked += 1,
+            (None, true) => stream.unchecked += 1,
+            (Some(seal), true) => {
+                if stream.key_id.is_none() {
+                    stream.key_id = Some(seal.key_id.to_string());
+                }
+                stream.unchecked += 1;
+            }
             (Some(seal), false) => {
                 if stream.key_id.as_deref() != Some(seal.key_id) {
                     if let Some(known) = &stream.key_id {
