@@ -75,12 +75,27 @@ fn host(path: &str) -> StaticHost {
 
 /// Runs one case; an error says which case is broken.
 fn measure(name: &str, config: &str, path: &str, expect_record: bool) -> Result<(), String> {
+    measure_sealed(name, config, path, expect_record, false)
+}
+
+/// The trail key of the sealed case: every record gets its chain value, as the adapter writes it.
+const TRAIL_KEY: &str = "m-bench:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+fn measure_sealed(
+    name: &str,
+    config: &str,
+    path: &str,
+    expect_record: bool,
+    sealed: bool,
+) -> Result<(), String> {
     // ONLY=<name prefix> runs one case, for profiling it alone.
     if std::env::var("ONLY").is_ok_and(|only| !name.starts_with(&only)) {
         return Ok(());
     }
-    let settings = Settings::from_json_with_env(config.as_bytes(), &|_| {
-        Some("bench-key-0123456789abcdef".into())
+    let settings = Settings::from_json_with_env(config.as_bytes(), &|variable| match variable {
+        "MESHAUDIT_HMAC_KEY" => Some("bench-key-0123456789abcdef".into()),
+        "MESHAUDIT_TRAIL_KEY" if sealed => Some(TRAIL_KEY.into()),
+        _ => None,
     })
     .map_err(|e| format!("{name}: {e}"))?;
     let mut worker = Worker::new(&settings, "bench".into(), 1, 0);
@@ -89,7 +104,10 @@ fn measure(name: &str, config: &str, path: &str, expect_record: bool) -> Result<
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let run = |worker: &mut Worker| on_log(&settings, worker, true, &host);
+    // The record as the adapter hands it to Envoy: after the log prefix, sealed when keyed.
+    let run = |worker: &mut Worker| {
+        on_log(&settings, worker, true, &host).map(|json| worker.seal("meshaudit.record ", &json))
+    };
     let first = run(&mut worker);
     if first.is_some() != expect_record {
         return Err(format!("{name}: expected a record: {expect_record}"));
@@ -125,6 +143,13 @@ fn main() -> std::process::ExitCode {
             "audit every request, level metadata",
             &format!(r#"{{{unbounded}, "rules": [{{"name": "all", "action": "audit"}}]}}"#),
             "/products/42?page=2",
+            true,
+        ),
+        measure_sealed(
+            "audit every request, level metadata, sealed",
+            &format!(r#"{{{unbounded}, "rules": [{{"name": "all", "action": "audit"}}]}}"#),
+            "/products/42?page=2",
+            true,
             true,
         ),
         measure(
