@@ -151,7 +151,7 @@ impl Ranges {
             return 0;
         }
         self.overlapping(first, end)
-            .map(|(f, l)| l.min(end - 1) - f.max(first) + 1)
+            .map(|(f, l)| (l.min(end - 1) - f.max(first)).saturating_add(1))
             .sum()
     }
 
@@ -719,7 +719,8 @@ impl Verifier {
             if let Some(stream) = self.streams.get_mut(&id) {
                 let what = "the stream ends without its final accounting record, and its proxy wrote later streams: its tail was cut, or the proxy was killed".into();
                 let end = stream.max_seq;
-                stream.broke(&id, Some((end + 1, end + 1)), None, what);
+                let next = end.saturating_add(1);
+                stream.broke(&id, Some((next, next)), None, what);
             }
         }
         let mut streams: Vec<StreamSummary> = self
@@ -733,7 +734,7 @@ impl Verifier {
                 // Gaps no interval read accounts for: its `accounting` record is missing too.
                 if let Some((last, _)) = stream.last_accounting {
                     for (first, last) in stream.seen.missing_within(0, last) {
-                        for (a, b) in stream.covered.missing_within(first, last + 1) {
+                        for (a, b) in stream.covered.missing_within(first, last.saturating_add(1)) {
                             let what = format!("records {a} to {b} are missing, with the accounting record that would declare them");
                             stream.broke(&id, Some((a, b)), None, what);
                         }
@@ -741,20 +742,20 @@ impl Verifier {
                 }
                 // Gaps after the last accounting record, before the stream's last record read:
                 // written earlier than what is there, so missing (or in an output not read).
-                let tail_from = stream.last_accounting.map_or(0, |(seq, _)| seq + 1);
+                let tail_from = stream.last_accounting.map_or(0, |(seq, _)| seq.saturating_add(1));
                 for (a, b) in stream.seen.missing_within(tail_from, stream.max_seq) {
                     let what = format!("records {a} to {b} are missing (deleted, or in an output not read); no accounting record covers them yet");
                     stream.broke(&id, Some((a, b)), None, what);
                 }
                 let open_tail = match stream.last_accounting {
-                    Some((last, _)) => stream.seen.count_within(last + 1, u64::MAX),
+                    Some((last, _)) => stream.seen.count_within(last.saturating_add(1), u64::MAX),
                     None => stream.records,
                 };
                 let closed = stream.last_accounting.is_some_and(|(_, last)| last);
                 let configuration_only = stream.configuration_only();
                 if closed && open_tail > 0 {
                     let what = format!("{open_tail} records after the stream's final accounting record");
-                    let first = stream.last_accounting.map_or(0, |(seq, _)| seq + 1);
+                    let first = stream.last_accounting.map_or(0, |(seq, _)| seq.saturating_add(1));
                     stream.broke(&id, Some((first, stream.max_seq)), None, what);
                 }
                 stream.breaks.sort_by_key(|b| (b.seq, b.place));
@@ -821,12 +822,13 @@ fn link(
     let after = if stream.prevs.is_empty() {
         None
     } else {
-        stream.prevs.remove(&(seq + 1))
+        stream.prevs.remove(&seq.saturating_add(1))
     };
     match after {
         Some((expected, next_place)) if expected != mac => {
             let what = "the record does not follow the one before it in the chain".into();
-            stream.broke(id, Some((seq + 1, seq + 1)), next_place, what);
+            let next = seq.saturating_add(1);
+            stream.broke(id, Some((next, next)), next_place, what);
         }
         Some(_) => {}
         None => match stream.latest {
@@ -860,7 +862,9 @@ fn add_to_run(stream: &mut Stream, seq: u64, tally: Tally) {
         .next_back()
         .filter(|(_, run)| run.last.checked_add(1) == Some(seq))
         .map(|(&first, _)| first);
-    let after = stream.runs.remove(&(seq + 1));
+    let after = seq
+        .checked_add(1)
+        .and_then(|next| stream.runs.remove(&next));
     let first = before.unwrap_or(seq);
     let run = stream.runs.entry(first).or_insert_with(|| Run {
         last: seq,

@@ -366,6 +366,44 @@ fn lines_wrapped_by_a_log_shipper_are_read() {
 }
 
 #[test]
+fn hostile_sequence_numbers_and_intervals_are_reported_not_a_panic() {
+    let mut verifier = Verifier::new(KeySet::default());
+    let record = |kind: &str, seq: u64, rest: &str| {
+        format!(
+            r#"{{"v":1,"ts":"2026-12-02T00:00:00.000Z","kind":"{kind}","instance":"p","stream":"s","seq":{seq}{rest},"chain":{{"key":"k","prev":"{z}","mac":"{z}"}}}}"#,
+            z = "0".repeat(32)
+        )
+    };
+    let accounting = r#","interval":{"start":"x","end":"y","first_seq":0},"config":"c","totals":{"requests":1},"records_by_kind":{},"by_rule":{}"#;
+    for (i, line) in [
+        record("access", u64::MAX, ""),
+        record("accounting", u64::MAX - 1, accounting),
+        record(
+            "accounting",
+            3,
+            &accounting.replace("\"first_seq\":0", "\"first_seq\":9"),
+        ),
+        record("access", 0, ""),
+    ]
+    .iter()
+    .enumerate()
+    {
+        verifier.line(
+            line,
+            Place {
+                input: 0,
+                line: i as u64 + 1,
+            },
+        );
+    }
+    let report = verifier.finish();
+    assert!(report.breaks() > 0);
+    assert!(all_breaks(&report)
+        .iter()
+        .any(|b| b.what.contains("after its own record")));
+}
+
+#[test]
 fn ranges_count_and_find_what_is_missing() {
     let mut r = Ranges::default();
     for seq in [5, 1, 2, 3, 9, 4] {
