@@ -310,11 +310,22 @@ fn read_envelope(body: &str) -> Option<Envelope<'_>> {
 /// literal separators: a separator such as `","stream":"` cannot occur inside a string value,
 /// whose quotes are escaped. Anything else goes to the member-by-member reader.
 fn envelope_as_encoded(body: &str) -> Option<Envelope<'_>> {
+    // Each value ends at its first `"` (a memchr), where the next separator must follow.
+    let value = |text: &'_ str, next: &str| -> Option<(usize, usize)> {
+        let end = text.find('"')?;
+        text.get(end..)?
+            .starts_with(next)
+            .then_some((end, end + next.len()))
+    };
     let rest = body.strip_prefix("{\"v\":1,\"ts\":\"")?;
-    let (ts, rest) = rest.split_once("\",\"kind\":\"")?;
-    let (kind, rest) = rest.split_once("\",\"instance\":\"")?;
-    let (instance, rest) = rest.split_once("\",\"stream\":\"")?;
-    let (stream, rest) = rest.split_once("\",\"seq\":")?;
+    let (end, next) = value(rest, "\",\"kind\":\"")?;
+    let (ts, rest) = (rest.get(..end)?, rest.get(next..)?);
+    let (end, next) = value(rest, "\",\"instance\":\"")?;
+    let (kind, rest) = (rest.get(..end)?, rest.get(next..)?);
+    let (end, next) = value(rest, "\",\"stream\":\"")?;
+    let (instance, rest) = (rest.get(..end)?, rest.get(next..)?);
+    let (end, next) = value(rest, "\",\"seq\":")?;
+    let (stream, rest) = (rest.get(..end)?, rest.get(next..)?);
     let digits = rest
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
