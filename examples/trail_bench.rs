@@ -6,44 +6,14 @@
 
 use meshaudit::core::trail::verify::{KeySet, Verifier};
 use meshaudit::core::trail::TrailKey;
-use meshaudit::core::{on_log, serialize_header_map, Host, Settings, Worker};
+#[path = "common/mod.rs"]
+mod common;
+
+use meshaudit::core::{on_log, Settings, Worker};
 use std::io::{BufReader, BufWriter, Write};
 use std::time::Instant;
 
 const KEY: &str = "m-bench:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
-
-/// One request as Envoy presents it (the core benchmark's shape, fewer properties).
-struct Request {
-    headers: Vec<u8>,
-    now: u64,
-}
-
-impl Host for Request {
-    fn request_header_map(&self) -> Option<Vec<u8>> {
-        Some(self.headers.clone())
-    }
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        (name == ":status").then(|| b"200".to_vec())
-    }
-    fn response_trailer(&self, _: &str) -> Option<Vec<u8>> {
-        None
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match path {
-            ["response", "code_details"] => Some(b"via_upstream".to_vec()),
-            ["response", "flags"] => Some(0i64.to_le_bytes().to_vec()),
-            ["request", "duration"] => Some(1_234_567i64.to_le_bytes().to_vec()),
-            ["source", "address"] => Some(b"10.1.2.3:45678".to_vec()),
-            ["connection", "mtls"] => Some(vec![0]),
-            ["xds", "route_name"] => Some(b"backend".to_vec()),
-            ["xds", "cluster_name"] => Some(b"outbound|8080||api.shop.svc.cluster.local".to_vec()),
-            _ => None,
-        }
-    }
-    fn now_unix_nanos(&self) -> u64 {
-        self.now
-    }
-}
 
 fn peak_memory_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -71,23 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         1,
         0,
     );
-    let headers: Vec<(&str, &[u8])> = vec![
-        (":method", b"GET"),
-        (":path", b"/products/42?page=2"),
-        (":authority", b"api.shop.svc.cluster.local:8080"),
-        ("user-agent", b"Mozilla/5.0 (X11; Linux x86_64) bench"),
-        ("x-request-id", b"6b0e9a3e-3f1c-4f7d-9a8e-2c1d5e6f7a8b"),
-        (
-            "traceparent",
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ),
-    ];
     let path = std::env::temp_dir().join("meshaudit-trail-bench.log");
     let mut out = BufWriter::new(std::fs::File::create(&path)?);
-    let mut request = Request {
-        headers: serialize_header_map(&headers),
-        now: 1_795_626_239_123_000_000,
-    };
+    let mut request = common::host("/products/42?page=2");
     let mut written = 0u64;
     let mut bytes = 0u64;
     while written < records {
