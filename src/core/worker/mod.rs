@@ -39,8 +39,6 @@ pub struct Worker {
     chain: Option<Chain>,
     /// The sequence number the current interval started at.
     interval_first_seq: u64,
-    /// The configuration in force, named in every `accounting` record.
-    config_digest: String,
     pub counters: Counters,
     security: TokenBucket,
     routine: TokenBucket,
@@ -79,7 +77,6 @@ impl Worker {
             next_seq: 0,
             chain: settings.integrity.clone().map(Chain::new),
             interval_first_seq: 0,
-            config_digest: settings.digest.clone(),
             counters: Counters::new(settings.rules.len()),
             security: bucket(settings.budgets.security),
             routine: bucket(settings.budgets.routine),
@@ -306,13 +303,12 @@ impl Worker {
                 (name, c.named().to_vec())
             })
             .collect();
-        let config = self.config_digest.clone();
         AccountingRecord {
             envelope: self.envelope(RecordKind::Accounting, now_ns),
             interval_start_ns,
             first_seq,
             last,
-            config: &config,
+            config: &settings.digest,
             totals,
             records_by_kind: &counts.records_by_kind,
             by_rule,
