@@ -83,7 +83,7 @@ impl TrailKey {
                 "key id {id:?} is not 1 to {MAX_KEY_ID_BYTES} of A-Z a-z 0-9 . _ - / @"
             )));
         }
-        let key = parse_hex_key(hex_key)
+        let key = parse_hex(hex_key)
             .ok_or_else(|| KeyError(format!("key {id:?} is not 64 hex digits (32 bytes)")))?;
         Ok(Self {
             id: id.to_string(),
@@ -129,15 +129,6 @@ impl TrailKey {
         }
         out
     }
-}
-
-fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
-    parse_hex(text)
-}
-
-/// Parses 32 hex digits into a chain value.
-pub(crate) fn parse_mac(text: &str) -> Option<[u8; MAC_BYTES]> {
-    parse_hex(text)
 }
 
 /// Exactly `2 * N` hex digits, either case, as bytes.
@@ -244,8 +235,8 @@ pub(crate) fn unseal(record: &str) -> Option<Seal<'_>> {
         body,
         covered,
         key_id,
-        prev: parse_mac(prev)?,
-        mac: parse_mac(mac)?,
+        prev: parse_hex(prev)?,
+        mac: parse_hex(mac)?,
     })
 }
 
