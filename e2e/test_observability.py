@@ -26,6 +26,8 @@ def schema_paths() -> set[str]:
 
     def walk(node: dict, prefix: str) -> None:
         for name, sub in node.get("properties", {}).items():
+            if "$ref" in sub:  # "#/$defs/<name>"
+                sub = SCHEMA["$defs"][sub["$ref"].rsplit("/", 1)[1]]
             path = f"{prefix}{name}"
             paths.add(path)
             walk(sub, f"{path}.")

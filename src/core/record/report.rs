@@ -71,8 +71,8 @@ impl AccountingRecord<'_> {
         if self.last {
             w.bool_field("final", true);
         }
-        w.end_object();
         w.str_field("config", self.config);
+        w.end_object();
         w.object_field("totals");
         for (name, value) in &self.totals {
             w.u64_field(name, *value);

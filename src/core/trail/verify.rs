@@ -457,8 +457,6 @@ struct SuppressedInner {
 #[derive(Deserialize)]
 struct AccountingFields {
     interval: IntervalFields,
-    #[serde(default)]
-    config: Option<String>,
     totals: BTreeMap<String, u64>,
     records_by_kind: BTreeMap<String, u64>,
     by_rule: BTreeMap<String, BTreeMap<String, u64>>,
@@ -468,6 +466,9 @@ struct IntervalFields {
     first_seq: u64,
     #[serde(default, rename = "final")]
     closing: bool,
+    /// The configuration in force.
+    #[serde(default)]
+    config: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -918,7 +919,7 @@ fn accounting(stream: &mut Stream, id: &str, seq: u64, fields: AccountingFields,
         totals: fields.totals,
         by_rule: fields.by_rule,
     };
-    if let Some(config) = fields.config {
+    if let Some(config) = fields.interval.config {
         stream.configs.insert(config);
     }
     if stream.last_accounting.is_none_or(|(last, _)| seq > last) {

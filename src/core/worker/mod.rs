@@ -385,6 +385,39 @@ mod tests {
     }
 
     #[test]
+    fn accounting_records_name_their_interval_its_configuration_and_the_streams_end() {
+        let s = settings(r#"{"rules": [{"name": "a", "action": "audit"}]}"#);
+        let mut w = Worker::new(&s, "p".into(), 1, 0);
+        w.requests_seen = 1;
+        let accounting = |report: Report| -> Value {
+            serde_json::from_str(report.lines.last().unwrap()).unwrap()
+        };
+        w.next_seq(); // a request record, seq 0
+        let first = accounting(w.report(&s, 1_000_000_000, false));
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["interval"]["first_seq"], 0);
+        assert_eq!(first["interval"]["config"], s.digest.as_str());
+        assert!(first["interval"].get("final").is_none());
+        w.next_seq();
+        w.next_seq(); // seq 2 and 3
+        let last = accounting(w.report(&s, 2_000_000_000, true));
+        assert_eq!(last["seq"], 4);
+        assert_eq!(
+            last["interval"]["first_seq"], 2,
+            "after the previous accounting record"
+        );
+        assert_eq!(last["interval"]["final"], true);
+        // A VM that served nothing but wrote a record closes its stream at the end, not before.
+        let mut idle = Worker::new(&s, "p".into(), 2, 0);
+        idle.next_seq();
+        assert!(idle.report(&s, 1, false).lines.is_empty());
+        assert_eq!(
+            accounting(idle.report(&s, 2, true))["interval"]["final"],
+            true
+        );
+    }
+
+    #[test]
     fn records_handed_to_the_access_loggers_are_not_hidden_by_the_log_level() {
         let s = settings(r#"{"output": {"filter_state": true}}"#);
         let mut w = Worker::new(&s, "p".into(), 1, 0);

@@ -374,7 +374,7 @@ fn hostile_sequence_numbers_and_intervals_are_reported_not_a_panic() {
             z = "0".repeat(32)
         )
     };
-    let accounting = r#","interval":{"start":"x","end":"y","first_seq":0},"config":"c","totals":{"requests":1},"records_by_kind":{},"by_rule":{}"#;
+    let accounting = r#","interval":{"start":"x","end":"y","first_seq":0,"config":"c"},"totals":{"requests":1},"records_by_kind":{},"by_rule":{}"#;
     for (i, line) in [
         record("access", u64::MAX, ""),
         record("accounting", u64::MAX - 1, accounting),
