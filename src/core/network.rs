@@ -118,7 +118,7 @@ pub fn on_connection_close(
         source_address: source,
         peer: &peer,
     };
-    Some(record.encode(cap))
+    Some(record.encode_within(cap, settings.limits.max_record_bytes))
 }
 
 #[cfg(test)]
@@ -145,6 +145,24 @@ mod tests {
         assert_eq!(r["connection"]["failure_reason"], NO_CERT);
         assert_eq!(r["source"]["address"], "127.0.0.1:5000");
         assert_eq!(r["peer"]["mtls"], false);
+    }
+
+    #[test]
+    fn a_connection_record_of_control_bytes_still_fits_its_cap() {
+        let s = Settings::from_json(br#"{"limits": {"max_record_bytes": 4096}}"#).unwrap();
+        let junk = "\u{1e}".repeat(2000);
+        let host = FakeHost::new()
+            .with_property("connection.transport_failure_reason", &junk)
+            .with_property("source.address", &junk)
+            .with_property("destination.address", &junk)
+            .with_property("connection.mtls", [1])
+            .with_property("connection.tls_version", &junk)
+            .with_property("connection.subject_peer_certificate", &junk);
+        let line =
+            on_connection_close(&s, &mut Worker::new(&s, "p".into(), 1, 0), &host, false).unwrap();
+        assert!(line.len() <= 4096, "{} bytes", line.len());
+        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(r["connection"]["failure"], "tls_error");
     }
 
     #[test]

@@ -212,7 +212,17 @@ impl AccessRecord<'_> {
         if without_headers.len() <= max_record_bytes {
             return without_headers;
         }
-        self.encode_with(MIN_FIELD_BYTES.min(max_field_bytes), false, true)
+        // Escaping can make a capped field six times its bytes (`\u001e` for one): halve the
+        // cap until the record fits. A record of no more than markers is far under the smallest
+        // `max_record_bytes`, so this ends.
+        let mut cap = MIN_FIELD_BYTES.min(max_field_bytes);
+        loop {
+            let record = self.encode_with(cap, false, true);
+            if record.len() <= max_record_bytes || cap == 0 {
+                return record;
+            }
+            cap /= 2;
+        }
     }
 
     fn encode_with(&self, cap: usize, with_headers: bool, truncated: bool) -> String {

@@ -25,7 +25,20 @@ pub(crate) struct ConnectionRecord<'a> {
 }
 
 impl ConnectionRecord<'_> {
-    pub(crate) fn encode(&self, cap: usize) -> String {
+    /// One JSON line of at most `max_record_bytes`: escaping can make a capped field six times
+    /// its bytes, so the field cap halves until the record fits (markers alone always do).
+    pub(crate) fn encode_within(&self, cap: usize, max_record_bytes: usize) -> String {
+        let mut cap = cap;
+        loop {
+            let record = self.encode(cap);
+            if record.len() <= max_record_bytes || cap == 0 {
+                return record;
+            }
+            cap /= 2;
+        }
+    }
+
+    fn encode(&self, cap: usize) -> String {
         let mut w = JsonWriter::default();
         self.envelope.begin(&mut w, cap);
         w.object_field("why");

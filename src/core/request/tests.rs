@@ -336,6 +336,30 @@ fn oversized_records_drop_headers_first_and_say_so() {
 }
 
 #[test]
+fn records_of_control_bytes_in_every_field_still_fit_their_cap() {
+    // Found by the `request` fuzz target: every field at its cap of control bytes, each escaped
+    // as six characters, left the last encoding 31 bytes over `max_record_bytes`.
+    let s = settings(
+        r#"{"limits": {"max_field_bytes": 64, "max_record_bytes": 4096}, "default_sample_rate": 1,
+            "rules": [{"name": "all", "action": "audit", "level": "request", "request_headers": ["x-a"]}]}"#,
+    );
+    let junk = "\u{1e}".repeat(200);
+    let host = FakeHost::request(&junk, &format!("/{junk}"), 200)
+        .with_request_header(":authority", &junk)
+        .with_request_header("x-request-id", &junk)
+        .with_request_header("x-http-method-override", &junk)
+        .with_request_header("x-http-method", &junk)
+        .with_request_header("x-original-url", format!("/{junk}"))
+        .with_request_header("x-a", &junk)
+        .with_property("response.code_details", &junk)
+        .with_property("source.address", &junk);
+    let line = on_log(&s, &mut worker(&s), true, &host).unwrap();
+    assert!(line.len() <= 4096, "{} bytes", line.len());
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(r["truncated"], true);
+}
+
+#[test]
 fn non_numeric_status_and_missing_facts_are_tolerated() {
     let s = settings(r#"{"rules": [{"name": "all", "action": "audit"}]}"#);
     let host = FakeHost::new().with_response_header(":status", "abc");
