@@ -84,13 +84,6 @@ impl Tally {
     }
 }
 
-/// Records with consecutive sequence numbers seen, and their counts.
-#[derive(Debug, Clone, Default)]
-struct Run {
-    last: u64,
-    tally: Tally,
-}
-
 /// What an `accounting` record declares about its interval `[first_seq, seq)`.
 #[derive(Debug, Clone, Default)]
 struct Interval {
@@ -103,24 +96,42 @@ struct Interval {
     declared_losses: u64,
 }
 
-/// Sequence numbers, as disjoint inclusive ranges (first → last).
-#[derive(Debug, Clone, Default)]
-struct Ranges(BTreeMap<u64, u64>);
+/// What a range of sequence numbers carries, combined when ranges join: nothing for a set
+/// of numbers, the counts of its records for a run.
+trait Fold: Default {
+    fn fold(&mut self, other: &Self);
+}
 
-impl Ranges {
+impl Fold for () {
+    fn fold(&mut self, _: &Self) {}
+}
+
+impl Fold for Tally {
+    fn fold(&mut self, other: &Self) {
+        self.add(other);
+    }
+}
+
+/// Sequence numbers, as disjoint inclusive ranges (first → last, and what they carry).
+#[derive(Debug, Clone, Default)]
+struct Ranges<T = ()>(BTreeMap<u64, (u64, T)>);
+
+impl<T: Fold> Ranges<T> {
     fn contains(&self, seq: u64) -> bool {
         self.0
             .range(..=seq)
             .next_back()
-            .is_some_and(|(_, &last)| last >= seq)
+            .is_some_and(|(_, (last, _))| *last >= seq)
     }
 
-    /// Adds one number; `false` if it was already in.
-    fn insert(&mut self, seq: u64) -> bool {
+    /// Adds one number and what it carries; `false` if it was already in.
+    fn insert(&mut self, seq: u64, value: T) -> bool {
         // In order: the last range grows by one.
         if let Some(mut last) = self.0.last_entry() {
-            if last.get().checked_add(1) == Some(seq) {
-                *last.get_mut() = seq;
+            let (end, carried) = last.get_mut();
+            if end.checked_add(1) == Some(seq) {
+                *end = seq;
+                carried.fold(&value);
                 return true;
             }
         }
@@ -131,18 +142,36 @@ impl Ranges {
             .0
             .range(..seq)
             .next_back()
-            .filter(|(_, &last)| last.checked_add(1) == Some(seq))
+            .filter(|(_, (last, _))| last.checked_add(1) == Some(seq))
             .map(|(&first, _)| first);
         let after = seq.checked_add(1).and_then(|next| self.0.remove(&next));
-        match before {
-            Some(first) => {
-                self.0.insert(first, after.unwrap_or(seq));
-            }
-            None => {
-                self.0.insert(seq, after.unwrap_or(seq));
-            }
+        let (end, carried) = self
+            .0
+            .entry(before.unwrap_or(seq))
+            .or_insert_with(|| (seq, T::default()));
+        *end = seq;
+        carried.fold(&value);
+        if let Some((after_end, after_carried)) = after {
+            *end = after_end;
+            carried.fold(&after_carried);
         }
         true
+    }
+
+    /// Takes out the ranges that start within `[first, end)`, and what they carried together.
+    fn take_within(&mut self, first: u64, end: u64) -> T {
+        let starts: Vec<u64> = self
+            .0
+            .range(first..end.max(first))
+            .map(|(&f, _)| f)
+            .collect();
+        let mut total = T::default();
+        for start in starts {
+            if let Some((_, carried)) = self.0.remove(&start) {
+                total.fold(&carried);
+            }
+        }
+        total
     }
 
     /// How many numbers of `[first, end)` are in.
@@ -164,7 +193,7 @@ impl Ranges {
             .map_or(first, |(&f, _)| f);
         self.0
             .range(start..end.max(start))
-            .map(|(&f, &l)| (f, l))
+            .map(|(&f, &(l, _))| (f, l))
             .filter(move |&(f, l)| l >= first && f < end)
     }
 
@@ -175,12 +204,15 @@ impl Ranges {
         let touching: Vec<(u64, u64)> = self
             .overlapping(first.saturating_sub(1), last.saturating_add(2))
             .collect();
+        let mut carried = T::default();
         for (f, l) in touching {
-            self.0.remove(&f);
+            if let Some((_, value)) = self.0.remove(&f) {
+                carried.fold(&value);
+            }
             first = first.min(f);
             last = last.max(l);
         }
-        self.0.insert(first, last);
+        self.0.insert(first, (last, carried));
     }
 
     /// The numbers of `[first, end)` that are not in, as ranges.
@@ -210,8 +242,8 @@ struct Stream {
     seen: Ranges,
     /// Per output, to tell a record in both outputs from one copied twice into one.
     by_output: [Ranges; 2],
-    /// Runs of records not yet folded into an interval, by their first sequence number.
-    runs: BTreeMap<u64, Run>,
+    /// Runs of records not yet folded into an interval, with their counts.
+    runs: Ranges<Tally>,
     /// Intervals whose `accounting` record is in, not yet settled, by that record's `seq`.
     intervals: BTreeMap<u64, Interval>,
     /// The sequence numbers of settled intervals, their `accounting` records included.
@@ -646,13 +678,13 @@ impl Verifier {
             }
         }
         let slot = usize::from(output == Output::Other);
-        let new_in_output = stream.by_output.get_mut(slot)?.insert(seq);
+        let new_in_output = stream.by_output.get_mut(slot)?.insert(seq, ());
         if !new_in_output {
             let what = "the record appears twice in one output (duplicated)".into();
             stream.broke(stream_id, here, Some(place), what);
             return Some(());
         }
-        if !stream.seen.insert(seq) {
+        if !stream.seen.insert(seq, ()) {
             // Already read from the other output: one record handed to both.
             stream.in_both_outputs += 1;
             return Some(());
@@ -683,7 +715,7 @@ impl Verifier {
                 let fields: ConfigFields = serde_json::from_str(&format!("{body}}}")).ok()?;
                 stream.configs.insert(fields.config.digest);
                 stream.config_records += 1;
-                add_to_run(stream, seq, Tally::default());
+                stream.runs.insert(seq, Tally::default());
             }
             kind => {
                 let mut tally = Tally::default();
@@ -698,7 +730,7 @@ impl Verifier {
                     let rule = fields.suppressed.rule.unwrap_or_else(|| "_default".into());
                     tally.suppressed.insert(rule, fields.suppressed.count);
                 }
-                add_to_run(stream, seq, tally);
+                stream.runs.insert(seq, tally);
             }
         }
         Some(())
@@ -857,39 +889,6 @@ fn link(
     }
 }
 
-/// Adds a record to the run it continues (merging runs it joins), or starts one.
-fn add_to_run(stream: &mut Stream, seq: u64, tally: Tally) {
-    // In order: the last run grows by one.
-    if let Some(mut last) = stream.runs.last_entry() {
-        if last.get().last.checked_add(1) == Some(seq) {
-            let run = last.get_mut();
-            run.last = seq;
-            run.tally.add(&tally);
-            return;
-        }
-    }
-    let before = stream
-        .runs
-        .range(..seq)
-        .next_back()
-        .filter(|(_, run)| run.last.checked_add(1) == Some(seq))
-        .map(|(&first, _)| first);
-    let after = seq
-        .checked_add(1)
-        .and_then(|next| stream.runs.remove(&next));
-    let first = before.unwrap_or(seq);
-    let run = stream.runs.entry(first).or_insert_with(|| Run {
-        last: seq,
-        tally: Tally::default(),
-    });
-    run.last = seq;
-    run.tally.add(&tally);
-    if let Some(after) = after {
-        run.last = after.last;
-        run.tally.add(&after.tally);
-    }
-}
-
 fn accounting(stream: &mut Stream, id: &str, seq: u64, fields: AccountingFields, place: Place) {
     let here = Some((seq, seq));
     if fields.interval.first_seq > seq {
@@ -947,13 +946,7 @@ fn settle(stream: &mut Stream, id: &str, seq: u64, at_end: bool) {
     };
     let here = Some((seq, seq));
     let place = interval.place;
-    let mut tally = Tally::default();
-    let runs: Vec<u64> = stream.runs.range(first..seq).map(|(&f, _)| f).collect();
-    for run in runs {
-        if let Some(run) = stream.runs.remove(&run) {
-            tally.add(&run.tally);
-        }
-    }
+    let tally = stream.runs.take_within(first, seq);
     let missing = span - present;
     if missing > interval.declared_losses {
         for (a, b) in stream.seen.missing_within(first, seq) {

@@ -407,9 +407,9 @@ fn hostile_sequence_numbers_and_intervals_are_reported_not_a_panic() {
 fn ranges_count_and_find_what_is_missing() {
     let mut r = Ranges::default();
     for seq in [5, 1, 2, 3, 9, 4] {
-        assert!(r.insert(seq));
+        assert!(r.insert(seq, ()));
     }
-    assert!(!r.insert(3));
+    assert!(!r.insert(3, ()));
     assert_eq!(r.0.len(), 2);
     assert_eq!(r.count_within(0, 10), 6);
     assert_eq!(r.count_within(2, 5), 3);
