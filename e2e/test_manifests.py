@@ -246,9 +246,49 @@ def test_manifest_matches_its_crd_schema(path, doc):
 def test_embedded_plugin_config_passes_the_plugins_own_validation(cli, tmp_path, where, config):
     f = tmp_path / "config.json"
     f.write_text(config)
-    out = subprocess.run([str(cli), "check", "--assume-hmac-key", str(f)], capture_output=True, text=True)
+    out = subprocess.run([str(cli), "check", "--assume-hmac-key", "--strict", str(f)], capture_output=True, text=True)
     assert out.returncode == 0, f"{where}: {out.stdout}{out.stderr}"
-    assert ": ok (" in out.stdout
+    assert ": ok (" in out.stdout and "warning" not in out.stdout
+
+
+def test_the_e2e_bootstrap_config_checks_strictly(cli, tmp_path):
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(harness.plugin_config(yaml.safe_load((harness.E2E / "envoy.yaml").read_text()))))
+    out = subprocess.run([str(cli), "check", "--strict", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0 and "warning" not in out.stdout, out.stdout
+
+
+def test_check_warns_about_rules_that_cannot_do_what_they_say(cli, tmp_path):
+    """The issue's example: a drop for /healthz after a sample rule for every GET never
+    applies to a GET. A warning never refuses; --strict makes it fail."""
+    f = tmp_path / "config.json"
+    f.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {"name": "gets", "match": {"methods": ["GET"]}, "action": "sample", "sample_rate": 0.05},
+                    {"name": "health", "match": {"paths": [{"exact": "/healthz"}]}, "action": "drop"},
+                    {"name": "admin", "match": {"paths": [{"prefix": "/admin"}], "methods": ["GET"]}, "action": "audit"},
+                    {"name": "quiet", "action": "sample", "sample_rate": 0},
+                ]
+            }
+        )
+    )
+    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[:-1] == [
+        f'{f}: warning: rules[1]: "health" is partly shadowed: GET requests to /healthz go to rules[0] "gets" first '
+        '(sample at 0.05); move "health" above it if they should be drop',
+        f'{f}: warning: rules[2]: "admin" can never apply: every request it matches is taken first by rules[0] "gets" '
+        "(first match wins); move it above, or remove it",
+        f'{f}: warning: rules[3]: "quiet" samples at rate 0 and so never records; write "action": "drop" to say so '
+        "(its requests are then counted as dropped, not sampled out)",
+    ]
+    assert lines[-1].startswith(f"{f}: ok (4 rules")
+    strict = subprocess.run([str(cli), "check", "--strict", str(f)], capture_output=True, text=True)
+    assert strict.returncode == 1
+    assert strict.stdout.splitlines()[-1] == f"{f}: failed (--strict): 3 warnings"
 
 
 def test_check_config_prints_what_envoy_would(cli, tmp_path):
@@ -269,11 +309,11 @@ def test_check_config_prints_what_envoy_would(cli, tmp_path):
 def test_published_schema_is_current_and_accepts_the_shipped_configs(cli):
     generated = subprocess.run([str(cli), "schema"], capture_output=True, text=True, check=True).stdout
     assert SCHEMA.exists(), (
-        "envoyfilter/meshaudit-config.schema.json is missing: run `cargo run --features cli --bin meshaudit-config -- schema`"
+        "envoyfilter/meshaudit-config.schema.json is missing: run `cargo run --features cli --bin meshaudit -- schema`"
     )
     assert json.loads(SCHEMA.read_text()) == json.loads(generated), (
         "the committed schema is stale: regenerate it with "
-        "`cargo run --features cli --bin meshaudit-config -- schema > envoyfilter/meshaudit-config.schema.json`"
+        "`cargo run --features cli --bin meshaudit -- schema > envoyfilter/meshaudit-config.schema.json`"
     )
     schema = json.loads(generated)
     for _where, config in plugin_configs():

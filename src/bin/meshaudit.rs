@@ -1,6 +1,7 @@
 //! meshaudit: the plugin's native companion, for operators and auditors.
 //!
-//!   meshaudit check [--assume-hmac-key] FILE...       validate JSON plugin configurations
+//!   meshaudit check [--assume-hmac-key] [--strict] FILE...
+//!                                                      validate JSON plugin configurations
 //!   meshaudit schema                                   print the configuration's JSON Schema
 //!   meshaudit verify [--keys FILE]... [--json] [FILE...]
 //!                                                      prove a captured trail complete and untampered
@@ -10,7 +11,9 @@
 //! `check` runs the very validation the plugin runs in `on_configure` and prints the line Envoy
 //! would log. A configuration that hashes needs the HMAC key from the VM's environment: `check`
 //! reads it from its own environment, or with `--assume-hmac-key` takes it as provided at run
-//! time (for pipelines without the secret).
+//! time (for pipelines without the secret). It then warns about rules that cannot do what they
+//! say (shadowed by earlier rules, a sample rate of 0, a pattern nothing can match: see
+//! `core::request::analysis`); `--strict` makes a warning fail the check, for CI.
 //!
 //! `verify` reads Envoy log lines (`kubectl logs`), access-log lines and bare JSON records, from
 //! files or standard input, in any order. Keys: each `--keys` file holds `<id>:<64 hex digits>`
@@ -19,11 +22,11 @@
 
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
-use meshaudit::core::{HashKey, RawConfig, Settings};
+use meshaudit::core::{rule_warnings, HashKey, RawConfig, Settings, Warning};
 use std::io::{BufReader, Read};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] FILE...
+const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--strict] FILE...
        meshaudit schema
        meshaudit verify [--keys FILE]... [--json] [FILE...]   (no FILE or -: standard input)
        meshaudit hash [--key-env NAME] VALUE
@@ -62,6 +65,13 @@ fn schema() -> Result<ExitCode, String> {
 
 fn check_all(args: &[String]) -> Result<ExitCode, String> {
     let assume_key = args.iter().any(|a| a == "--assume-hmac-key");
+    let strict = args.iter().any(|a| a == "--strict");
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with("--") && !matches!(a.as_str(), "--assume-hmac-key" | "--strict"))
+    {
+        return Err(format!("unknown option {unknown}\n{USAGE}"));
+    }
     let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     if files.is_empty() {
         return Err(USAGE.to_string());
@@ -69,7 +79,17 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
     let mut failed = false;
     for file in files {
         match check(file, assume_key) {
-            Ok(summary) => println!("{file}: ok ({summary})"),
+            Ok((summary, warnings)) => {
+                for warning in &warnings {
+                    println!("{file}: warning: {warning}");
+                }
+                if strict && !warnings.is_empty() {
+                    println!("{file}: failed (--strict): {} warnings", warnings.len());
+                    failed = true;
+                } else {
+                    println!("{file}: ok ({summary})");
+                }
+            }
             Err(message) => {
                 println!("{file}: {message}");
                 failed = true;
@@ -83,7 +103,7 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
     })
 }
 
-fn check(file: &str, assume_key: bool) -> Result<String, String> {
+fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let env = |name: &str| {
         std::env::var(name).ok().or_else(|| {
@@ -94,11 +114,8 @@ fn check(file: &str, assume_key: bool) -> Result<String, String> {
     };
     let settings = Settings::from_json_with_env(&bytes, &env)
         .map_err(|e| format!("meshaudit: invalid plugin configuration: {e}"))?;
-    Ok(format!(
-        "{} rules, digest {}",
-        settings.rules.len(),
-        settings.digest
-    ))
+    let summary = format!("{} rules, digest {}", settings.rules.len(), settings.digest);
+    Ok((summary, rule_warnings(&settings)))
 }
 
 /// Takes `--name VALUE` out of the arguments, every time it appears.

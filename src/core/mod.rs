@@ -39,5 +39,7 @@ pub use envoy::headers::serialize as serialize_header_map;
 pub use envoy::host::Host;
 pub use network::on_connection_close;
 pub use redact::HashKey;
+#[cfg(not(target_arch = "wasm32"))]
+pub use request::analysis::{warnings as rule_warnings, Warning};
 pub use request::on_log;
 pub use worker::Worker;

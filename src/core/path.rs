@@ -227,6 +227,67 @@ impl Glob {
     }
 }
 
+/// What the rules' analysis (`request::analysis`, native only) asks of a glob.
+#[cfg(not(target_arch = "wasm32"))]
+impl Glob {
+    /// The bytes every path this glob matches begins with: up to its first wildcard.
+    pub(crate) fn literal_prefix(&self) -> Vec<u8> {
+        let mut out = vec![b'/'];
+        for (i, segment) in self.segments.iter().enumerate() {
+            let GlobSegment::Pattern(pattern) = segment else {
+                break;
+            };
+            if i > 0 {
+                out.push(b'/');
+            }
+            match pattern.iter().position(|&b| b == b'*' || b == b'?') {
+                Some(wildcard) => {
+                    out.extend_from_slice(pattern.get(..wildcard).unwrap_or_default());
+                    break;
+                }
+                None => out.extend_from_slice(pattern),
+            }
+        }
+        out
+    }
+
+    /// `Some(base)` when the glob is literal segments and a final `**` (`/api/**`, base
+    /// `/api`): it matches `base` and every path under `base/`. `/**` has base `""`.
+    pub(crate) fn subtree(&self) -> Option<Vec<u8>> {
+        let (last, literal) = self.segments.split_last()?;
+        if *last != GlobSegment::AnySegments || self.trailing_slash {
+            return None;
+        }
+        let mut base = Vec::new();
+        for segment in literal {
+            match segment {
+                GlobSegment::Pattern(p) if !p.iter().any(|&b| b == b'*' || b == b'?') => {
+                    base.push(b'/');
+                    base.extend_from_slice(p);
+                }
+                _ => return None,
+            }
+        }
+        Some(base)
+    }
+
+    /// The pattern as written, up to repeated slashes and `**`.
+    pub(crate) fn pattern(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                GlobSegment::AnySegments => out.push_str("**"),
+                GlobSegment::Pattern(p) => out.push_str(&String::from_utf8_lossy(p)),
+            }
+        }
+        if self.trailing_slash || out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+}
+
 /// Segment-level matching, where `**` is the star.
 fn segments_match(pattern: &[GlobSegment], path: &[&[u8]]) -> bool {
     wildcard_match(

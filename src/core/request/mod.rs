@@ -20,6 +20,9 @@
 //! Reading the request headers at the end, not when they pass, also sees the
 //! trace context a tracer injects downstream of the plugin, which the next hop sees.
 
+// The rules' analysis serves the native `meshaudit check`, not the module.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod analysis;
 mod inputs;
 mod outcome;
 pub(crate) mod readings;
