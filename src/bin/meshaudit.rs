@@ -2,6 +2,9 @@
 //!
 //!   meshaudit check [--assume-hmac-key] [--strict] FILE...
 //!                                                      validate JSON plugin configurations
+//!   meshaudit explain [--assume-hmac-key] CONFIG --request 'METHOD /path?query' [--header NAME:VALUE]...
+//!           [--status CODE] [--details DETAILS] [--principal URI] [--trace-id HEX] [--authority HOST]
+//!                                                      what the plugin does with one request, and why
 //!   meshaudit schema                                   print the configuration's JSON Schema
 //!   meshaudit verify [--keys FILE]... [--json] [FILE...]
 //!                                                      prove a captured trail complete and untampered
@@ -22,11 +25,15 @@
 
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
-use meshaudit::core::{rule_warnings, HashKey, RawConfig, Settings, Warning};
+use meshaudit::core::{
+    explain as explain_request, rule_warnings, HashKey, Probe, RawConfig, Settings, Warning,
+};
 use std::io::{BufReader, Read};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--strict] FILE...
+       meshaudit explain [--assume-hmac-key] CONFIG --request 'METHOD /path?query' [--header NAME:VALUE]...
+                [--status CODE] [--details DETAILS] [--principal URI] [--trace-id HEX] [--authority HOST]
        meshaudit schema
        meshaudit verify [--keys FILE]... [--json] [FILE...]   (no FILE or -: standard input)
        meshaudit hash [--key-env NAME] VALUE
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
         Some("verify") => verify(rest),
         Some("hash") => hash(rest),
         Some("derive-key") => derive_key(rest),
+        Some("explain") => explain(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -103,7 +111,8 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
     })
 }
 
-fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), String> {
+/// The configuration in `file`, validated as the plugin validates it.
+fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let env = |name: &str| {
         std::env::var(name).ok().or_else(|| {
@@ -112,10 +121,141 @@ fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), String>
                 .then(|| "provided-at-run-time-by-the-vm-environment".to_string())
         })
     };
-    let settings = Settings::from_json_with_env(&bytes, &env)
-        .map_err(|e| format!("meshaudit: invalid plugin configuration: {e}"))?;
+    Settings::from_json_with_env(&bytes, &env)
+        .map_err(|e| format!("meshaudit: invalid plugin configuration: {e}"))
+}
+
+fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), String> {
+    let settings = load(file, assume_key)?;
     let summary = format!("{} rules, digest {}", settings.rules.len(), settings.digest);
     Ok((summary, rule_warnings(&settings)))
+}
+
+fn explain(args: &[String]) -> Result<ExitCode, String> {
+    let mut args = args.to_vec();
+    let assume_key = args.iter().any(|a| a == "--assume-hmac-key");
+    args.retain(|a| a != "--assume-hmac-key");
+    let one = |args: &mut Vec<String>, name: &str| -> Result<Option<String>, String> {
+        let mut values = take_option(args, name)?;
+        if values.len() > 1 {
+            return Err(format!("{name} given twice"));
+        }
+        Ok(values.pop())
+    };
+    let request = one(&mut args, "--request")?.ok_or("explain needs --request 'METHOD /path'")?;
+    let (method, path) = request
+        .split_once(' ')
+        .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
+        .ok_or_else(|| format!("--request {request:?}: write it as 'METHOD /path?query'"))?;
+    let mut probe = Probe {
+        method: method.to_string(),
+        path: path.trim().to_string(),
+        authority: one(&mut args, "--authority")?,
+        details: one(&mut args, "--details")?,
+        principal: one(&mut args, "--principal")?,
+        // An answered request unless said otherwise.
+        status: Some(200),
+        ..Probe::default()
+    };
+    if let Some(status) = one(&mut args, "--status")? {
+        probe.status = Some(
+            status
+                .parse()
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| format!("--status {status:?}: an HTTP status, 100 to 599"))?,
+        );
+    }
+    for header in take_option(&mut args, "--header")? {
+        let (name, value) = header
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| format!("--header {header:?}: write it as NAME:VALUE"))?;
+        probe
+            .headers
+            .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    if let Some(trace) = one(&mut args, "--trace-id")? {
+        if trace.len() != 32 || !trace.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "--trace-id {trace:?}: 32 hex digits (a W3C trace id)"
+            ));
+        }
+        let trace = trace.to_ascii_lowercase();
+        probe.headers.push((
+            "traceparent".to_string(),
+            format!("00-{trace}-00f067aa0ba902b7-01"),
+        ));
+    }
+    let [file] = args.as_slice() else {
+        return Err(USAGE.to_string());
+    };
+    let settings = load(file, assume_key)?;
+    let e = explain_request(&settings, &probe);
+    println!("request: {} {}", probe.method, probe.path);
+    println!("canonical path: {}", e.canonical_path);
+    println!("rules, in order (the first that matches decides):");
+    let first = e.rules.iter().position(|r| r.failed.is_none());
+    for (i, rule) in e.rules.iter().enumerate() {
+        let how = match (rule.failed, Some(i) == first) {
+            (None, true) => "matches: first match".to_string(),
+            (None, false) => "matches, but an earlier rule decides".to_string(),
+            (Some(condition), _) => format!("no: its {condition} condition fails"),
+        };
+        println!("  rules[{i}] {}: {how}", rule.name);
+    }
+    if first.is_none() {
+        println!(
+            "  no rule matches: default_sample_rate {} applies",
+            settings.default_sample_rate
+        );
+    }
+    match &e.record {
+        Some(record) => {
+            let value: serde_json::Value =
+                serde_json::from_str(record).map_err(|e| e.to_string())?;
+            let field = |at: &str| value.pointer(at).and_then(|v| v.as_str());
+            println!(
+                "verdict: recorded, kind {}, reason {}{}, action {}",
+                field("/kind").unwrap_or("?"),
+                field("/why/reason").unwrap_or("?"),
+                field("/why/rule")
+                    .map(|r| format!(" (rule {r})"))
+                    .unwrap_or_default(),
+                field("/why/action").unwrap_or("?"),
+            );
+            println!("record: {record}");
+        }
+        None => {
+            let rule = first.and_then(|i| settings.rules.get(i));
+            let why = match rule.map(|r| (r.name.as_str(), r.action)) {
+                Some((name, meshaudit::core::Action::Drop)) => format!("dropped by rule {name}"),
+                Some((name, meshaudit::core::Action::Sample(rate))) => format!(
+                    "sampled out by rule {name} at rate {rate} ({})",
+                    sampled_by(&probe)
+                ),
+                _ => format!(
+                    "sampled out at default_sample_rate {} ({})",
+                    settings.default_sample_rate,
+                    sampled_by(&probe)
+                ),
+            };
+            println!("verdict: not recorded: {why}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a sampling decision follows: the trace, so every hop decides alike, when there is one.
+fn sampled_by(probe: &Probe) -> &'static str {
+    let has = |name: &str| probe.headers.iter().any(|(n, _)| n == name);
+    if has("traceparent") || has("x-b3-traceid") || has("b3") {
+        "decided by the trace id, as on every hop of the trace"
+    } else if has("x-request-id") {
+        "decided by x-request-id"
+    } else {
+        "no trace id: a random draw, so the same request may be recorded another time; give --trace-id"
+    }
 }
 
 /// Takes `--name VALUE` out of the arguments, every time it appears.

@@ -33,7 +33,7 @@ pub(crate) mod worker;
 
 // What the native commands and examples use; the rest stays inside the crate.
 pub use config::raw::RawConfig;
-pub use config::{ConfigError, Settings};
+pub use config::{Action, ConfigError, Settings};
 pub use envoy::attributes::{Answer, Batch};
 pub use envoy::headers::serialize as serialize_header_map;
 pub use envoy::host::Host;
@@ -41,5 +41,7 @@ pub use network::on_connection_close;
 pub use redact::HashKey;
 #[cfg(not(target_arch = "wasm32"))]
 pub use request::analysis::{warnings as rule_warnings, Warning};
+#[cfg(not(target_arch = "wasm32"))]
+pub use request::explain::{explain, Explanation, Probe, RuleTrace};
 pub use request::on_log;
 pub use worker::Worker;

@@ -20,9 +20,11 @@
 //! Reading the request headers at the end, not when they pass, also sees the
 //! trace context a tracer injects downstream of the plugin, which the next hop sees.
 
-// The rules' analysis serves the native `meshaudit check`, not the module.
+// The rules' analysis and `explain` serve the native command, not the module.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod analysis;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod explain;
 mod inputs;
 mod outcome;
 pub(crate) mod readings;
