@@ -1,6 +1,7 @@
-"""`meshaudit explain` against the real plugin: for each request sent through Envoy under the
-e2e configuration (e2e/envoy.yaml), explain's verdict (recorded or not, the rule, the kind)
-is what Envoy recorded."""
+"""`meshaudit explain` and `meshaudit test` against the real plugin: each case of
+e2e/envoy.cases.yaml is sent through Envoy under the configuration it is written for
+(e2e/envoy.yaml); what Envoy records is what the case expects, and what `explain` says
+(recorded or not, `why`, the kind, the canonical path)."""
 
 import json
 import subprocess
@@ -9,33 +10,16 @@ import uuid
 import harness
 import pytest
 import yaml
-from test_manifests import CLI, ROOT
+from test_manifests import CLI, ROOT, plugin_configs
 
-
-def trace_id(sampled: bool) -> str:
-    while True:
-        tid = uuid.uuid4().hex
-        if harness.sampled_in(tid, 0.01) == sampled:
-            return tid
-
-
-# (method, path, extra headers, sampled-in trace): rules, their methods, spellings the
-# canonical path folds, statuses the rules match, and routine traffic in and out of the sample.
-REQUESTS = [
-    ("GET", "/healthz", {}, True),
-    ("GET", "/admin/users", {"user-agent": "e2e"}, False),
-    ("GET", "/ADMIN/x", {}, False),
-    ("GET", "/api/v1/../../admin/x", {}, False),
-    ("DELETE", "/api/v1/users/7/roles", {}, False),
-    ("GET", "/api/v1/users/7/roles", {}, False),
-    ("GET", "/api/v1/users/7/roles", {}, True),
-    ("PUT", "/api/v1/users//7/roles?x=1", {}, False),
-    ("GET", "/status/404", {}, False),
-    ("GET", "/status/503", {}, False),
-    ("GET", "/status/403", {}, False),
-    ("GET", "/healthz/../status/500", {}, False),
-    ("POST", "/orders", {}, False),
-    ("POST", "/orders", {}, True),
+CASES = harness.E2E / "envoy.cases.yaml"
+# Each shipped configuration that sees HTTP requests, and its rule tests.
+SHIPPED_CASES = [
+    ("e2e/envoy.yaml", "e2e/envoy.cases.yaml"),
+    ("envoyfilter/wasmplugin-http.yaml", "envoyfilter/wasmplugin-http.cases.yaml"),
+    ("envoyfilter/wasmplugin-waypoint.yaml", "envoyfilter/wasmplugin-waypoint.cases.yaml"),
+    ("envoyfilter/envoyfilter.yaml", "envoyfilter/envoyfilter.cases.yaml"),
+    ("envoyfilter/trafficextension.yaml", "envoyfilter/trafficextension.cases.yaml"),
 ]
 
 
@@ -61,11 +45,15 @@ def test_explain_agrees_with_what_envoy_recorded(setup, tmp_path):
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(harness.plugin_config(yaml.safe_load((harness.E2E / "envoy.yaml").read_text()))))
     sent = []
-    for method, path, extra, sampled in REQUESTS:
+    for case in yaml.safe_load(CASES.read_text()):
+        method, path = case["request"].split(" ", 1)
         rid = str(uuid.uuid4())
-        headers = {"x-request-id": rid, "traceparent": f"00-{trace_id(sampled)}-00f067aa0ba902b7-01", **extra}
+        headers = {"x-request-id": rid, **case.get("headers", {})}
+        if "trace_id" in case:
+            headers["traceparent"] = f"00-{case['trace_id']}-00f067aa0ba902b7-01"
         status, _, _ = stack.request(method, path, headers)
-        sent.append((rid, method, path, headers, status))
+        assert status == case.get("status", 200), f"{case}: Envoy answered {status}"
+        sent.append((case, rid, method, path, headers, status))
     # A marker audited last: once it is in the log, every earlier record is too (one worker).
     marker = str(uuid.uuid4())
     assert stack.request("GET", "/admin/marker", {"x-request-id": marker})[0] == 200
@@ -73,11 +61,18 @@ def test_explain_agrees_with_what_envoy_recorded(setup, tmp_path):
     by_id = {r["request"]["id"]: r for r in stack.envoy.records() if r.get("request", {}).get("id")}
 
     recorded_both = 0
-    for rid, method, path, headers, status in sent:
+    for case, rid, method, path, headers, status in sent:
+        record = by_id.get(rid)
+        where = f"{method} {path} ({status}): Envoy wrote {record}"
+        # What the real plugin did is what the case expects...
+        assert (record is not None) == case["recorded"], where
+        if record is not None:
+            assert record["why"].get("rule", "-") == case["rule"], where
+            assert record["kind"] == case.get("kind", record["kind"]), where
+        # ...and what explain says.
         lines = explain(config_file, method, path, headers, status)
         verdict = next(line for line in lines if line.startswith("verdict: "))
-        record = by_id.get(rid)
-        where = f"{method} {path} ({status}): explain says {verdict!r}, Envoy wrote {record}"
+        where += f"; explain says {verdict!r}"
         assert verdict.startswith("verdict: recorded") == (record is not None), where
         if record is None:
             continue
@@ -88,3 +83,39 @@ def test_explain_agrees_with_what_envoy_recorded(setup, tmp_path):
         assert explained["request"]["canonical_path"] == record["request"]["canonical_path"], where
     # Both outcomes were exercised.
     assert 0 < recorded_both < len(sent)
+
+
+def test_every_shipped_http_configuration_has_its_case_file():
+    with_config = {where.split(":")[0] for where, _ in plugin_configs()}
+    # The network plugin sees connections, not requests: `test` has nothing to ask it.
+    with_config.discard("wasmplugin-network.yaml")
+    assert {f"envoyfilter/{name}" for name in with_config} | {"e2e/envoy.yaml"} == {config for config, _ in SHIPPED_CASES}
+
+
+def test_the_shipped_case_files_pass_and_a_wrong_expectation_fails_with_a_diff(tmp_path):
+    for config, cases in SHIPPED_CASES:
+        out = subprocess.run(
+            [str(CLI), "test", "--assume-hmac-key", str(ROOT / config), str(ROOT / cases)], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.strip().endswith(" cases)")
+    wrong = yaml.safe_load(CASES.read_text())
+    wrong[0]["recorded"] = True
+    wrong[4]["rule"] = "admin-api"
+    wrong[10]["kind"] = "access"
+    bad = tmp_path / "wrong.cases.yaml"
+    bad.write_text(yaml.safe_dump(wrong))
+    out = subprocess.run([str(CLI), "test", str(harness.E2E / "envoy.yaml"), str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [
+        f"{bad}: case 0 (GET /healthz): FAILED",
+        "    recorded: expected True, got false".replace("True", "true"),
+        f"{bad}: case 4 (DELETE /api/v1/users/7/roles): FAILED",
+        '    rule: expected "admin-api", got "user-roles"',
+        f"{bad}: case 10 (GET /status/403): FAILED",
+        '    kind: expected "access", got "denied"',
+        f"{bad}: 3 of {len(wrong)} cases failed",
+    ]
+    bad.write_text("- request: GET /x\n  recorded: true\n  colour: blue\n")
+    out = subprocess.run([str(CLI), "test", str(harness.E2E / "envoy.yaml"), str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown field `colour`" in out.stderr, out.stderr

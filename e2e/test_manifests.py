@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 ROOT = harness.ROOT
-MANIFESTS = sorted((ROOT / "envoyfilter").glob("*.yaml"))
+# Rule test cases (`*.cases.yaml`) sit beside the manifests they test.
+MANIFESTS = sorted(p for p in (ROOT / "envoyfilter").glob("*.yaml") if not p.name.endswith(".cases.yaml"))
 CRDS = ROOT.parent / "shared" / "istio-crds"
 SCHEMA = ROOT / "envoyfilter" / "meshaudit-config.schema.json"
 CLI = ROOT / "target" / "debug" / "meshaudit"

@@ -31,6 +31,15 @@ step "unit tests of the core compiled to wasm32 (wasm-bindgen-test under Node)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --no-default-features --target wasm32-unknown-unknown
 
+step "configurations: every shipped one checks with --strict and passes its rule tests"
+cargo build --quiet --features cli --bin meshaudit
+for config in envoyfilter/wasmplugin-http.yaml envoyfilter/wasmplugin-waypoint.yaml \
+  envoyfilter/envoyfilter.yaml envoyfilter/trafficextension.yaml e2e/envoy.yaml; do
+  target/debug/meshaudit check --assume-hmac-key --strict "$config"
+  target/debug/meshaudit test --assume-hmac-key "$config" "${config%.yaml}.cases.yaml"
+done
+target/debug/meshaudit check --strict envoyfilter/wasmplugin-network.yaml
+
 step "fuzz targets, ${FUZZ_SECONDS:-45} s each (cargo-fuzz on stable, --sanitizer none)"
 bash scripts/fuzz.sh
 

@@ -5,6 +5,8 @@
 //!   meshaudit explain [--assume-hmac-key] CONFIG --request 'METHOD /path?query' [--header NAME:VALUE]...
 //!           [--status CODE] [--details DETAILS] [--principal URI] [--trace-id HEX] [--authority HOST]
 //!                                                      what the plugin does with one request, and why
+//!   meshaudit test [--assume-hmac-key] CONFIG CASES.yaml
+//!                                                      rule tests: each case a request and its expected verdict
 //!   meshaudit schema                                   print the configuration's JSON Schema
 //!   meshaudit verify [--keys FILE]... [--json] [FILE...]
 //!                                                      prove a captured trail complete and untampered
@@ -23,6 +25,8 @@
 //! lines (a master's id derives the keys of `<scope>@<id>`), and `MESHAUDIT_TRAIL_KEY` in the
 //! environment adds one. Exit status: 0 intact, 1 breaks found, 2 the command could not run.
 
+mod cases;
+
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
 use meshaudit::core::{
@@ -34,6 +38,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--strict] FILE...
        meshaudit explain [--assume-hmac-key] CONFIG --request 'METHOD /path?query' [--header NAME:VALUE]...
                 [--status CODE] [--details DETAILS] [--principal URI] [--trace-id HEX] [--authority HOST]
+       meshaudit test [--assume-hmac-key] CONFIG CASES.yaml
        meshaudit schema
        meshaudit verify [--keys FILE]... [--json] [FILE...]   (no FILE or -: standard input)
        meshaudit hash [--key-env NAME] VALUE
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Some("hash") => hash(rest),
         Some("derive-key") => derive_key(rest),
         Some("explain") => explain(rest),
+        Some("test") => test(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -114,6 +120,7 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
 /// The configuration in `file`, validated as the plugin validates it.
 fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = cases::plugin_config(&bytes)?;
     let env = |name: &str| {
         std::env::var(name).ok().or_else(|| {
             // A stand-in for the key only for the HMAC key: a trail key must parse.
@@ -176,16 +183,8 @@ fn explain(args: &[String]) -> Result<ExitCode, String> {
             .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     if let Some(trace) = one(&mut args, "--trace-id")? {
-        if trace.len() != 32 || !trace.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "--trace-id {trace:?}: 32 hex digits (a W3C trace id)"
-            ));
-        }
-        let trace = trace.to_ascii_lowercase();
-        probe.headers.push((
-            "traceparent".to_string(),
-            format!("00-{trace}-00f067aa0ba902b7-01"),
-        ));
+        let traceparent = cases::traceparent(&trace).map_err(|e| format!("--trace-id: {e}"))?;
+        probe.headers.push(("traceparent".to_string(), traceparent));
     }
     let [file] = args.as_slice() else {
         return Err(USAGE.to_string());
@@ -244,6 +243,20 @@ fn explain(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn test(args: &[String]) -> Result<ExitCode, String> {
+    let assume_key = args.iter().any(|a| a == "--assume-hmac-key");
+    let files: Vec<&String> = args.iter().filter(|a| *a != "--assume-hmac-key").collect();
+    let [config, cases_file] = files.as_slice() else {
+        return Err(USAGE.to_string());
+    };
+    let settings = load(config, assume_key).map_err(|e| format!("{config}: {e}"))?;
+    Ok(if cases::run(&settings, cases_file)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What a sampling decision follows: the trace, so every hop decides alike, when there is one.
