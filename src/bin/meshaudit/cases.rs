@@ -31,16 +31,7 @@ pub(crate) struct Case {
 
 impl Case {
     pub(crate) fn probe(&self) -> Result<Probe, String> {
-        let (method, path) = self
-            .request
-            .split_once(' ')
-            .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
-            .ok_or_else(|| {
-                format!(
-                    "request {:?}: write it as 'METHOD /path?query'",
-                    self.request
-                )
-            })?;
+        let (method, path) = request_line(&self.request)?;
         let mut headers: Vec<(String, String)> = self
             .headers
             .iter()
@@ -50,11 +41,11 @@ impl Case {
             headers.push(("traceparent".into(), traceparent(trace)?));
         }
         Ok(Probe {
-            method: method.to_string(),
-            path: path.trim().to_string(),
+            method,
+            path,
             authority: self.authority.clone(),
             headers,
-            status: Some(self.status.unwrap_or(200)),
+            status: Some(self.status.unwrap_or(ANSWERED)),
             details: self.details.clone(),
             principal: self.principal.clone(),
         })
@@ -98,6 +89,17 @@ impl Case {
     pub(crate) fn request(&self) -> &str {
         &self.request
     }
+}
+
+/// The status of a request described without one: answered by the application.
+pub(crate) const ANSWERED: u16 = 200;
+
+/// `METHOD /path?query`, as cases and `explain --request` write a request.
+pub(crate) fn request_line(text: &str) -> Result<(String, String), String> {
+    text.split_once(' ')
+        .filter(|(m, p)| !m.is_empty() && p.trim().starts_with('/'))
+        .map(|(m, p)| (m.to_string(), p.trim().to_string()))
+        .ok_or_else(|| format!("request {text:?}: write it as 'METHOD /path?query'"))
 }
 
 /// A W3C `traceparent` for a trace id.

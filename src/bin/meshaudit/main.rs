@@ -150,18 +150,14 @@ fn explain(args: &[String]) -> Result<ExitCode, String> {
         Ok(values.pop())
     };
     let request = one(&mut args, "--request")?.ok_or("explain needs --request 'METHOD /path'")?;
-    let (method, path) = request
-        .split_once(' ')
-        .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
-        .ok_or_else(|| format!("--request {request:?}: write it as 'METHOD /path?query'"))?;
+    let (method, path) = cases::request_line(&request).map_err(|e| format!("--{e}"))?;
     let mut probe = Probe {
-        method: method.to_string(),
-        path: path.trim().to_string(),
+        method,
+        path,
         authority: one(&mut args, "--authority")?,
         details: one(&mut args, "--details")?,
         principal: one(&mut args, "--principal")?,
-        // An answered request unless said otherwise.
-        status: Some(200),
+        status: Some(cases::ANSWERED),
         ..Probe::default()
     };
     if let Some(status) = one(&mut args, "--status")? {
