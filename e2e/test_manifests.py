@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import harness
@@ -15,9 +16,11 @@ import jsonschema
 import pytest
 import yaml
 
+sys.path.insert(0, str(harness.ROOT / "scripts"))
+import package_oci  # noqa: E402
+
 ROOT = harness.ROOT
-# Rule test cases (`*.cases.yaml`) sit beside the manifests they test.
-MANIFESTS = sorted(p for p in (ROOT / "envoyfilter").glob("*.yaml") if not p.name.endswith(".cases.yaml"))
+MANIFESTS = package_oci.manifest_paths()
 CRDS = ROOT.parent / "shared" / "istio-crds"
 SCHEMA = ROOT / "envoyfilter" / "meshaudit-config.schema.json"
 CLI = ROOT / "target" / "debug" / "meshaudit"

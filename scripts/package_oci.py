@@ -58,11 +58,16 @@ def manifest(reference: str, insecure: bool) -> tuple[str, dict]:
     return "sha256:" + hashlib.sha256(body).hexdigest(), json.loads(body)
 
 
+def manifest_paths() -> list[Path]:
+    """The manifests in envoyfilter/; `*.cases.yaml` beside them are rule tests (`meshaudit test`)."""
+    return sorted(p for p in (ROOT / "envoyfilter").glob("*.yaml") if not p.name.endswith(".cases.yaml"))
+
+
 def render(reference: str, digest: str, out: Path) -> list[Path]:
     """Copies the manifests that load the module, with url and sha256 pinned."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in sorted((ROOT / "envoyfilter").glob("*.yaml")):
+    for path in manifest_paths():
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         changed = False
         for doc in docs:
