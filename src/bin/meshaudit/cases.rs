@@ -62,9 +62,8 @@ impl Case {
             ));
         }
         let first = e
-            .rules
-            .iter()
-            .find(|r| r.failed.is_none())
+            .first_match()
+            .and_then(|i| e.rules.get(i))
             .map_or("-", |r| r.name.as_str());
         if let Some(rule) = &self.rule {
             if rule != first {

@@ -190,7 +190,7 @@ fn explain(args: &[String]) -> Result<ExitCode, String> {
     println!("request: {} {}", probe.method, probe.path);
     println!("canonical path: {}", e.canonical_path);
     println!("rules, in order (the first that matches decides):");
-    let first = e.rules.iter().position(|r| r.failed.is_none());
+    let first = e.first_match();
     for (i, rule) in e.rules.iter().enumerate() {
         let how = match (rule.failed, Some(i) == first) {
             (None, true) => "matches: first match".to_string(),

@@ -46,6 +46,13 @@ pub struct Explanation {
     pub record: Option<String>,
 }
 
+impl Explanation {
+    /// The index of the rule that decides: the first that matches.
+    pub fn first_match(&self) -> Option<usize> {
+        self.rules.iter().position(|r| r.failed.is_none())
+    }
+}
+
 /// Each condition of a matcher alone, named as in the configuration, in `rules::matches`' order.
 fn conditions(m: &Matcher) -> Vec<(&'static str, Matcher)> {
     let base = Matcher {
