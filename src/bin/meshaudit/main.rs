@@ -25,7 +25,10 @@
 //! lines (a master's id derives the keys of `<scope>@<id>`), and `MESHAUDIT_TRAIL_KEY` in the
 //! environment adds one. Exit status: 0 intact, 1 breaks found, 2 the command could not run.
 
+mod answers;
 mod cases;
+mod policy;
+mod report;
 
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
@@ -35,14 +38,20 @@ use meshaudit::core::{
 use std::io::{BufReader, Read};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--strict] FILE...
+pub(crate) const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--strict] FILE...
        meshaudit explain [--assume-hmac-key] CONFIG --request 'METHOD /path?query' [--header NAME:VALUE]...
                 [--status CODE] [--details DETAILS] [--principal URI] [--trace-id HEX] [--authority HOST]
        meshaudit test [--assume-hmac-key] CONFIG CASES.yaml
        meshaudit schema
        meshaudit verify [--keys FILE]... [--json] [FILE...]   (no FILE or -: standard input)
        meshaudit hash [--key-env NAME] VALUE
-       meshaudit derive-key --master FILE SCOPE";
+       meshaudit derive-key --master FILE SCOPE
+       meshaudit summary [--since T] [--until T] [--hops] [--top N] [--json | --csv TABLE] [FILE...]
+       meshaudit report --html OUT [--since T] [--until T] [--top N] [FILE...]
+       meshaudit policy suggest (--workload SPIFFE-ID | --instance PREFIX) --selector KEY=VALUE...
+                [--name N] [--namespace NS] [--config PLUGIN-CONFIG] [--generalise N] [--allow-incomplete]
+                [--since T] [--until T] [FILE...]
+       meshaudit policy impact [--json] [--since T] [--until T] [FILE...]";
 
 /// The environment variables the plugin reads its keys from, by default.
 const HMAC_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
@@ -59,6 +68,9 @@ fn main() -> ExitCode {
         Some("derive-key") => derive_key(rest),
         Some("explain") => explain(rest),
         Some("test") => test(rest),
+        Some("summary") => answers::summary(rest),
+        Some("report") => report::report(rest),
+        Some("policy") => policy::policy(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -118,7 +130,7 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
 }
 
 /// The configuration in `file`, validated as the plugin validates it.
-fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
+pub(crate) fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let bytes = cases::plugin_config(&bytes)?;
     let env = |name: &str| {
@@ -268,7 +280,7 @@ fn sampled_by(probe: &Probe) -> &'static str {
 }
 
 /// Takes `--name VALUE` out of the arguments, every time it appears.
-fn take_option(args: &mut Vec<String>, name: &str) -> Result<Vec<String>, String> {
+pub(crate) fn take_option(args: &mut Vec<String>, name: &str) -> Result<Vec<String>, String> {
     let mut values = Vec::new();
     while let Some(at) = args.iter().position(|a| a == name) {
         args.remove(at);

@@ -25,7 +25,7 @@ pub struct Place {
 /// The output a copy of a record was read from: Envoy's log (the `meshaudit.record ` prefix)
 /// or an access log or a bare JSON line. A request record handed to both is in both, once each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Output {
+pub(super) enum Output {
     Log,
     Other,
 }
@@ -444,7 +444,7 @@ fn json_string(text: &str) -> Option<(Cow<'_, str>, &str)> {
 /// The record in a line: after the `meshaudit.record ` prefix (Envoy's log, `kubectl logs`,
 /// a CRI log file), a bare JSON line, or one JSON string member of a wrapping JSON object that
 /// holds either (a log shipper's envelope, Docker's `{"log": …}`).
-fn extract(line: &str) -> Option<(std::borrow::Cow<'_, str>, Output)> {
+pub(super) fn extract(line: &str) -> Option<(std::borrow::Cow<'_, str>, Output)> {
     let line = line.trim();
     if line.starts_with("{\"v\":") {
         return Some((line.into(), Output::Other));
