@@ -18,6 +18,7 @@ SHIPPED_CASES = [
     ("e2e/envoy.yaml", "e2e/envoy.cases.yaml"),
     ("envoyfilter/wasmplugin-http.yaml", "envoyfilter/wasmplugin-http.cases.yaml"),
     ("envoyfilter/wasmplugin-waypoint.yaml", "envoyfilter/wasmplugin-waypoint.cases.yaml"),
+    ("envoyfilter/wasmplugin-learning.yaml", "envoyfilter/wasmplugin-learning.cases.yaml"),
     ("envoyfilter/envoyfilter.yaml", "envoyfilter/envoyfilter.cases.yaml"),
     ("envoyfilter/trafficextension.yaml", "envoyfilter/trafficextension.cases.yaml"),
 ]

@@ -291,7 +291,10 @@ def client_config(certs: dict, ports: dict) -> dict:
 
 
 class Mesh:
-    def __init__(self, workdir) -> None:
+    """`adjust_server` and `adjust_client`, when given, change each sidecar's bootstrap
+    before it starts (other tests reuse the mesh with another plugin or filter)."""
+
+    def __init__(self, workdir, adjust_server=None, adjust_client=None) -> None:
         self.dir = workdir
         ca = self.ca = pki.CA(workdir, "mesh-ca")
         rogue = pki.CA(workdir, "rogue-ca")
@@ -320,8 +323,13 @@ class Mesh:
         }
         (workdir / "server").mkdir()
         (workdir / "client").mkdir()
-        self.server = harness.Envoy(server_config(self.certs, self.issuer, self.ports), workdir / "server")
-        self.client = harness.Envoy(client_config(self.certs, self.ports), workdir / "client")
+        server, client = server_config(self.certs, self.issuer, self.ports), client_config(self.certs, self.ports)
+        if adjust_server:
+            adjust_server(server)
+        if adjust_client:
+            adjust_client(client)
+        self.server = harness.Envoy(server, workdir / "server")
+        self.client = harness.Envoy(client, workdir / "client")
         self.server.wait_ready()
         self.client.wait_ready()
 
