@@ -2,8 +2,11 @@
 //! Writes a sealed trail the way the plugin does (the core's request path and reports, one
 //! record per request, an accounting record every 1,000 requests, in Envoy's log format),
 //! then verifies it as the command does, line by line, and prints records per second and the
-//! verifier's peak memory. RECORDS sets the trail's size (default 1,000,000).
+//! verifier's peak memory; then reads the same trail as `meshaudit summary` does and answers
+//! it, side by side. RECORDS sets the trail's size (default 1,000,000).
 
+use meshaudit::core::trail::event::{Trail, Window};
+use meshaudit::core::trail::summary::summarize;
 use meshaudit::core::trail::verify::{KeySet, Verifier};
 use meshaudit::core::trail::TrailKey;
 #[path = "common/mod.rs"]
@@ -79,6 +82,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let report = verifier.finish();
     let seconds = started.elapsed().as_secs_f64();
+    let memory_verified = peak_memory_kib();
+
+    let started = Instant::now();
+    let mut trail = Trail::default();
+    let window = Window::default();
+    trail.read(
+        BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?),
+        &window,
+    )?;
+    trail.sort();
+    let summary = summarize(&trail, &window, false);
+    let summary_seconds = started.elapsed().as_secs_f64();
     std::fs::remove_file(&path)?;
     let breaks = report.breaks();
     println!(
@@ -86,8 +101,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes as f64 / records as f64,
         written as f64 / seconds,
         memory_before,
+        memory_verified
+    );
+    println!(
+        "summarized {} records in {summary_seconds:.2} s: {:.0} records/s on one core ({:.2}x verify's time); peak memory {} KiB after",
+        summary.records,
+        summary.records as f64 / summary_seconds,
+        summary_seconds / seconds,
         peak_memory_kib()
     );
+    if summary.records != written {
+        return Err("the summary did not read every record".into());
+    }
     if breaks > 0 || report.streams.first().is_none_or(|s| !s.closed) {
         return Err("the benchmark's own trail did not verify".into());
     }

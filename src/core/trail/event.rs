@@ -3,12 +3,17 @@
 //! to both outputs kept once, and the hops one request left joined on its request id.
 //!
 //! Lines are read as `verify` reads them (`verify::extract`): Envoy's log, access logs, bare
-//! JSON, a shipper's envelope. Memory grows with the records kept (a few hundred bytes
-//! each), not with the lines read.
+//! JSON, a shipper's envelope. A request record is kept compact (`Hop`: its texts interned,
+//! parsed without copying), so memory grows by about 200 bytes per request record kept;
+//! the other records (configuration, accounting, connections) are few and kept whole.
 
-use super::verify::extract;
+use super::verify::{extract, read_envelope, Envelope};
+use hashbrown::HashTable;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::hash::Hasher;
 
 /// A time window over records' `ts`: `since` included, `until` excluded. Bounds are RFC 3339
 /// instants in UTC (`Z`), or a prefix of one (`2026-12-01`, `2026-12-01T10:00`), compared
@@ -230,38 +235,23 @@ const REQUEST_KINDS: [&str; 6] = [
     "rate_limited",
 ];
 
+/// Record kinds about the plugin itself, not about traffic: not on the timeline.
+const META_KINDS: [&str; 5] = [
+    "accounting",
+    "suppressed",
+    "log_level",
+    "config_applied",
+    "config_rejected",
+];
+
 impl Record {
-    pub fn is_request(&self) -> bool {
-        REQUEST_KINDS.contains(&self.kind.as_str()) && self.connection.is_none()
-    }
-
-    /// The path the rules matched (without the query): the canonical path, or the path as sent.
-    pub fn path(&self) -> &str {
-        let request = &self.request;
-        match (&request.canonical_path, &request.path) {
-            (Some(canonical), _) => canonical,
-            (None, Some(path)) => path.split('?').next().unwrap_or(path),
-            (None, None) => "-",
-        }
-    }
-
-    /// The method the request acted as: an override the rule matched on, else the request line's.
-    pub fn method(&self) -> &str {
-        let request = &self.request;
-        request
-            .method_override
-            .as_deref()
-            .or(request.method.as_deref())
-            .unwrap_or("-")
-    }
-
     /// Who called: the peer's certificate identity (a SPIFFE id in a mesh), else the address
     /// the connection came from (without its port), else `-`.
     pub fn caller(&self) -> String {
-        if let Some(principal) = &self.peer.principal {
-            return principal.clone();
+        match &self.peer.principal {
+            Some(principal) => principal.clone(),
+            None => self.source_host(),
         }
-        self.source_host()
     }
 
     /// The directly connected peer's address without its port: a handshake that failed
@@ -271,35 +261,6 @@ impl Record {
             .address
             .as_deref()
             .map_or_else(|| "-".into(), |a| host_of(a).to_string())
-    }
-
-    /// An `audit` rule's endpoint, or one a mesh AUDIT policy marked.
-    pub fn sensitive(&self) -> bool {
-        (self.why.reason == "rule" && self.why.action.as_deref() == Some("audit"))
-            || self.why.reason == "mesh_audit_policy"
-    }
-
-    /// Written at a sampling rate below 1: the trail does not hold every such request.
-    pub fn sampled(&self) -> bool {
-        self.why.sample_rate.is_some_and(|rate| rate < 1.0)
-    }
-
-    /// Which hop of a request this is, in the order a request passes them.
-    fn hop_order(&self) -> u8 {
-        match self.direction.as_deref() {
-            Some("gateway") => 0,
-            Some("outbound") => 1,
-            Some("waypoint") => 2,
-            Some("inbound") => 3,
-            _ => 4,
-        }
-    }
-
-    /// The proxy decided here (RBAC or ext_authz), rather than passing on an answer.
-    fn decided_here(&self) -> bool {
-        self.authz
-            .as_ref()
-            .is_some_and(|a| matches!(a.by.as_str(), "rbac" | "ext_authz"))
     }
 }
 
@@ -317,17 +278,361 @@ fn host_of(address: &str) -> &str {
     }
 }
 
+/// An interned text: request records repeat their callers, paths and policies, so each is
+/// kept once (`Symbols`). `Sym::NONE` is an absent member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sym(u32);
+
+impl Sym {
+    pub const NONE: Sym = Sym(0);
+}
+
+#[derive(Debug)]
+pub struct Symbols {
+    /// Indexes into `texts`, by the text's hash.
+    ids: HashTable<u32>,
+    texts: Vec<Box<str>>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Self {
+            ids: HashTable::new(),
+            texts: vec!["".into()],
+        }
+    }
+}
+
+fn text_hash(text: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(text.as_bytes());
+    hasher.finish()
+}
+
+impl Symbols {
+    fn intern(&mut self, text: &str) -> Sym {
+        let hash = text_hash(text);
+        let texts = &self.texts;
+        let same = |id: &u32| texts.get(*id as usize).is_some_and(|t| **t == *text);
+        if let Some(&id) = self.ids.find(hash, same) {
+            return Sym(id);
+        }
+        let id = u32::try_from(self.texts.len()).unwrap_or(u32::MAX);
+        self.texts.push(text.into());
+        let texts = &self.texts;
+        self.ids.insert_unique(hash, id, |id| {
+            texts.get(*id as usize).map_or(0, |t| text_hash(t))
+        });
+        Sym(id)
+    }
+
+    fn opt(&mut self, text: Option<&str>) -> Sym {
+        text.map_or(Sym::NONE, |t| self.intern(t))
+    }
+
+    pub fn get(&self, sym: Sym) -> Option<&str> {
+        if sym == Sym::NONE {
+            return None;
+        }
+        self.texts.get(sym.0 as usize).map(|t| &**t)
+    }
+}
+
+/// The envelope, wherever its members stand.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Head<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    instance: Cow<'a, str>,
+    #[serde(borrow)]
+    stream: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+}
+
+/// A request record's members the answers read, borrowed from the line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHop<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    instance: Cow<'a, str>,
+    #[serde(borrow)]
+    stream: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+    #[serde(borrow)]
+    direction: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    why: RawWhy<'a>,
+    #[serde(borrow)]
+    request: RawRequest<'a>,
+    #[serde(borrow)]
+    response: RawResponse<'a>,
+    #[serde(borrow)]
+    peer: RawPeer<'a>,
+    #[serde(borrow)]
+    authz: Option<RawAuthz<'a>>,
+    #[serde(borrow)]
+    authn: Option<RawAuthn<'a>>,
+    #[serde(borrow)]
+    rate_limit: Option<RawRateLimit<'a>>,
+    #[serde(borrow)]
+    source: RawSource<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWhy<'a> {
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
+    #[serde(borrow)]
+    rule: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    sample_rate: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method_override: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    path: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    canonical_path: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ambiguities: Vec<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawResponse<'a> {
+    code: Option<u64>,
+    #[serde(borrow)]
+    code_details: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPeer<'a> {
+    #[serde(borrow)]
+    principal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    local_principal: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAuthz<'a> {
+    #[serde(borrow)]
+    by: Cow<'a, str>,
+    #[serde(borrow)]
+    basis: Cow<'a, str>,
+    #[serde(borrow)]
+    policy: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    shadow: Vec<RawShadow<'a>>,
+    #[serde(borrow)]
+    ext_authz: Option<RawExtAuthz<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawShadow<'a> {
+    #[serde(borrow)]
+    result: Cow<'a, str>,
+    #[serde(borrow)]
+    prefix: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    policy: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawExtAuthz<'a> {
+    #[serde(borrow)]
+    policy: Cow<'a, str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAuthn<'a> {
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    issuer: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRateLimit<'a> {
+    #[serde(borrow)]
+    limit: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    remaining: Option<Cow<'a, str>>,
+    window_calls: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSource<'a> {
+    #[serde(borrow)]
+    address: Option<Cow<'a, str>>,
+}
+
+/// One shadow engine's result on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowResult {
+    pub denied: bool,
+    pub prefix: Sym,
+    pub policy: Sym,
+}
+
+/// One request record, compact: its texts interned in the trail's `Symbols`.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// Milliseconds since the epoch: the order of records.
+    pub at: i64,
+    pub ts: Sym,
+    pub kind: Sym,
+    pub instance: Sym,
+    pub stream: Sym,
+    pub seq: u64,
+    pub direction: Sym,
+    pub request_id: Sym,
+    /// The method the request acted as: an override the rule matched on, else the request line's.
+    pub method: Sym,
+    /// The path the rules matched (without the query): the canonical path, or the path as sent.
+    pub path: Sym,
+    pub principal: Sym,
+    pub namespace: Sym,
+    pub local_principal: Sym,
+    pub source_host: Sym,
+    pub rule: Sym,
+    /// An `audit` rule's endpoint, or one a mesh AUDIT policy marked.
+    pub sensitive: bool,
+    /// Written at a sampling rate below 1: the trail does not hold every such request.
+    pub sampled: bool,
+    pub code: Option<u64>,
+    pub code_details: Sym,
+    pub authz_by: Sym,
+    pub authz_basis: Sym,
+    pub authz_policy: Sym,
+    pub ext_authz_policy: Sym,
+    pub shadow: Box<[ShadowResult]>,
+    pub ambiguities: Box<[Sym]>,
+    pub authn_reason: Sym,
+    pub authn_issuer: Sym,
+    /// The lowest `x-ratelimit-remaining` value and its limit, when the response had them.
+    pub remaining: Option<u64>,
+    pub limit: Sym,
+    pub window_calls: u64,
+}
+
+/// A request record as the answers read it: the compact record and the trail's texts.
+#[derive(Debug, Clone, Copy)]
+pub struct HopRef<'t> {
+    pub hop: &'t Hop,
+    symbols: &'t Symbols,
+}
+
+impl<'t> HopRef<'t> {
+    pub fn text(&self, sym: Sym) -> Option<&'t str> {
+        self.symbols.get(sym)
+    }
+
+    fn or_dash(&self, sym: Sym) -> &'t str {
+        self.text(sym).unwrap_or("-")
+    }
+
+    pub fn ts(&self) -> &'t str {
+        self.or_dash(self.hop.ts)
+    }
+
+    pub fn kind(&self) -> &'t str {
+        self.or_dash(self.hop.kind)
+    }
+
+    pub fn instance(&self) -> &'t str {
+        self.or_dash(self.hop.instance)
+    }
+
+    pub fn direction(&self) -> Option<&'t str> {
+        self.text(self.hop.direction)
+    }
+
+    pub fn request_id(&self) -> Option<&'t str> {
+        self.text(self.hop.request_id)
+    }
+
+    pub fn method(&self) -> &'t str {
+        self.or_dash(self.hop.method)
+    }
+
+    pub fn path(&self) -> &'t str {
+        self.or_dash(self.hop.path)
+    }
+
+    pub fn principal(&self) -> Option<&'t str> {
+        self.text(self.hop.principal)
+    }
+
+    pub fn namespace(&self) -> Option<&'t str> {
+        self.text(self.hop.namespace)
+    }
+
+    pub fn rule(&self) -> Option<&'t str> {
+        self.text(self.hop.rule)
+    }
+
+    /// Who called: the peer's certificate identity, else the peer's address, else `-`.
+    pub fn caller(&self) -> &'t str {
+        self.principal()
+            .or(self.text(self.hop.source_host))
+            .unwrap_or("-")
+    }
+
+    /// Which hop of a request this is, in the order a request passes them.
+    fn hop_order(&self) -> u8 {
+        match self.direction() {
+            Some("gateway") => 0,
+            Some("outbound") => 1,
+            Some("waypoint") => 2,
+            Some("inbound") => 3,
+            _ => 4,
+        }
+    }
+
+    /// The proxy decided here (RBAC or ext_authz), rather than passing on an answer.
+    fn decided_here(&self) -> bool {
+        matches!(self.text(self.hop.authz_by), Some("rbac" | "ext_authz"))
+    }
+}
+
 /// One request across its hops: the records it left at a gateway, the client's sidecar, a
 /// waypoint and the server's sidecar, in that order.
 #[derive(Debug, Clone)]
-pub struct Call<'a> {
-    pub hops: Vec<&'a Record>,
+pub struct Call<'t> {
+    pub hops: Vec<HopRef<'t>>,
 }
 
-impl<'a> Call<'a> {
+impl<'t> Call<'t> {
     /// The record that speaks for the request: the hop whose proxy decided it (RBAC or
     /// ext_authz), else the server's sidecar, else the last hop.
-    pub fn primary(&self) -> Option<&'a Record> {
+    pub fn primary(&self) -> Option<HopRef<'t>> {
         self.hops
             .iter()
             .rev()
@@ -337,26 +642,47 @@ impl<'a> Call<'a> {
             .copied()
     }
 
-    /// The caller as the first hop that knows a principal saw it (a sidecar's downstream is
-    /// the application itself, so the server's sidecar names the calling workload).
-    pub fn caller(&self) -> String {
+    /// The caller as the hop nearest the server that knows a principal saw it (a sidecar's
+    /// downstream is the application itself, so the server's sidecar names the workload).
+    pub fn caller(&self) -> &'t str {
         self.hops
             .iter()
             .rev()
-            .find(|r| r.peer.principal.is_some())
-            .or(self.primary().as_ref())
-            .map_or_else(|| "-".into(), |r| r.caller())
+            .find(|r| r.principal().is_some())
+            .copied()
+            .or_else(|| self.primary())
+            .map_or("-", |r| r.caller())
     }
 
-    pub fn any(&self, test: impl Fn(&Record) -> bool) -> bool {
-        self.hops.iter().any(|r| test(r))
+    pub fn namespace(&self) -> &'t str {
+        self.hops
+            .iter()
+            .rev()
+            .find_map(|r| r.namespace())
+            .unwrap_or("-")
+    }
+
+    pub fn any(&self, test: impl Fn(&HopRef<'t>) -> bool) -> bool {
+        self.hops.iter().any(test)
     }
 }
 
-/// What was read, before any answer: every record kept once, and what was not a record.
+/// What was read, before any answer: every request record kept once and compact, the other
+/// records whole, the counts of what was not a record, and what the timeline needs.
 #[derive(Debug, Default)]
 pub struct Trail {
+    pub hops: Vec<Hop>,
+    /// Every record that is not a request record: configuration, accounting, suppressed,
+    /// log level, connection records.
     pub records: Vec<Record>,
+    pub symbols: Symbols,
+    /// Records kept (in the window, once each).
+    pub kept: u64,
+    pub records_by_kind: BTreeMap<String, u64>,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Traffic records (not the plugin's own) by second and kind: the timeline's input.
+    pub per_second: BTreeMap<(i64, String), u64>,
     /// Records read a second time: the same stream and sequence number in another output.
     pub duplicates: u64,
     /// Lines that held no record (other log lines).
@@ -365,7 +691,16 @@ pub struct Trail {
     pub unreadable: u64,
     /// Records outside the window.
     pub outside_window: u64,
-    seen: HashMap<String, HashSet<u64>>,
+    seen: FxHashMap<String, FxHashSet<u64>>,
+}
+
+/// Milliseconds since the epoch of a record's `ts`.
+fn millis(ts: &str) -> i64 {
+    let ms = ts
+        .get(20..23)
+        .and_then(|m| m.parse::<i64>().ok())
+        .unwrap_or(0);
+    epoch_seconds(ts).map_or(0, |s| s * 1000 + ms)
 }
 
 impl Trail {
@@ -381,7 +716,11 @@ impl Trail {
             if reader.read_until(b'\n', &mut buffer)? == 0 {
                 return Ok(());
             }
-            self.line(&String::from_utf8_lossy(&buffer), window);
+            // Valid UTF-8 (every line the plugin wrote) is read in place.
+            match std::str::from_utf8(&buffer) {
+                Ok(text) => self.line(text, window),
+                Err(_) => self.line(&String::from_utf8_lossy(&buffer), window),
+            }
         }
     }
 
@@ -390,29 +729,157 @@ impl Trail {
             self.other_lines += 1;
             return;
         };
-        let Ok(record) = serde_json::from_str::<Record>(&text) else {
-            self.unreadable += 1;
-            return;
+        // The plugin writes the envelope's members first (read without parsing the rest); a
+        // shipper that re-serialised the record may have moved them.
+        let envelope = match read_envelope(&text) {
+            Some(envelope) if !envelope.kind.is_empty() && !envelope.ts.is_empty() => envelope,
+            _ => match serde_json::from_str::<Head<'_>>(&text) {
+                Ok(head) => Envelope {
+                    ts: head.ts,
+                    kind: head.kind,
+                    instance: head.instance,
+                    stream: head.stream,
+                    seq: head.seq,
+                },
+                Err(_) => {
+                    self.unreadable += 1;
+                    return;
+                }
+            },
         };
-        if let (Some(stream), Some(seq)) = (&record.stream, record.seq) {
+        if let (Some(stream), Some(seq)) = (envelope.stream.as_deref(), envelope.seq) {
             let seen = match self.seen.get_mut(stream) {
                 Some(seen) => seen,
-                None => self.seen.entry(stream.clone()).or_default(),
+                None => self.seen.entry(stream.to_string()).or_default(),
             };
             if !seen.insert(seq) {
                 self.duplicates += 1;
                 return;
             }
         }
-        if !window.contains(&record.ts) {
+        if !window.contains(&envelope.ts) {
             self.outside_window += 1;
             return;
         }
-        self.records.push(record);
+        let is_request =
+            REQUEST_KINDS.contains(&&*envelope.kind) && !text.contains("\"connection\":{");
+        let kept = if is_request {
+            serde_json::from_str::<RawHop<'_>>(&text)
+                .map(|raw| {
+                    let hop = self.compact(raw);
+                    self.hops.push(hop);
+                })
+                .is_ok()
+        } else {
+            serde_json::from_str::<Record>(&text)
+                .map(|record| self.records.push(record))
+                .is_ok()
+        };
+        if !kept {
+            self.unreadable += 1;
+            return;
+        }
+        self.kept += 1;
+        let (ts, kind) = (&*envelope.ts, &*envelope.kind);
+        if self.first.as_deref().is_none_or(|f| ts < f) {
+            self.first = Some(ts.to_string());
+        }
+        if self.last.as_deref().is_none_or(|l| ts > l) {
+            self.last = Some(ts.to_string());
+        }
+        match self.records_by_kind.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.records_by_kind.insert(kind.to_string(), 1);
+            }
+        }
+        if !META_KINDS.contains(&kind) {
+            if let Some(second) = epoch_seconds(ts) {
+                // Records of one second and kind come together: count them without a new key.
+                match self.per_second.last_key_value() {
+                    Some(((s, k), _)) if *s == second && k == kind => {
+                        if let Some(mut last) = self.per_second.last_entry() {
+                            *last.get_mut() += 1;
+                        }
+                    }
+                    _ => {
+                        *self
+                            .per_second
+                            .entry((second, kind.to_string()))
+                            .or_default() += 1
+                    }
+                }
+            }
+        }
     }
 
-    /// Sorts the records by time (then stream and sequence number): inputs interleave.
+    fn compact(&mut self, raw: RawHop<'_>) -> Hop {
+        let s = &mut self.symbols;
+        let request = &raw.request;
+        let path = match (&request.canonical_path, &request.path) {
+            (Some(canonical), _) => Some(&**canonical),
+            (None, Some(path)) => path.split('?').next(),
+            (None, None) => None,
+        };
+        let authz = raw.authz.as_ref();
+        let rate = raw.rate_limit.as_ref();
+        let why = &raw.why;
+        Hop {
+            at: millis(&raw.ts),
+            ts: s.intern(&raw.ts),
+            kind: s.intern(&raw.kind),
+            instance: s.intern(&raw.instance),
+            stream: s.opt(raw.stream.as_deref()),
+            seq: raw.seq.unwrap_or(0),
+            direction: s.opt(raw.direction.as_deref()),
+            request_id: s.opt(request.id.as_deref()),
+            method: s.opt(
+                request
+                    .method_override
+                    .as_deref()
+                    .or(request.method.as_deref()),
+            ),
+            path: s.opt(path),
+            principal: s.opt(raw.peer.principal.as_deref()),
+            namespace: s.opt(raw.peer.namespace.as_deref()),
+            local_principal: s.opt(raw.peer.local_principal.as_deref()),
+            source_host: s.opt(raw.source.address.as_deref().map(host_of)),
+            rule: s.opt(why.rule.as_deref()),
+            sensitive: (why.reason == "rule" && why.action.as_deref() == Some("audit"))
+                || why.reason == "mesh_audit_policy",
+            sampled: why.sample_rate.is_some_and(|rate| rate < 1.0),
+            code: raw.response.code,
+            code_details: s.opt(raw.response.code_details.as_deref()),
+            authz_by: s.opt(authz.map(|a| &*a.by)),
+            authz_basis: s.opt(authz.map(|a| &*a.basis)),
+            authz_policy: s.opt(authz.and_then(|a| a.policy.as_deref())),
+            ext_authz_policy: s.opt(authz.and_then(|a| Some(&*a.ext_authz.as_ref()?.policy))),
+            shadow: authz
+                .map(|a| {
+                    a.shadow
+                        .iter()
+                        .map(|r| ShadowResult {
+                            denied: r.result == "denied",
+                            prefix: s.opt(r.prefix.as_deref()),
+                            policy: s.opt(r.policy.as_deref()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ambiguities: request.ambiguities.iter().map(|a| s.intern(a)).collect(),
+            authn_reason: s.opt(raw.authn.as_ref().and_then(|a| a.reason.as_deref())),
+            authn_issuer: s.opt(raw.authn.as_ref().and_then(|a| a.issuer.as_deref())),
+            remaining: rate
+                .and_then(|r| r.remaining.as_deref())
+                .and_then(|r| r.trim().split([',', ';']).next()?.trim().parse().ok()),
+            limit: s.opt(rate.and_then(|r| r.limit.as_deref())),
+            window_calls: rate.and_then(|r| r.window_calls).unwrap_or(0),
+        }
+    }
+
+    /// Sorts both kinds of records by time (then stream and sequence number): inputs interleave.
     pub fn sort(&mut self) {
+        self.hops.sort_by_key(|h| (h.at, h.stream, h.seq));
         self.records
             .sort_by(|a, b| (&a.ts, &a.stream, a.seq).cmp(&(&b.ts, &b.stream, b.seq)));
     }
@@ -421,25 +888,30 @@ impl Trail {
     /// a request of its own; the same id at the same proxy and direction again starts another),
     /// in the order of each request's first record.
     pub fn requests(&self) -> Vec<Call<'_>> {
-        let mut by_id: HashMap<&str, usize> = HashMap::new();
+        let mut by_id: FxHashMap<Sym, usize> = FxHashMap::default();
         let mut requests: Vec<Call<'_>> = Vec::new();
-        for record in self.records.iter().filter(|r| r.is_request()) {
+        for hop in &self.hops {
+            let record = HopRef {
+                hop,
+                symbols: &self.symbols,
+            };
             // The same id at the same hop again is another request (a client that reuses ids).
-            let joined = record.request.id.as_deref().and_then(|id| {
-                let at = *by_id.get(id)?;
-                let call = requests.get(at)?;
-                let same_hop = call
-                    .hops
-                    .iter()
-                    .any(|h| h.instance == record.instance && h.direction == record.direction);
-                (!same_hop).then_some(at)
-            });
+            let joined = (hop.request_id != Sym::NONE)
+                .then(|| by_id.get(&hop.request_id).copied())
+                .flatten()
+                .filter(|&at| {
+                    requests.get(at).is_some_and(|call| {
+                        !call.hops.iter().any(|h| {
+                            h.hop.instance == hop.instance && h.hop.direction == hop.direction
+                        })
+                    })
+                });
             let at = match joined {
                 Some(at) => at,
                 None => {
                     requests.push(Call { hops: Vec::new() });
-                    if let Some(id) = record.request.id.as_deref() {
-                        by_id.insert(id, requests.len() - 1);
+                    if hop.request_id != Sym::NONE {
+                        by_id.insert(hop.request_id, requests.len() - 1);
                     }
                     requests.len() - 1
                 }
@@ -449,12 +921,11 @@ impl Trail {
             }
         }
         for request in &mut requests {
-            request.hops.sort_by_key(|r| (r.hop_order(), r.ts.clone()));
+            request.hops.sort_by_key(|r| (r.hop_order(), r.hop.at));
         }
         requests
     }
 }
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -535,12 +1006,13 @@ pub(crate) mod tests {
         trail.line(&record, &Window::default());
         trail.line("[info] another log line", &Window::default());
         trail.line("{\"v\":1,\"ts\":", &Window::default());
-        assert_eq!(trail.records.len(), 1);
+        assert_eq!((trail.hops.len(), trail.kept), (1, 1));
         assert_eq!(
             (trail.duplicates, trail.other_lines, trail.unreadable),
             (1, 1, 1)
         );
-        let only = trail.records.first().unwrap();
+        let calls = trail.requests();
+        let only = calls.first().unwrap().hops.first().unwrap();
         assert_eq!(only.path(), "/admin/users", "the path without its query");
         assert_eq!(only.caller(), "10.0.0.7", "the address without its port");
     }
@@ -565,9 +1037,9 @@ pub(crate) mod tests {
         let calls = trail.requests();
         assert_eq!(calls.len(), 3);
         let joined = calls.first().unwrap();
-        let order: Vec<&str> = joined.hops.iter().map(|r| r.instance.as_str()).collect();
+        let order: Vec<&str> = joined.hops.iter().map(|r| r.instance()).collect();
         assert_eq!(order, ["gw", "client", "server"]);
-        assert_eq!(joined.primary().unwrap().instance, "server");
+        assert_eq!(joined.primary().unwrap().instance(), "server");
         assert_eq!(joined.caller(), "spiffe://td/ns/shop/sa/web");
     }
 }

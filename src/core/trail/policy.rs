@@ -9,7 +9,7 @@
 //!
 //! `impact` says, per dry-run policy, who would have been denied, how often and where.
 
-use super::event::{Call, Record, Trail};
+use super::event::{Call, HopRef, Trail};
 use super::summary::would_deny;
 use crate::core::config::{Action, PathMatcher, Settings};
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,21 +116,16 @@ pub struct Suggestion {
 }
 
 /// An inbound record of the workload (server side: its sidecar or a waypoint in front of it).
-fn of_workload(record: &Record, options: &SuggestOptions) -> bool {
+fn of_workload(record: &HopRef<'_>, options: &SuggestOptions) -> bool {
     let principal_ok = options
         .local_principal
         .as_deref()
-        .is_none_or(|p| record.peer.local_principal.as_deref() == Some(p));
+        .is_none_or(|p| record.text(record.hop.local_principal) == Some(p));
     let instance_ok = options
         .instance_prefix
         .as_deref()
-        .is_none_or(|p| record.instance.starts_with(p));
-    principal_ok
-        && instance_ok
-        && matches!(
-            record.direction.as_deref(),
-            Some("inbound" | "waypoint") | None
-        )
+        .is_none_or(|p| record.instance().starts_with(p));
+    principal_ok && instance_ok && matches!(record.direction(), Some("inbound" | "waypoint") | None)
 }
 
 /// A segment the privacy rules wrote in place of a value (`{digits}`, `{email}`, a
@@ -140,22 +135,22 @@ fn placeholder(segment: &str) -> bool {
 }
 
 /// How many leading segments of a sensitive request's path stay as written.
-fn protected_depth(record: &Record, protected: Option<&Protected>) -> usize {
-    let segments = segments(record.path()).len();
-    if !record.sensitive() {
+fn protected_depth(record: &HopRef<'_>, protected: Option<&Protected>) -> usize {
+    let path = record.path();
+    let segments = segments(path).len();
+    if !record.hop.sensitive {
         return 0;
     }
     let Some(protected) = protected else {
         return segments;
     };
-    let Some(prefixes) = record.why.rule.as_deref().and_then(|r| protected.get(r)) else {
+    let Some(prefixes) = record.rule().and_then(|r| protected.get(r)) else {
         // A mesh AUDIT policy, or a rule the configuration given does not have.
         return segments;
     };
     if prefixes.is_empty() {
         return 0;
     }
-    let path = record.path();
     // No prefix of the rule's covers the path: it matched on another reading (a routing
     // header, say), so nothing says how much of this path is the sensitive part.
     prefixes
@@ -305,20 +300,20 @@ fn unexpressible(path: &str) -> bool {
 pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
     let mut suggestion = Suggestion::default();
     let calls = trail.requests();
-    let mut selected: Vec<&Record> = Vec::new();
+    let mut selected: Vec<HopRef<'_>> = Vec::new();
     for call in &calls {
         let Some(record) = call.hops.iter().rev().find(|r| of_workload(r, options)) else {
             continue;
         };
-        if matches!(record.kind.as_str(), "denied" | "auth_failure") {
+        if matches!(record.kind(), "denied" | "auth_failure") {
             continue;
         }
-        selected.push(record);
+        selected.push(*record);
     }
     let mut sampled = 0u64;
     for record in &selected {
-        suggestion.instances.insert(record.instance.clone());
-        sampled += u64::from(record.sampled());
+        suggestion.instances.insert(record.instance().to_string());
+        sampled += u64::from(record.hop.sampled);
     }
     if sampled > 0 {
         suggestion.incomplete.push(format!(
@@ -328,11 +323,11 @@ pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
     incomplete_by_accounting(trail, &selected, &mut suggestion.incomplete);
 
     // Per caller: each path with its protected depth; then the caller's trie.
-    let mut by_caller: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    let mut by_caller: BTreeMap<&str, Vec<HopRef<'_>>> = BTreeMap::new();
     for record in selected {
-        match &record.peer.principal {
-            Some(principal) => by_caller.entry(principal.clone()).or_default().push(record),
-            None => suggestion.without_principal.add(&record.ts),
+        match record.principal() {
+            Some(principal) => by_caller.entry(principal).or_default().push(record),
+            None => suggestion.without_principal.add(record.ts()),
         }
     }
     for (principal, records) in by_caller {
@@ -346,7 +341,7 @@ pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
             }
             trie.insert(
                 &segments(path),
-                protected_depth(record, options.protected.as_ref()),
+                protected_depth(&record, options.protected.as_ref()),
             );
             usable.push(record);
         }
@@ -366,10 +361,10 @@ pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
                 .0
                 .entry(record.method().to_string())
                 .or_default()
-                .add(&record.ts);
+                .add(record.ts());
             entry.1.insert(path.to_string());
-            evidence.add(&record.ts);
-            suggestion.evidence.add(&record.ts);
+            evidence.add(record.ts());
+            suggestion.evidence.add(record.ts());
         }
         // Paths with the same methods share an operation.
         let mut operations: BTreeMap<Vec<String>, Vec<(String, Evidence, u64)>> = BTreeMap::new();
@@ -387,7 +382,7 @@ pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
             continue;
         }
         suggestion.rules.push(SuggestedRule {
-            principal,
+            principal: principal.to_string(),
             evidence,
             operations: operations
                 .into_iter()
@@ -402,12 +397,12 @@ pub fn suggest(trail: &Trail, options: &SuggestOptions) -> Suggestion {
 /// records came from, and of the other workers running the same configuration on its
 /// proxies (one may have written nothing). A network-mode plugin on the same proxy runs
 /// another configuration: its connections are not the workload's requests.
-fn incomplete_by_accounting(trail: &Trail, selected: &[&Record], out: &mut Vec<String>) {
+fn incomplete_by_accounting(trail: &Trail, selected: &[HopRef<'_>], out: &mut Vec<String>) {
     let streams: BTreeSet<&str> = selected
         .iter()
-        .filter_map(|r| r.stream.as_deref())
+        .filter_map(|r| r.text(r.hop.stream))
         .collect();
-    let instances: BTreeSet<&str> = selected.iter().map(|r| r.instance.as_str()).collect();
+    let instances: BTreeSet<&str> = selected.iter().map(|r| r.instance()).collect();
     let accounting = || trail.records.iter().filter(|r| r.kind == "accounting");
     let configs: BTreeSet<&str> = accounting()
         .filter(|r| r.stream.as_deref().is_some_and(|s| streams.contains(s)))
@@ -483,47 +478,45 @@ pub fn impact(trail: &Trail) -> Vec<Impact> {
 
 fn impact_of(call: &Call<'_>, by_policy: &mut BTreeMap<String, Impact>) {
     let caller = call.caller();
-    let mut denied: BTreeMap<String, &Record> = BTreeMap::new();
-    let mut allowed: BTreeSet<String> = BTreeSet::new();
+    let mut denied: BTreeMap<&str, HopRef<'_>> = BTreeMap::new();
+    let mut allowed: BTreeSet<&str> = BTreeSet::new();
     for record in &call.hops {
-        for policy in would_deny(record) {
-            denied.insert(policy, record);
+        for policy in would_deny(*record) {
+            denied.insert(policy, *record);
         }
-        for shadow in record.authz.iter().flat_map(|a| a.shadow.iter()) {
-            let dry_run = shadow
-                .prefix
-                .as_deref()
-                .is_some_and(|p| p.starts_with("istio_dry_run_"));
-            if let (true, "allowed", Some(policy)) =
-                (dry_run, shadow.result.as_str(), &shadow.policy)
+        for shadow in record.hop.shadow.iter() {
+            let prefix = record.text(shadow.prefix);
+            let dry_run = prefix.is_some_and(|p| p.starts_with("istio_dry_run_"));
+            if let (true, false, Some(policy)) =
+                (dry_run, shadow.denied, record.text(shadow.policy))
             {
-                allowed.insert(policy.clone());
+                allowed.insert(policy);
             }
-            if let (Some(policy), Some(prefix)) = (&shadow.policy, &shadow.prefix) {
-                let entry = by_policy.entry(policy.clone()).or_default();
+            if let (Some(policy), Some(prefix)) = (record.text(shadow.policy), prefix) {
+                let entry = by_policy.entry(policy.to_string()).or_default();
                 if entry.prefix.is_empty() {
-                    entry.prefix.clone_from(prefix);
+                    entry.prefix = prefix.to_string();
                 }
             }
         }
     }
     for policy in allowed {
-        let entry = by_policy.entry(policy.clone()).or_default();
-        entry.policy = policy;
+        let entry = by_policy.entry(policy.to_string()).or_default();
+        entry.policy = policy.to_string();
         entry.would_allow += 1;
     }
     for (policy, record) in denied {
-        let entry = by_policy.entry(policy.clone()).or_default();
-        entry.policy = policy;
-        entry.would_deny.add(&record.ts);
-        *entry.callers.entry(caller.clone()).or_default() += 1;
+        let entry = by_policy.entry(policy.to_string()).or_default();
+        entry.policy = policy.to_string();
+        entry.would_deny.add(record.ts());
+        *entry.callers.entry(caller.to_string()).or_default() += 1;
         let endpoint = format!("{} {}", record.method(), record.path());
         *entry.endpoints.entry(endpoint.clone()).or_default() += 1;
         entry.latest.push((
-            record.ts.clone(),
-            caller.clone(),
+            record.ts().to_string(),
+            caller.to_string(),
             endpoint,
-            record.request.id.clone().unwrap_or_else(|| "-".into()),
+            record.request_id().unwrap_or("-").to_string(),
         ));
         // Bounded: only the most recent are kept.
         if entry.latest.len() > 4 * LATEST {

@@ -4,8 +4,9 @@
 //! the configuration, and what the trail does not hold (sampled out, dropped, suppressed,
 //! hidden). A request that crossed several proxies counts once (`event::Trail::requests`).
 
-use super::event::{epoch_seconds, Call, Record, Trail, Window};
-use std::collections::{BTreeMap, BTreeSet};
+use super::event::{Call, HopRef, Record, Trail, Window};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 /// One value of a table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -101,15 +102,6 @@ impl Summary {
     }
 }
 
-/// Record kinds that are about the plugin itself, not about traffic: not on the timeline.
-const META_KINDS: [&str; 5] = [
-    "accounting",
-    "suppressed",
-    "log_level",
-    "config_applied",
-    "config_rejected",
-];
-
 /// How many buckets the timeline aims for at most.
 const MAX_BUCKETS: i64 = 60;
 const BUCKET_SECONDS: [i64; 13] = [
@@ -143,18 +135,60 @@ impl Group {
     }
 }
 
-type Groups = BTreeMap<Vec<String>, Group>;
+/// A table's groups by key. A key is allocated once, when its group is new: a lookup hashes
+/// the borrowed values (requests far outnumber groups).
+#[derive(Debug, Default)]
+struct Groups {
+    index: HashMap<u64, Vec<usize>>,
+    keys: Vec<Vec<String>>,
+    groups: Vec<Group>,
+}
 
-fn group<'g>(groups: &'g mut Groups, key: &[&str], ts: &str) -> &'g mut Group {
-    let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
-    let group = groups.entry(key).or_default();
+impl Groups {
+    fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn key_hash(key: &[&str]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for part in key {
+        part.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The group of `key`, counted once more at `ts` (`None` never happens: a found or pushed
+/// index is always in range).
+fn group<'g>(groups: &'g mut Groups, key: &[&str], ts: &str) -> Option<&'g mut Group> {
+    let Groups {
+        index,
+        keys,
+        groups,
+    } = groups;
+    let slot = index.entry(key_hash(key)).or_default();
+    let found = slot.iter().copied().find(|&at| {
+        keys.get(at)
+            .is_some_and(|k| k.len() == key.len() && k.iter().zip(key).all(|(a, b)| a == b))
+    });
+    let at = match found {
+        Some(at) => at,
+        None => {
+            keys.push(key.iter().map(|s| s.to_string()).collect());
+            groups.push(Group::default());
+            slot.push(groups.len() - 1);
+            groups.len() - 1
+        }
+    };
+    let group = groups.get_mut(at)?;
     group.add(ts);
-    group
+    Some(group)
 }
 
 /// Rows most frequent first, then by key.
 fn rows(groups: Groups, row: impl Fn(Vec<String>, Group) -> Vec<Cell>) -> Vec<Vec<Cell>> {
-    let mut groups: Vec<(Vec<String>, Group)> = groups.into_iter().collect();
+    let mut groups: Vec<(Vec<String>, Group)> =
+        groups.keys.into_iter().zip(groups.groups).collect();
     groups.sort_by(|(ka, a), (kb, b)| b.count.cmp(&a.count).then_with(|| ka.cmp(kb)));
     groups.into_iter().map(|(k, g)| row(k, g)).collect()
 }
@@ -175,41 +209,60 @@ pub fn short_digest(digest: &str) -> String {
     }
 }
 
-/// What denied a request, named as an operator looks for it.
-fn denier(record: &Record) -> (String, String) {
-    let Some(authz) = &record.authz else {
-        let code = record.response.code.map_or("-".into(), |c| c.to_string());
+/// What denied a request, named as an operator looks for it: the policy, else what the
+/// basis says (no ALLOW policy matched, the application's own 403), and by which filter.
+fn denier(
+    by: Option<&str>,
+    basis: Option<&str>,
+    policy: Option<&str>,
+    ext_authz_policy: Option<&str>,
+    code: Option<u64>,
+) -> (String, String) {
+    let Some(by) = by else {
+        let code = code.map_or("-".into(), |c| c.to_string());
         return (format!("(status {code})"), "-".into());
     };
-    let policy = match (authz.by.as_str(), &authz.policy, authz.basis.as_str()) {
-        (_, Some(policy), _) => policy.clone(),
-        ("ext_authz", None, _) => authz
-            .ext_authz
-            .as_ref()
-            .map_or_else(|| "(ext_authz)".into(), |e| e.policy.clone()),
+    let policy = match (by, policy, basis.unwrap_or("")) {
+        (_, Some(policy), _) => policy.to_string(),
+        ("ext_authz", None, _) => ext_authz_policy.unwrap_or("(ext_authz)").to_string(),
         (_, None, "no_allow_policy_matched") => "(no ALLOW policy matched)".into(),
         (_, None, "upstream") => "(the application answered 403)".into(),
         (_, None, basis) => format!("({basis})"),
     };
-    (policy, authz.by.clone())
+    (policy, by.to_string())
 }
 
-fn namespace(call: &Call<'_>) -> String {
-    call.hops
-        .iter()
-        .rev()
-        .find_map(|r| r.peer.namespace.clone())
-        .unwrap_or_else(|| "-".into())
+fn hop_denier(r: &HopRef<'_>) -> (String, String) {
+    let h = r.hop;
+    denier(
+        r.text(h.authz_by),
+        r.text(h.authz_basis),
+        r.text(h.authz_policy),
+        r.text(h.ext_authz_policy),
+        h.code,
+    )
+}
+
+fn record_denier(r: &Record) -> (String, String) {
+    let authz = r.authz.as_ref();
+    denier(
+        authz.map(|a| a.by.as_str()),
+        authz.map(|a| a.basis.as_str()),
+        authz.and_then(|a| a.policy.as_deref()),
+        authz.and_then(|a| Some(a.ext_authz.as_ref()?.policy.as_str())),
+        r.response.code,
+    )
 }
 
 pub fn summarize(trail: &Trail, window: &Window, with_hops: bool) -> Summary {
     let calls = trail.requests();
     let mut summary = Summary {
         window: window.clone(),
-        first: trail.records.iter().map(|r| &r.ts).min().cloned(),
-        last: trail.records.iter().map(|r| &r.ts).max().cloned(),
-        records: trail.records.len() as u64,
-        request_records: calls.iter().map(|c| c.hops.len() as u64).sum(),
+        first: trail.first.clone(),
+        last: trail.last.clone(),
+        records: trail.kept,
+        records_by_kind: trail.records_by_kind.clone(),
+        request_records: trail.hops.len() as u64,
         requests: calls.len() as u64,
         duplicates: trail.duplicates,
         other_lines: trail.other_lines,
@@ -217,12 +270,6 @@ pub fn summarize(trail: &Trail, window: &Window, with_hops: bool) -> Summary {
         outside_window: trail.outside_window,
         ..Summary::default()
     };
-    for record in &trail.records {
-        *summary
-            .records_by_kind
-            .entry(record.kind.clone())
-            .or_default() += 1;
-    }
     summary.completeness = completeness(trail);
     summary.timeline = timeline(trail);
     summary.tables = vec![
@@ -256,35 +303,27 @@ fn sensitive(calls: &[Call<'_>]) -> Table {
         col("last", "last"),
     ];
     let mut groups = Groups::new();
-    for call in calls.iter().filter(|c| c.any(Record::sensitive)) {
+    for call in calls.iter().filter(|c| c.any(|r| r.hop.sensitive)) {
         let Some(primary) = call.primary() else {
             continue;
         };
-        let caller = call.caller();
         let key = [
-            caller.as_str(),
-            &namespace(call),
+            call.caller(),
+            call.namespace(),
             primary.method(),
             primary.path(),
         ];
-        let g = group(&mut groups, &key, &primary.ts);
-        g.also += u64::from(primary.kind == "denied");
-        for limit in call.hops.iter().filter_map(|r| r.rate_limit.as_ref()) {
-            let remaining = limit.remaining.as_deref().and_then(|r| {
-                r.trim()
-                    .split([',', ';'])
-                    .next()?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            });
-            if let Some(remaining) = remaining {
+        let Some(g) = group(&mut groups, &key, primary.ts()) else {
+            continue;
+        };
+        g.also += u64::from(primary.kind() == "denied");
+        for r in &call.hops {
+            if let Some(remaining) = r.hop.remaining {
                 if g.headroom.as_ref().is_none_or(|(low, _)| remaining < *low) {
-                    let of = limit.limit.clone().unwrap_or_else(|| "?".into());
-                    g.headroom = Some((remaining, of));
+                    g.headroom = Some((remaining, r.text(r.hop.limit).unwrap_or("?").to_string()));
                 }
             }
-            g.window_calls = g.window_calls.max(limit.window_calls.unwrap_or(0));
+            g.window_calls = g.window_calls.max(r.hop.window_calls);
         }
     }
     Table {
@@ -329,20 +368,21 @@ fn denials(trail: &Trail, calls: &[Call<'_>]) -> Table {
     ];
     let mut groups = Groups::new();
     let mut note = |key: &[&str], ts: &str, example: String| {
-        let g = group(&mut groups, key, ts);
-        if ts >= g.last.as_str() {
-            g.example = example;
+        if let Some(g) = group(&mut groups, key, ts) {
+            if ts >= g.last.as_str() {
+                g.example = example;
+            }
         }
     };
     for call in calls {
-        let Some(primary) = call.primary().filter(|r| r.kind == "denied") else {
+        let Some(primary) = call.primary().filter(|r| r.kind() == "denied") else {
             continue;
         };
-        let (policy, by) = denier(primary);
+        let (policy, by) = hop_denier(&primary);
         let example = format!("{} {}", primary.method(), primary.path());
         note(
-            &[&policy, &by, &call.caller(), &namespace(call)],
-            &primary.ts,
+            &[&policy, &by, call.caller(), call.namespace()],
+            primary.ts(),
             example,
         );
     }
@@ -352,7 +392,7 @@ fn denials(trail: &Trail, calls: &[Call<'_>]) -> Table {
         .iter()
         .filter(|r| r.kind == "denied" && r.connection.is_some())
     {
-        let (policy, by) = denier(record);
+        let (policy, by) = record_denier(record);
         let namespace = record.peer.namespace.clone().unwrap_or_else(|| "-".into());
         note(
             &[&policy, &by, &record.caller(), &namespace],
@@ -390,20 +430,19 @@ fn auth_failures(calls: &[Call<'_>]) -> Table {
     let mut groups = Groups::new();
     for call in calls {
         // The hop nearest the authenticator: a client's sidecar only saw the 401 come back.
-        let Some(failed) = call.hops.iter().rev().find(|r| r.kind == "auth_failure") else {
+        let Some(failed) = call.hops.iter().rev().find(|r| r.kind() == "auth_failure") else {
             continue;
         };
-        let authn = failed.authn.as_ref();
-        let reason = authn
-            .and_then(|a| a.reason.clone())
-            .or_else(|| failed.response.code_details.clone())
-            .unwrap_or_else(|| "-".into());
-        let issuer = authn
-            .and_then(|a| a.issuer.clone())
-            .unwrap_or_else(|| "-".into());
-        let g = group(&mut groups, &[&reason, &issuer], &failed.ts);
-        g.callers.insert(call.caller());
-        if failed.ts >= g.last {
+        let reason = failed
+            .text(failed.hop.authn_reason)
+            .or(failed.text(failed.hop.code_details))
+            .unwrap_or("-");
+        let issuer = failed.text(failed.hop.authn_issuer).unwrap_or("-");
+        let Some(g) = group(&mut groups, &[reason, issuer], failed.ts()) else {
+            continue;
+        };
+        g.callers.insert(call.caller().to_string());
+        if failed.ts() >= g.last.as_str() {
             g.example = format!("{} {}", failed.method(), failed.path());
         }
     }
@@ -459,24 +498,24 @@ fn tls_failures(trail: &Trail) -> Table {
 
 /// Dry-run results a policy would have denied: shadow results of `shadow_denied` records,
 /// never CUSTOM's selection for the external authorizer (prefix `istio_ext_authz_`).
-pub(crate) fn would_deny<'r>(record: &'r Record) -> impl Iterator<Item = String> + 'r {
+pub(crate) fn would_deny<'t>(record: HopRef<'t>) -> impl Iterator<Item = &'t str> {
+    let dry_run = record.kind() == "shadow_denied";
     record
-        .authz
+        .hop
+        .shadow
         .iter()
-        .filter(|_| record.kind == "shadow_denied")
-        .flat_map(|a| a.shadow.iter())
-        .filter(|s| {
-            s.result == "denied"
-                && !s
-                    .prefix
-                    .as_deref()
+        .filter(move |s| {
+            dry_run
+                && s.denied
+                && !record
+                    .text(s.prefix)
                     .is_some_and(|p| p.starts_with("istio_ext_authz"))
         })
-        .map(|s| {
-            s.policy
-                .clone()
-                .or_else(|| s.prefix.clone())
-                .unwrap_or_else(|| "(unnamed shadow policy)".into())
+        .map(move |s| {
+            record
+                .text(s.policy)
+                .or(record.text(s.prefix))
+                .unwrap_or("(unnamed shadow policy)")
         })
 }
 
@@ -492,14 +531,16 @@ fn dry_run(calls: &[Call<'_>]) -> Table {
     for call in calls {
         let caller = call.caller();
         // Once per request and policy, however many hops report it.
-        let policies: BTreeMap<String, &Record> = call
+        let policies: BTreeMap<&str, HopRef<'_>> = call
             .hops
             .iter()
-            .flat_map(|r| would_deny(r).map(move |p| (p, *r)))
+            .flat_map(|r| would_deny(*r).map(move |p| (p, *r)))
             .collect();
         for (policy, record) in policies {
-            let g = group(&mut groups, &[&policy, &caller], &record.ts);
-            if record.ts >= g.last {
+            let Some(g) = group(&mut groups, &[policy, caller], record.ts()) else {
+                continue;
+            };
+            if record.ts() >= g.last.as_str() {
                 g.example = format!("{} {}", record.method(), record.path());
             }
         }
@@ -534,17 +575,16 @@ fn ambiguous(calls: &[Call<'_>]) -> Table {
         let codes: BTreeSet<&str> = call
             .hops
             .iter()
-            .flat_map(|r| r.request.ambiguities.iter().map(String::as_str))
+            .flat_map(|r| r.hop.ambiguities.iter().filter_map(|a| r.text(*a)))
             .collect();
         let Some(primary) = call.primary() else {
             continue;
         };
-        let caller = call.caller();
         for code in codes {
             group(
                 &mut groups,
-                &[code, &caller, primary.method(), primary.path()],
-                &primary.ts,
+                &[code, call.caller(), primary.method(), primary.path()],
+                primary.ts(),
             );
         }
     }
@@ -757,15 +797,15 @@ fn hops(calls: &[Call<'_>]) -> Table {
                 .hops
                 .iter()
                 .map(|r| {
-                    let code = r.response.code.map_or("-".into(), |c| c.to_string());
-                    let direction = r.direction.as_deref().unwrap_or("-");
-                    format!("{} {direction}: {} {code}", r.instance, r.kind)
+                    let code = r.hop.code.map_or("-".into(), |c| c.to_string());
+                    let direction = r.direction().unwrap_or("-");
+                    format!("{} {direction}: {} {code}", r.instance(), r.kind())
                 })
                 .collect::<Vec<_>>()
                 .join(" -> ");
-            let first = call.hops.iter().map(|r| &r.ts).min()?;
+            let first = call.hops.iter().map(|r| r.ts()).min()?;
             Some(vec![
-                text(primary.request.id.clone().unwrap_or_else(|| "-".into())),
+                text(primary.request_id().unwrap_or("-")),
                 text(first),
                 text(primary.method()),
                 text(primary.path()),
@@ -783,16 +823,9 @@ fn hops(calls: &[Call<'_>]) -> Table {
 }
 
 fn timeline(trail: &Trail) -> Timeline {
-    let traffic = || {
-        trail
-            .records
-            .iter()
-            .filter(|r| !META_KINDS.contains(&r.kind.as_str()))
-            .filter_map(|r| Some((epoch_seconds(&r.ts)?, r)))
-    };
     let (Some(first), Some(last)) = (
-        traffic().map(|(t, _)| t).min(),
-        traffic().map(|(t, _)| t).max(),
+        trail.per_second.keys().map(|(t, _)| *t).min(),
+        trail.per_second.keys().map(|(t, _)| *t).max(),
     ) else {
         return Timeline::default();
     };
@@ -804,10 +837,10 @@ fn timeline(trail: &Trail) -> Timeline {
     let start = first - first.rem_euclid(bucket_seconds);
     let count = usize::try_from((last - start) / bucket_seconds + 1).unwrap_or(1);
     let mut buckets = vec![BTreeMap::new(); count];
-    for (t, record) in traffic() {
+    for ((t, kind), n) in &trail.per_second {
         let at = usize::try_from((t - start) / bucket_seconds).unwrap_or(0);
         if let Some(bucket) = buckets.get_mut(at) {
-            *bucket.entry(record.kind.clone()).or_default() += 1;
+            *bucket.entry(kind.clone()).or_default() += n;
         }
     }
     Timeline {

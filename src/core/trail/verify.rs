@@ -324,17 +324,17 @@ pub struct Verifier {
 
 /// The envelope of a record: the fields every record starts with.
 #[derive(Debug, Default)]
-struct Envelope<'a> {
-    ts: Cow<'a, str>,
-    kind: Cow<'a, str>,
-    instance: Cow<'a, str>,
-    stream: Option<Cow<'a, str>>,
-    seq: Option<u64>,
+pub(super) struct Envelope<'a> {
+    pub(super) ts: Cow<'a, str>,
+    pub(super) kind: Cow<'a, str>,
+    pub(super) instance: Cow<'a, str>,
+    pub(super) stream: Option<Cow<'a, str>>,
+    pub(super) seq: Option<u64>,
 }
 
 /// Reads the envelope from the record's first members without parsing the rest: the encoder
 /// always writes `v`, `ts`, `kind`, `instance`, then `stream` and `seq`, all strings or numbers.
-fn read_envelope(body: &str) -> Option<Envelope<'_>> {
+pub(super) fn read_envelope(body: &str) -> Option<Envelope<'_>> {
     envelope_as_encoded(body).or_else(|| envelope_member_by_member(body))
 }
 
