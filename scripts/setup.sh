@@ -54,6 +54,10 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v promtool >/dev/null || missing+=(prometheus)
 # PostgreSQL 15 runs the change trail's SQL (e2e/test_change_trail.py) in a throwaway cluster.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+# Debian's headless Chromium opens the HTML report (`meshaudit report`) in e2e/test_report.py;
+# DejaVu Sans is the font the report's charts are laid out for.
+command -v chromium-headless-shell >/dev/null || missing+=(chromium-headless-shell)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
