@@ -21,23 +21,21 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import harness
 import istio_rbac
 import jsonschema
+import mesh as ti
 import pki
 import pytest
-import test_identity as ti
 import yaml
 from test_manifests import CLI, ROOT, crd_schema
 
 GOLDEN = ROOT / "tests" / "data" / "trails"
 UPDATE = os.environ.get("MESHAUDIT_UPDATE_GOLDEN") == "1"
-CLIENT_PLUGIN = {
-    "default_sample_rate": 0,
-    "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}],
-}
 # The learning configuration (README, "Policies from the trail"): the workload's usual rules,
 # and every other request recorded too (at rate 1, metadata level) for the window.
 LEARNING_PLUGIN = yaml.safe_load((ROOT / "envoyfilter" / "wasmplugin-learning.yaml").read_text())["spec"]["pluginConfig"]
@@ -52,57 +50,10 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return out
 
 
-def set_directions(config: dict) -> None:
-    """Each listener's direction, as Istio sets it: the records say which hop they are."""
-    for listener in config["static_resources"]["listeners"]:
-        listener["traffic_direction"] = "INBOUND" if listener["name"].startswith("inbound") else "OUTBOUND"
-
-
-def http_filters(config: dict) -> list[dict]:
-    """The HTTP filters of every HTTP connection manager in a bootstrap."""
-    found = []
-    for listener in config["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for f in chain["filters"]:
-                if f["name"] == "envoy.filters.network.http_connection_manager":
-                    found.append(f["typed_config"]["http_filters"])
-    return found
-
-
-def with_client_plugin(config: dict) -> None:
-    set_directions(config)
-    for filters in http_filters(config):
-        filters.insert(
-            0,
-            {
-                "name": "envoy.filters.http.wasm",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": ti.wasm_config("meshaudit", "meshaudit", CLIENT_PLUGIN),
-                },
-            },
-        )
-
-
-def server_plugin(plugin: dict):
-    def adjust(config: dict) -> None:
-        set_directions(config)
-        for filters in http_filters(config):
-            for f in filters:
-                if f["name"] == "envoy.filters.http.wasm":
-                    f["typed_config"]["config"]["configuration"]["value"] = json.dumps(plugin)
-
-    return adjust
-
-
 def stop(mesh: ti.Mesh) -> list[str]:
     """Stops both sidecars (each writes its final accounting) and returns their logs."""
-    mesh.client.stop()
-    mesh.server.stop()
-    logs = [str(mesh.server.log_path), str(mesh.client.log_path)]
-    mesh.authz.stop()
-    mesh.upstream.stop()
-    return logs
+    mesh.stop()
+    return [str(mesh.server.log_path), str(mesh.client.log_path)]
 
 
 class Sent:
@@ -145,7 +96,7 @@ def audit_traffic(mesh: ti.Mesh) -> Sent:
 
 @pytest.fixture(scope="module")
 def audit_trail(tmp_path_factory):
-    mesh = ti.Mesh(tmp_path_factory.mktemp("answers"), adjust_server=set_directions, adjust_client=with_client_plugin)
+    mesh = ti.Mesh(tmp_path_factory.mktemp("answers"), adjust_server=ti.set_directions, adjust_client=ti.with_client_plugin)
     try:
         sent = audit_traffic(mesh)
     finally:
@@ -302,8 +253,8 @@ def enforcing(policy: dict):
     """The server's filters with the suggested policy enforced, as Istio compiles an ALLOW policy."""
 
     def adjust(config: dict) -> None:
-        set_directions(config)
-        for filters in http_filters(config):
+        ti.set_directions(config)
+        for filters in ti.http_filters(config):
             at = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.rbac")
             filters[at] = istio_rbac.rbac_filter(policy)
 
@@ -313,7 +264,7 @@ def enforcing(policy: dict):
 def test_policy_suggest_round_trip(tmp_path):
     (tmp_path / "learning").mkdir()
     (tmp_path / "enforced").mkdir()
-    learning = ti.Mesh(tmp_path / "learning", adjust_server=server_plugin(LEARNING_PLUGIN))
+    learning = ti.Mesh(tmp_path / "learning", adjust_server=ti.with_server_plugin(LEARNING_PLUGIN))
     cart = learning.ca.issue("cart", CART_ID)
     try:
         assert replay(learning, cart, OBSERVED) == [200] * len(OBSERVED)
@@ -394,3 +345,18 @@ def test_policy_suggest_keeps_sensitive_prefixes_literal(tmp_path):
     within = yaml.safe_load(run(*args, "--config", str(config)).stdout)
     assert within["spec"]["rules"][0]["to"][0]["operation"]["paths"] == [f"/admin/user{n}" for n in range(6)]
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_the_demo_ends_with_the_answers():
+    """scripts/demo.sh's last step (the README's "Reading the trail" shows its output)."""
+    out = subprocess.run([sys.executable, str(harness.E2E / "demo.py")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for heading in ("Sensitive endpoints, by caller", "Denials, by policy and caller", "What dry-run policies would have denied"):
+        assert heading in text
+    assert "ns[pay]-policy[dry-deny-reports]-rule[0] (istio_dry_run_deny_): would deny 2 requests from 1 caller" in text
+    report = Path(text.rsplit("The report: ", 1)[1].strip())
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    policy = yaml.safe_load(text.split("--selector app=pay ", 1)[1].split("\n", 1)[1].split("\nEnvoy's logs:", 1)[0])
+    assert policy["kind"] == "AuthorizationPolicy"
+    shutil.rmtree(report.parent, ignore_errors=True)

@@ -173,9 +173,9 @@ fn policy_yaml(
         let e = &rule.evidence;
         let _ = writeln!(
             out,
-            "  # {}: {} requests, first {}, last {}",
+            "  # {}: {}, first {}, last {}",
             rule.principal,
-            thousands(e.count),
+            counted(e.count, "request"),
             e.first,
             e.last
         );
@@ -201,9 +201,9 @@ fn policy_yaml(
                 };
                 let _ = writeln!(
                     out,
-                    "        - {}  # {} requests{seen}, first {}, last {}",
+                    "        - {}  # {}{seen}, first {}, last {}",
                     quoted(path),
-                    thousands(e.count),
+                    counted(e.count, "request"),
                     e.first,
                     e.last
                 );
