@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-45}"
-targets="${FUZZ_TARGETS:-config request header_map network verify}"
+targets="${FUZZ_TARGETS:-config request header_map network verify answers}"
 cargo fuzz build --sanitizer none -O
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

@@ -225,8 +225,7 @@ fn impact(args: &[String]) -> Result<ExitCode, String> {
         .iter()
         .filter_map(|r| r.suppressed.as_ref())
         .filter(|s| s.kind == "shadow_denied")
-        .map(|s| s.count)
-        .sum();
+        .fold(0u64, |sum, s| sum.saturating_add(s.count));
     if json {
         println!("{}", impact_json(&impacts, suppressed));
     } else {

@@ -9,7 +9,7 @@
 
 use super::verify::{extract, read_envelope, Envelope};
 use hashbrown::HashTable;
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHasher};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -289,16 +289,19 @@ impl Sym {
 
 #[derive(Debug)]
 pub struct Symbols {
-    /// Indexes into `texts`, by the text's hash.
+    /// Indexes into `spans`, by the text's hash.
     ids: HashTable<u32>,
-    texts: Vec<Box<str>>,
+    /// Where each text is in `arena`: one allocation for them all, not one each.
+    spans: Vec<(usize, usize)>,
+    arena: String,
 }
 
 impl Default for Symbols {
     fn default() -> Self {
         Self {
             ids: HashTable::new(),
-            texts: vec!["".into()],
+            spans: vec![(0, 0)],
+            arena: String::new(),
         }
     }
 }
@@ -310,18 +313,26 @@ fn text_hash(text: &str) -> u64 {
 }
 
 impl Symbols {
+    fn text(&self, id: u32) -> Option<&str> {
+        let &(start, end) = self.spans.get(id as usize)?;
+        self.arena.get(start..end)
+    }
+
     fn intern(&mut self, text: &str) -> Sym {
         let hash = text_hash(text);
-        let texts = &self.texts;
-        let same = |id: &u32| texts.get(*id as usize).is_some_and(|t| **t == *text);
-        if let Some(&id) = self.ids.find(hash, same) {
+        if let Some(&id) = self.ids.find(hash, |id| self.text(*id) == Some(text)) {
             return Sym(id);
         }
-        let id = u32::try_from(self.texts.len()).unwrap_or(u32::MAX);
-        self.texts.push(text.into());
-        let texts = &self.texts;
+        let id = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
+        let start = self.arena.len();
+        self.arena.push_str(text);
+        self.spans.push((start, self.arena.len()));
+        let (spans, arena) = (&self.spans, &self.arena);
         self.ids.insert_unique(hash, id, |id| {
-            texts.get(*id as usize).map_or(0, |t| text_hash(t))
+            spans
+                .get(*id as usize)
+                .and_then(|&(s, e)| arena.get(s..e))
+                .map_or(0, text_hash)
         });
         Sym(id)
     }
@@ -334,7 +345,7 @@ impl Symbols {
         if sym == Sym::NONE {
             return None;
         }
-        self.texts.get(sym.0 as usize).map(|t| &**t)
+        self.text(sym.0)
     }
 }
 
@@ -691,7 +702,41 @@ pub struct Trail {
     pub unreadable: u64,
     /// Records outside the window.
     pub outside_window: u64,
-    seen: FxHashMap<String, FxHashSet<u64>>,
+    seen: FxHashMap<String, SeqSet>,
+}
+
+/// The sequence numbers of a stream read so far, as ranges: a stream read in order is one
+/// range, whatever its length.
+#[derive(Debug, Default)]
+struct SeqSet {
+    /// Start → end (exclusive).
+    ranges: BTreeMap<u64, u64>,
+    /// `u64::MAX` was read.
+    max: bool,
+}
+
+impl SeqSet {
+    /// Adds `seq`; false when it was there already.
+    fn insert(&mut self, seq: u64) -> bool {
+        // A hostile record's `u64::MAX`: no range can end after it.
+        let Some(next) = seq.checked_add(1) else {
+            return !std::mem::replace(&mut self.max, true);
+        };
+        let before = self.ranges.range(..=seq).next_back().map(|(&s, &e)| (s, e));
+        if before.is_some_and(|(_, end)| seq < end) {
+            return false;
+        }
+        let end = self.ranges.remove(&next).unwrap_or(next);
+        match before {
+            Some((start, e)) if e == seq => {
+                self.ranges.insert(start, end);
+            }
+            _ => {
+                self.ranges.insert(seq, end);
+            }
+        }
+        true
+    }
 }
 
 /// Milliseconds since the epoch of a record's `ts`.
@@ -952,6 +997,21 @@ pub(crate) mod tests {
             "request": {"id": id, "method": "GET", "path": "/admin/users?x=1"},
             "response": {"code": 200}, "peer": {"mtls": false}, "source": {"address": "10.0.0.7:4321"},
         })
+    }
+
+    #[test]
+    fn sequence_numbers_in_any_order_are_each_kept_once() {
+        let mut seen = SeqSet::default();
+        for seq in [5, 6, 7, 2, 3, 9, 4, 8, 0] {
+            assert!(seen.insert(seq), "{seq}");
+        }
+        for seq in [0, 2, 5, 9, 4] {
+            assert!(!seen.insert(seq), "{seq} again");
+        }
+        assert_eq!(seen.ranges, BTreeMap::from([(0, 1), (2, 10)]));
+        assert!(seen.insert(1));
+        assert_eq!(seen.ranges, BTreeMap::from([(0, 10)]));
+        assert!(seen.insert(u64::MAX) && !seen.insert(u64::MAX));
     }
 
     #[test]

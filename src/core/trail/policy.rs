@@ -420,7 +420,8 @@ fn incomplete_by_accounting(trail: &Trail, selected: &[HopRef<'_>], out: &mut Ve
     }) {
         intervals += 1;
         for (name, n) in &record.totals {
-            *totals.entry(name).or_default() += n;
+            let total = totals.entry(name).or_default();
+            *total = total.saturating_add(*n);
         }
     }
     if intervals == 0 && !selected.is_empty() {

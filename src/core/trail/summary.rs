@@ -677,7 +677,10 @@ impl Completeness {
     }
 
     pub fn not_written(&self) -> u64 {
-        NOT_WRITTEN.iter().map(|n| self.total(n)).sum()
+        // Totals come from the records: a hostile one must not overflow the sum.
+        NOT_WRITTEN
+            .iter()
+            .fold(0u64, |sum, n| sum.saturating_add(self.total(n)))
     }
 }
 
@@ -688,7 +691,8 @@ fn completeness(trail: &Trail) -> Completeness {
             "accounting" => {
                 completeness.intervals += 1;
                 for (name, n) in &record.totals {
-                    *completeness.totals.entry(name.clone()).or_default() += n;
+                    let total = completeness.totals.entry(name.clone()).or_default();
+                    *total = total.saturating_add(*n);
                 }
             }
             "log_level" if record.log_level.as_ref().is_some_and(|l| l.records_hidden) => {
@@ -718,7 +722,8 @@ fn completeness_table(trail: &Trail) -> Table {
         let (intervals, totals) = by_instance.entry(&record.instance).or_default();
         *intervals += 1;
         for (name, n) in &record.totals {
-            *totals.entry(name).or_default() += n;
+            let total = totals.entry(name).or_default();
+            *total = total.saturating_add(*n);
         }
     }
     let rows = by_instance
@@ -753,7 +758,7 @@ fn suppressed(trail: &Trail) -> Table {
         let entry = groups
             .entry(vec![s.kind.clone(), rule, s.caller.clone()])
             .or_insert_with(|| (0, s.first.clone(), s.last.clone()));
-        entry.0 += s.count;
+        entry.0 = entry.0.saturating_add(s.count);
         entry.1 = entry.1.clone().min(s.first.clone());
         entry.2 = entry.2.clone().max(s.last.clone());
     }
