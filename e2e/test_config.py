@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import subprocess
 import time
 
 import harness
@@ -185,3 +186,32 @@ def test_a_new_vm_id_starts_a_new_history_and_says_so(tmp_path):
     finally:
         envoy.stop()
         upstream.stop()
+
+
+THREE_MISTAKES = """{"rules": [
+  {"name": "a", "matchh": {}, "action": "audit"},
+  {"name": "b", "action": "sample"},
+  {"name": "a", "action": "audit"}
+]}"""
+
+
+def test_check_reports_every_error_and_envoys_line_first(workdir):
+    """`meshaudit check` lists every independent error, one line each; its first is the line
+    the real Envoy logs when it refuses the same configuration."""
+    f = workdir / "three.json"
+    f.write_text(THREE_MISTAKES)
+    cli = harness.ROOT / "target" / "debug" / "meshaudit"
+    out = subprocess.run([str(cli), "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 1
+    lines = [line.removeprefix(f"{f}: ") for line in out.stdout.splitlines()]
+    assert lines[1:] == [
+        'meshaudit: invalid plugin configuration: rules[1].sample_rate: required with action "sample" (a fraction from 0 to 1, e.g. 0.05)',
+        'meshaudit: invalid plugin configuration: rules[2].name: duplicate rule name "a"; rule names must be unique',
+        "3 errors",
+    ]
+    envoy = start_envoy(workdir, THREE_MISTAKES)
+    try:
+        assert envoy.wait_exit(timeout=60) != 0
+    finally:
+        envoy.stop()
+    assert lines[0] in envoy.log(), (lines[0], envoy.log()[-3000:])

@@ -32,6 +32,8 @@ pub mod trail;
 pub(crate) mod worker;
 
 // What the native commands and examples use; the rest stays inside the crate.
+#[cfg(not(target_arch = "wasm32"))]
+pub use config::config_errors;
 pub use config::raw::RawConfig;
 pub use config::{Action, ConfigError, Settings};
 pub use envoy::attributes::{Answer, Batch};

@@ -33,7 +33,8 @@ mod report;
 use meshaudit::core::trail::verify::{Break, KeySet, Place, Report, Verifier};
 use meshaudit::core::trail::TrailKey;
 use meshaudit::core::{
-    explain as explain_request, rule_warnings, HashKey, Probe, RawConfig, Settings, Warning,
+    config_errors, explain as explain_request, rule_warnings, HashKey, Probe, RawConfig, Settings,
+    Warning,
 };
 use std::io::{BufReader, Read};
 use std::process::ExitCode;
@@ -116,8 +117,13 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
                     println!("{file}: ok ({summary})");
                 }
             }
-            Err(message) => {
-                println!("{file}: {message}");
+            Err(errors) => {
+                for error in &errors {
+                    println!("{file}: {error}");
+                }
+                if errors.len() > 1 {
+                    println!("{file}: {} errors", errors.len());
+                }
                 failed = true;
             }
         }
@@ -129,23 +135,42 @@ fn check_all(args: &[String]) -> Result<ExitCode, String> {
     })
 }
 
-/// The configuration in `file`, validated as the plugin validates it.
-pub(crate) fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
+/// The plugin's words for a configuration it refuses: the line Envoy logs.
+const REFUSED: &str = "meshaudit: invalid plugin configuration: ";
+
+/// The configuration bytes in `file` and the environment the plugin would read its keys from.
+fn config_bytes(file: &str) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    let bytes = cases::plugin_config(&bytes)?;
-    let env = |name: &str| {
+    cases::plugin_config(&bytes)
+}
+
+fn vm_env(assume_key: bool) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| {
         std::env::var(name).ok().or_else(|| {
             // A stand-in for the key only for the HMAC key: a trail key must parse.
             (assume_key && name == HMAC_KEY_ENV)
                 .then(|| "provided-at-run-time-by-the-vm-environment".to_string())
         })
-    };
-    Settings::from_json_with_env(&bytes, &env)
-        .map_err(|e| format!("meshaudit: invalid plugin configuration: {e}"))
+    }
 }
 
-fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), String> {
-    let settings = load(file, assume_key)?;
+/// The configuration in `file`, validated as the plugin validates it.
+pub(crate) fn load(file: &str, assume_key: bool) -> Result<Settings, String> {
+    let bytes = config_bytes(file)?;
+    Settings::from_json_with_env(&bytes, &vm_env(assume_key)).map_err(|e| format!("{REFUSED}{e}"))
+}
+
+/// A valid configuration's summary and warnings, or every error it has (one line each, the
+/// first the line Envoy logs).
+fn check(file: &str, assume_key: bool) -> Result<(String, Vec<Warning>), Vec<String>> {
+    let bytes = config_bytes(file).map_err(|e| vec![e])?;
+    let env = vm_env(assume_key);
+    let settings = Settings::from_json_with_env(&bytes, &env).map_err(|_| {
+        config_errors(&bytes, &env)
+            .iter()
+            .map(|e| format!("{REFUSED}{e}"))
+            .collect::<Vec<_>>()
+    })?;
     let summary = format!("{} rules, digest {}", settings.rules.len(), settings.digest);
     Ok((summary, rule_warnings(&settings)))
 }

@@ -4,7 +4,7 @@
 //!
 //! Lines are read as `verify` reads them (`verify::extract`): Envoy's log, access logs, bare
 //! JSON, a shipper's envelope. A request record is kept compact (`Hop`: its texts interned,
-//! parsed without copying), so memory grows by about 200 bytes per request record kept;
+//! parsed without copying), so memory grows by about 350 bytes per request record kept;
 //! the other records (configuration, accounting, connections) are few and kept whole.
 
 use super::verify::{extract, read_envelope, Envelope};
@@ -67,7 +67,8 @@ pub fn epoch_seconds(ts: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
-/// One record's members the answers read; the rest is skipped.
+/// A record that is not a request record (configuration, accounting, suppressed, log level,
+/// connection records): the members the answers read; the rest is skipped.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Record {
@@ -76,14 +77,9 @@ pub struct Record {
     pub instance: String,
     pub stream: Option<String>,
     pub seq: Option<u64>,
-    pub direction: Option<String>,
-    pub why: Why,
-    pub request: Request,
     pub response: Response,
     pub peer: Peer,
     pub authz: Option<Authz>,
-    pub authn: Option<Authn>,
-    pub rate_limit: Option<RateLimit>,
     pub source: Source,
     pub connection: Option<Connection>,
     pub config: Option<Config>,
@@ -95,99 +91,42 @@ pub struct Record {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
-pub struct Why {
-    pub reason: String,
-    pub rule: Option<String>,
-    pub action: Option<String>,
-    pub sample_rate: Option<f64>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default)]
-pub struct Request {
-    pub id: Option<String>,
-    pub method: Option<String>,
-    pub method_override: Option<String>,
-    pub authority: Option<String>,
-    pub path: Option<String>,
-    pub canonical_path: Option<String>,
-    pub ambiguities: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default)]
 pub struct Response {
     pub code: Option<u64>,
-    pub code_details: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Peer {
-    pub mtls: bool,
     pub principal: Option<String>,
     pub namespace: Option<String>,
-    pub local_principal: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Authz {
-    pub decision: String,
     pub by: String,
     pub basis: String,
     pub policy: Option<String>,
-    pub shadow: Vec<Shadow>,
     pub ext_authz: Option<ExtAuthz>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
-pub struct Shadow {
-    pub result: String,
-    pub prefix: Option<String>,
-    pub policy: Option<String>,
-    pub policy_namespace: Option<String>,
-    pub policy_name: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default)]
 pub struct ExtAuthz {
-    pub answer: String,
     pub policy: String,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default)]
-pub struct Authn {
-    pub method: String,
-    pub result: String,
-    pub reason: Option<String>,
-    pub issuer: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default)]
-pub struct RateLimit {
-    pub limit: Option<String>,
-    pub remaining: Option<String>,
-    pub window_calls: Option<u64>,
-    pub window_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Source {
     pub address: Option<String>,
-    pub forwarded_for: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Connection {
     pub failure: Option<String>,
-    pub failure_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -214,8 +153,6 @@ pub struct Suppressed {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Interval {
-    pub start: String,
-    pub end: String,
     pub config: Option<String>,
 }
 
