@@ -332,6 +332,7 @@ struct RawHop<'a> {
     rate_limit: Option<RawRateLimit<'a>>,
     #[serde(borrow)]
     source: RawSource<'a>,
+    connection: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -743,19 +744,21 @@ impl Trail {
             self.outside_window += 1;
             return;
         }
-        let is_request =
-            REQUEST_KINDS.contains(&&*envelope.kind) && !text.contains("\"connection\":{");
-        let kept = if is_request {
-            serde_json::from_str::<RawHop<'_>>(&text)
-                .map(|raw| {
-                    let hop = self.compact(raw);
-                    self.hops.push(hop);
-                })
-                .is_ok()
+        let raw = if REQUEST_KINDS.contains(&&*envelope.kind) {
+            serde_json::from_str::<RawHop<'_>>(&text).ok()
         } else {
-            serde_json::from_str::<Record>(&text)
+            None
+        };
+        let kept = match raw {
+            // A network-mode `denied` is a connection record, not a request's.
+            Some(raw) if raw.connection.is_none() => {
+                let hop = self.compact(raw);
+                self.hops.push(hop);
+                true
+            }
+            _ => serde_json::from_str::<Record>(&text)
                 .map(|record| self.records.push(record))
-                .is_ok()
+                .is_ok(),
         };
         if !kept {
             self.unreadable += 1;
