@@ -263,15 +263,7 @@ pub(crate) fn table_text(table: &Table, top: usize) -> String {
         }
         format!("{}\n", line.trim_end())
     };
-    let numeric: Vec<bool> = (0..table.columns.len())
-        .map(|i| {
-            table
-                .rows
-                .first()
-                .and_then(|r| r.get(i))
-                .is_some_and(|c| matches!(c, Cell::Count(_)))
-        })
-        .collect();
+    let numeric = table.numeric_columns();
     out.push_str(&line(
         table
             .columns

@@ -824,15 +824,7 @@ fn table_html(table: &Table, top: usize) -> String {
         );
         return out;
     }
-    let numeric: Vec<bool> = (0..table.columns.len())
-        .map(|i| {
-            table
-                .rows
-                .first()
-                .and_then(|r| r.get(i))
-                .is_some_and(|c| matches!(c, Cell::Count(_)))
-        })
-        .collect();
+    let numeric = table.numeric_columns();
     let _ = write!(out, "<table data-table=\"{name}\">\n<thead><tr>");
     for (column, n) in table.columns.iter().zip(&numeric) {
         let class = if *n { " class=\"n\"" } else { "" };

@@ -10,39 +10,9 @@
 //! `impact` says, per dry-run policy, who would have been denied, how often and where.
 
 use super::event::{Call, HopRef, Trail};
-use super::summary::would_deny;
+use super::summary::{would_deny, Evidence};
 use crate::core::config::{Action, PathMatcher, Settings};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// How many requests, first and last seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Evidence {
-    pub count: u64,
-    pub first: String,
-    pub last: String,
-}
-
-impl Evidence {
-    fn add(&mut self, ts: &str) {
-        self.count += 1;
-        if self.first.is_empty() || ts < self.first.as_str() {
-            self.first = ts.to_string();
-        }
-        if ts > self.last.as_str() {
-            self.last = ts.to_string();
-        }
-    }
-
-    fn merge(&mut self, other: &Evidence) {
-        self.count += other.count;
-        if self.first.is_empty() || (!other.first.is_empty() && other.first < self.first) {
-            self.first.clone_from(&other.first);
-        }
-        if other.last > self.last {
-            self.last.clone_from(&other.last);
-        }
-    }
-}
 
 /// The literal prefixes of each `audit` rule's paths: what generalisation leaves as written.
 pub type Protected = BTreeMap<String, Vec<String>>;

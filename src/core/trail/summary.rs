@@ -96,6 +96,20 @@ pub struct Summary {
     pub tables: Vec<Table>,
 }
 
+impl Table {
+    /// Which columns hold counts (right-aligned), by the first row.
+    pub fn numeric_columns(&self) -> Vec<bool> {
+        (0..self.columns.len())
+            .map(|i| {
+                self.rows
+                    .first()
+                    .and_then(|r| r.get(i))
+                    .is_some_and(|c| matches!(c, Cell::Count(_)))
+            })
+            .collect()
+    }
+}
+
 impl Summary {
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
@@ -108,23 +122,16 @@ const BUCKET_SECONDS: [i64; 13] = [
     1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10_800, 21_600, 86_400, 604_800,
 ];
 
-/// Counts one group of a table: how many, when first and last, and what else its columns need.
-#[derive(Debug, Default)]
-struct Group {
-    count: u64,
-    /// A second count (denied among the sensitive requests).
-    also: u64,
-    first: String,
-    last: String,
-    callers: BTreeSet<String>,
-    /// The lowest rate-limit headroom seen: remaining, and the limit it was of.
-    headroom: Option<(u64, String)>,
-    window_calls: u64,
-    example: String,
+/// How many requests, first and last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    pub count: u64,
+    pub first: String,
+    pub last: String,
 }
 
-impl Group {
-    fn add(&mut self, ts: &str) {
+impl Evidence {
+    pub(crate) fn add(&mut self, ts: &str) {
         self.count += 1;
         if self.first.is_empty() || ts < self.first.as_str() {
             self.first = ts.to_string();
@@ -133,6 +140,29 @@ impl Group {
             self.last = ts.to_string();
         }
     }
+
+    pub(crate) fn merge(&mut self, other: &Evidence) {
+        self.count += other.count;
+        if self.first.is_empty() || (!other.first.is_empty() && other.first < self.first) {
+            self.first.clone_from(&other.first);
+        }
+        if other.last > self.last {
+            self.last.clone_from(&other.last);
+        }
+    }
+}
+
+/// Counts one group of a table: how many, when first and last, and what else its columns need.
+#[derive(Debug, Default)]
+struct Group {
+    seen: Evidence,
+    /// A second count (denied among the sensitive requests).
+    also: u64,
+    callers: BTreeSet<String>,
+    /// The lowest rate-limit headroom seen: remaining, and the limit it was of.
+    headroom: Option<(u64, String)>,
+    window_calls: u64,
+    example: String,
 }
 
 /// A table's groups by key. A key is allocated once, when its group is new: a lookup hashes
@@ -181,7 +211,7 @@ fn group<'g>(groups: &'g mut Groups, key: &[&str], ts: &str) -> Option<&'g mut G
         }
     };
     let group = groups.get_mut(at)?;
-    group.add(ts);
+    group.seen.add(ts);
     Some(group)
 }
 
@@ -189,7 +219,7 @@ fn group<'g>(groups: &'g mut Groups, key: &[&str], ts: &str) -> Option<&'g mut G
 fn rows(groups: Groups, row: impl Fn(Vec<String>, Group) -> Vec<Cell>) -> Vec<Vec<Cell>> {
     let mut groups: Vec<(Vec<String>, Group)> =
         groups.keys.into_iter().zip(groups.groups).collect();
-    groups.sort_by(|(ka, a), (kb, b)| b.count.cmp(&a.count).then_with(|| ka.cmp(kb)));
+    groups.sort_by(|(ka, a), (kb, b)| b.seen.count.cmp(&a.seen.count).then_with(|| ka.cmp(kb)));
     groups.into_iter().map(|(k, g)| row(k, g)).collect()
 }
 
@@ -345,12 +375,12 @@ fn sensitive(calls: &[Call<'_>]) -> Table {
                 keyed(&k, 1),
                 keyed(&k, 2),
                 keyed(&k, 3),
-                Cell::Count(g.count),
+                Cell::Count(g.seen.count),
                 Cell::Count(g.also),
                 text(headroom),
                 Cell::Count(g.window_calls),
-                text(g.first),
-                text(g.last),
+                text(g.seen.first),
+                text(g.seen.last),
             ]
         }),
     }
@@ -369,7 +399,7 @@ fn denials(trail: &Trail, calls: &[Call<'_>]) -> Table {
     let mut groups = Groups::new();
     let mut note = |key: &[&str], ts: &str, example: String| {
         if let Some(g) = group(&mut groups, key, ts) {
-            if ts >= g.last.as_str() {
+            if ts >= g.seen.last.as_str() {
                 g.example = example;
             }
         }
@@ -410,9 +440,9 @@ fn denials(trail: &Trail, calls: &[Call<'_>]) -> Table {
                 keyed(&k, 1),
                 keyed(&k, 2),
                 keyed(&k, 3),
-                Cell::Count(g.count),
+                Cell::Count(g.seen.count),
                 text(g.example),
-                text(g.last),
+                text(g.seen.last),
             ]
         }),
     }
@@ -442,7 +472,7 @@ fn auth_failures(calls: &[Call<'_>]) -> Table {
             continue;
         };
         g.callers.insert(call.caller().to_string());
-        if failed.ts() >= g.last.as_str() {
+        if failed.ts() >= g.seen.last.as_str() {
             g.example = format!("{} {}", failed.method(), failed.path());
         }
     }
@@ -454,10 +484,10 @@ fn auth_failures(calls: &[Call<'_>]) -> Table {
             vec![
                 keyed(&k, 0),
                 keyed(&k, 1),
-                Cell::Count(g.count),
+                Cell::Count(g.seen.count),
                 Cell::Count(g.callers.len() as u64),
                 text(g.example),
-                text(g.last),
+                text(g.seen.last),
             ]
         }),
     }
@@ -488,9 +518,9 @@ fn tls_failures(trail: &Trail) -> Table {
             vec![
                 keyed(&k, 0),
                 keyed(&k, 1),
-                Cell::Count(g.count),
-                text(g.first),
-                text(g.last),
+                Cell::Count(g.seen.count),
+                text(g.seen.first),
+                text(g.seen.last),
             ]
         }),
     }
@@ -540,7 +570,7 @@ fn dry_run(calls: &[Call<'_>]) -> Table {
             let Some(g) = group(&mut groups, &[policy, caller], record.ts()) else {
                 continue;
             };
-            if record.ts() >= g.last.as_str() {
+            if record.ts() >= g.seen.last.as_str() {
                 g.example = format!("{} {}", record.method(), record.path());
             }
         }
@@ -553,9 +583,9 @@ fn dry_run(calls: &[Call<'_>]) -> Table {
             vec![
                 keyed(&k, 0),
                 keyed(&k, 1),
-                Cell::Count(g.count),
+                Cell::Count(g.seen.count),
                 text(g.example),
-                text(g.last),
+                text(g.seen.last),
             ]
         }),
     }
@@ -598,8 +628,8 @@ fn ambiguous(calls: &[Call<'_>]) -> Table {
                 keyed(&k, 1),
                 keyed(&k, 2),
                 keyed(&k, 3),
-                Cell::Count(g.count),
-                text(g.last),
+                Cell::Count(g.seen.count),
+                text(g.seen.last),
             ]
         }),
     }
