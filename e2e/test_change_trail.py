@@ -41,19 +41,6 @@ def psql():
         os.chown(work, user.pw_uid, user.pw_gid)
     data, port = work / "data", str(harness.free_port())
     as_postgres([str(PG_BIN / "initdb"), "-A", "trust", "-U", "meshaudit", "-D", str(data)])
-    as_postgres(
-        [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(work / "pg.log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {work} -c listen_addresses=''",
-        ]
-    )
 
     def run(sql: str) -> list[list[str]]:
         out = subprocess.run(
@@ -81,10 +68,31 @@ def psql():
         assert out.returncode == 0, out.stderr
         return [line.split("\t") for line in out.stdout.splitlines() if line]
 
+    def stop() -> None:
+        as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
+
+    def start() -> None:
+        as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(work / "pg.log"),
+                "-w",
+                "start",
+                "-o",
+                f"-p {port} -k {work} -c listen_addresses=''",
+            ]
+        )
+
+    start()
+    # What a client outside psql needs (the pipeline test's syslog-ng), and an outage.
+    run.host, run.port, run.stop, run.start = str(work), port, stop, start
     try:
         yield run
     finally:
-        as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
+        stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

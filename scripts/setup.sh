@@ -54,6 +54,11 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v promtool >/dev/null || missing+=(prometheus)
 # PostgreSQL 15 runs the change trail's SQL (e2e/test_change_trail.py) in a throwaway cluster.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+# syslog-ng carries records from Envoy's logs into PostgreSQL in e2e/test_pipeline.py
+# (observability/syslog-ng/), with its SQL module and libdbi's PostgreSQL driver.
+for package in syslog-ng-core syslog-ng-mod-sql libdbd-pgsql; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 # Debian's headless Chromium opens the HTML report (`meshaudit report`) in e2e/test_report.py;
 # DejaVu Sans is the font the report's charts are laid out for.
 command -v chromium-headless-shell >/dev/null || missing+=(chromium-headless-shell)
