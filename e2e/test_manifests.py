@@ -6,6 +6,7 @@ published JSON Schema current, and an Istio-encoded configuration loaded by Envo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ CRD_FILES = {
     "AuthorizationPolicy": "authorizationpolicies.security.istio.io.yaml",
     "PeerAuthentication": "peerauthentications.security.istio.io.yaml",
     "RequestAuthentication": "requestauthentications.security.istio.io.yaml",
+    "Telemetry": "telemetries.telemetry.istio.io.yaml",
 }
 
 
@@ -363,3 +365,81 @@ def test_istio_encoded_wasmplugin_config_loads_in_envoy(tmp_path):
             envoy.stop()
     finally:
         upstream.stop()
+
+
+MESH_PROTO = harness.E2E / "data" / "istio-api" / "config.proto"
+HANDOFF_MESH = ROOT / "observability" / "istio" / "meshconfig-handoff.yaml"
+
+
+def proto_messages(text: str) -> dict[str, dict[str, str]]:
+    """Every message of a .proto file, by its dotted name (`MeshConfig.ExtensionProvider`):
+    its direct fields, name to type."""
+    messages: dict[str, dict[str, str]] = {}
+    scope: list[str | None] = []
+    for line in text.splitlines():
+        code = line.split("//", 1)[0].strip()
+        opened = re.match(r"(message|enum|oneof)\s+(\w+)\s*{", code)
+        field = re.match(r"(?:repeated\s+)?([\w.]+)\s+(\w+)\s*=\s*\d+", code)
+        if opened:
+            kind, name = opened.groups()
+            # A oneof's fields belong to its message; an enum's values are no fields.
+            scope.append(name if kind == "message" else (None if kind == "enum" else "oneof"))
+            if kind == "message":
+                messages[".".join(n for n in scope if n != "oneof")] = {}
+            code = code[opened.end() :]
+        elif field and scope and None not in scope:
+            owner = ".".join(n for n in scope if n != "oneof")
+            messages[owner][field.group(2)] = field.group(1)
+        # Any other braces (options, message literals) open and close scopes of no fields.
+        for brace in re.findall(r"[{}]", code):
+            if brace == "{":
+                scope.append(None)
+            elif scope:
+                scope.pop()
+    return messages
+
+
+def snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def check_fields(value, message: str, messages: dict, where: str) -> None:
+    fields = messages[message]
+    for key, sub in value.items():
+        field = snake(key)
+        assert field in fields, f"{where}.{key}: {message} has no field {field} ({sorted(fields)})"
+        kind = fields[field]
+        if kind.startswith("google.protobuf.") or kind[0].islower():
+            continue  # a scalar, or a Struct (free-form labels)
+        # The nested message, looked up from the innermost scope out, as protoc resolves it.
+        parts = message.split(".")
+        resolved = next(
+            (".".join(parts[:i] + [kind]) for i in range(len(parts), -1, -1) if ".".join(parts[:i] + [kind]) in messages),
+            None,
+        )
+        assert resolved, f"{where}.{key}: no message {kind}"
+        for item in sub if isinstance(sub, list) else [sub]:
+            check_fields(item, resolved, messages, f"{where}.{key}")
+
+
+def test_the_handoff_mesh_config_uses_istios_field_names():
+    """The MeshConfig fragment is no CRD: its every key is checked against Istio's own API
+    (mesh/v1alpha1/config.proto from istio/api, copied into e2e/data/istio-api/)."""
+    messages = proto_messages(MESH_PROTO.read_text())
+    assert "envoy_otel_als" in messages["MeshConfig.ExtensionProvider"], "the parser reads oneof fields"
+    fragment = yaml.safe_load(HANDOFF_MESH.read_text())
+    check_fields(fragment["meshConfig"], "MeshConfig", messages, "meshConfig")
+    with pytest.raises(AssertionError, match="has no field"):
+        check_fields({"extensionProviders": [{"name": "x", "envoyFileAccesLog": {}}]}, "MeshConfig", messages, "meshConfig")
+    providers = {p["name"]: p for p in fragment["meshConfig"]["extensionProviders"]}
+    # The format is the record itself, as e2e/envoy.yaml's access logger writes it.
+    assert all(
+        "%FILTER_STATE(wasm.meshaudit_record:PLAIN)%"
+        in (p.get("envoyFileAccessLog") or p.get("envoyOtelAls"))["logFormat"]["text"]
+        for p in providers.values()
+    )
+    telemetry = yaml.safe_load((ROOT / "envoyfilter" / "telemetry-handoff.yaml").read_text())
+    [logging] = telemetry["spec"]["accessLogging"]
+    assert {p["name"] for p in logging["providers"]} == set(providers), "the Telemetry enables the providers defined"
+    envoy = yaml.safe_load((harness.E2E / "envoy.yaml").read_text())
+    assert logging["filter"]["expression"] in json.dumps(envoy), "the CEL filter the e2e Envoy runs"
