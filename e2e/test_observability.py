@@ -250,14 +250,27 @@ def test_loki_keeps_records_60_days():
     assert loki["compactor"]["retention_enabled"] is True
 
 
-def test_observability_compose_stack_is_valid():
+def observability_compose() -> dict:
     docker_compose = shutil.which("docker-compose")
     assert docker_compose, "docker-compose is installed by scripts/setup.sh"
     compose = harness.E2E / "docker-compose.observability.yaml"
     out = subprocess.run([docker_compose, "-f", str(compose), "config"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    resolved = yaml.safe_load(out.stdout)
-    assert set(resolved["services"]) == {"envoy", "upstream", "fluent-bit", "loki", "prometheus", "grafana"}
+    return yaml.safe_load(out.stdout)
+
+
+def test_observability_compose_stack_is_valid():
+    resolved = observability_compose()
+    assert set(resolved["services"]) == {
+        "envoy",
+        "upstream",
+        "fluent-bit",
+        "loki",
+        "prometheus",
+        "grafana",
+        "postgres",
+        "syslog-ng",
+    }
     for name, service in resolved["services"].items():
         assert ":" in service["image"] and not service["image"].endswith(":latest"), name
         for volume in service.get("volumes", []):
@@ -266,3 +279,30 @@ def test_observability_compose_stack_is_valid():
                 assert Path(source).exists() or source.endswith("meshaudit.wasm"), f"{name}: {source} missing"
     envoy_mounts = resolved["services"]["envoy"]["volumes"]
     assert any(str(v).startswith(str(harness.E2E / "envoy.yaml")) for v in envoy_mounts), "the same envoy.yaml as the tests"
+
+
+def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
+    """syslog-ng with e2e/test_pipeline.py's config, reading the files Envoy writes, into a
+    PostgreSQL that loads the shipped schema and inbox, in that order."""
+    services = observability_compose()["services"]
+    ng = services["syslog-ng"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in ng["volumes"]}
+    assert mounts["/etc/syslog-ng/meshaudit-postgres.conf"] == str(
+        harness.ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf"
+    )
+    env = ng["environment"]
+    envoy_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["envoy"]["volumes"]}
+    for variable in ("MESHAUDIT_HANDOFF_LOG", "MESHAUDIT_ENVOY_LOG"):
+        directory = str(Path(env[variable]).parent)
+        assert mounts[directory] == envoy_mounts[directory], f"{variable}: the volume Envoy writes"
+    shipped_log = yaml.safe_load((harness.E2E / "envoy.yaml").read_text())
+    assert env["MESHAUDIT_HANDOFF_LOG"] == harness.http_connection_manager(shipped_log)["access_log"][0]["typed_config"]["path"]
+    command = services["envoy"]["command"]
+    assert command[command.index("--log-path") + 1] == env["MESHAUDIT_ENVOY_LOG"]
+    assert env["MESHAUDIT_PG_HOST"] == "postgres"
+    # Every variable the config reads is set.
+    config = (harness.ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf").read_text()
+    assert set(re.findall(r"`(MESHAUDIT_\w+)`", config)) == set(env)
+    init = sorted((v.split(":")[1], v.split(":")[0]) for v in services["postgres"]["volumes"] if "initdb" in v)
+    assert [Path(src).name for _, src in init] == ["schema.sql", "inbox.sql"]
+    assert "syslog-ng-mod-sql" in " ".join(ng["command"]) and "libdbd-pgsql" in " ".join(ng["command"])
