@@ -8,6 +8,7 @@ wrote, each once (by instance, stream and seq), and the completeness queries fin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -110,7 +111,7 @@ def written(stack: harness.Stack) -> set[tuple[str, str, int]]:
     keys = {(r["instance"], r.get("stream", ""), r.get("seq", -1)) for r in stack.envoy.records()}
     for line in stack.audit_log_path.read_text().splitlines() if stack.audit_log_path.exists() else []:
         if line.startswith("{"):
-            r = harness.json.loads(line)
+            r = json.loads(line)
             keys.add((r["instance"], r["stream"], r["seq"]))
     return keys
 
