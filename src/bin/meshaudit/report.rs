@@ -22,6 +22,7 @@
 //!   SPIFFE ids the bars are labelled with nor for the font the browser then uses.
 
 use crate::answers::{self, thousands};
+use meshaudit::core::trail::event::utc_parts;
 use meshaudit::core::trail::summary::{self, Cell, Summary, Table, Timeline, NOT_WRITTEN};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -179,26 +180,9 @@ fn clip(text: &str, max: usize) -> String {
     out
 }
 
-/// The civil date and time in UTC of seconds since the epoch (Howard Hinnant's
-/// civil_from_days): year, month, day, hour, minute, second.
-fn civil(epoch: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
 /// `2026-12-01 10:05:00Z`
 fn utc(epoch: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(epoch);
+    let (y, mo, d, h, mi, s) = utc_parts(epoch);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 
@@ -438,13 +422,13 @@ fn timeline_svg(t: &Timeline, records: u64) -> String {
         WIDTH - RIGHT
     );
     let every = n.div_ceil(8).max(1);
-    let first_day = civil(t.start);
-    let last_day = civil(t.start + (n as i64 - 1) * t.bucket_seconds);
+    let first_day = utc_parts(t.start);
+    let last_day = utc_parts(t.start + (n as i64 - 1) * t.bucket_seconds);
     let days_differ =
         (first_day.0, first_day.1, first_day.2) != (last_day.0, last_day.1, last_day.2);
     for i in (0..n).step_by(every) {
         let start = t.start + i as i64 * t.bucket_seconds;
-        let (y, mo, d, h, mi, s) = civil(start);
+        let (y, mo, d, h, mi, s) = utc_parts(start);
         let label = if t.bucket_seconds >= 86_400 {
             format!("{y:04}-{mo:02}-{d:02}")
         } else if days_differ {

@@ -67,6 +67,24 @@ pub fn epoch_seconds(ts: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
+/// The UTC date and time of seconds since the epoch: year, month, day, hour, minute, second
+/// (the inverse of `epoch_seconds`, by the records' own calendar, `record::time`). The
+/// plugin writes no time before 1970: an earlier one reads as 1970-01-01.
+pub fn utc_parts(epoch: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = u64::try_from(epoch.div_euclid(86_400)).unwrap_or(0);
+    let secs = epoch.rem_euclid(86_400);
+    let (year, month, day) = crate::core::record::time::civil_from_days(days);
+    let whole = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    (
+        whole(year),
+        whole(month),
+        whole(day),
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    )
+}
+
 /// A record that is not a request record (configuration, accounting, suppressed, log level,
 /// connection records): the members the answers read; the rest is skipped.
 #[derive(Debug, Default, Clone, Deserialize)]
