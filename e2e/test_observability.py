@@ -287,10 +287,9 @@ def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
     services = observability_compose()["services"]
     ng = services["syslog-ng"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in ng["volumes"]}
-    assert mounts["/etc/syslog-ng/meshaudit-postgres.conf"] == str(
-        harness.ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf"
-    )
     env = ng["environment"]
+    assert mounts[env["MESHAUDIT_SYSLOG_NG_DIR"]] == str(harness.ROOT / "observability" / "syslog-ng")
+    assert ng["command"][-1].endswith(env["MESHAUDIT_SYSLOG_NG_DIR"] + "/meshaudit-postgres.conf")
     envoy_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["envoy"]["volumes"]}
     for variable in ("MESHAUDIT_HANDOFF_LOG", "MESHAUDIT_ENVOY_LOG"):
         directory = str(Path(env[variable]).parent)
@@ -301,7 +300,10 @@ def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
     assert command[command.index("--log-path") + 1] == env["MESHAUDIT_ENVOY_LOG"]
     assert env["MESHAUDIT_PG_HOST"] == "postgres"
     # Every variable the config reads is set.
-    config = (harness.ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf").read_text()
+    config = "".join(
+        (harness.ROOT / "observability" / "syslog-ng" / name).read_text()
+        for name in ("meshaudit-postgres.conf", "meshaudit-sources.conf")
+    )
     assert set(re.findall(r"`(MESHAUDIT_\w+)`", config)) == set(env)
     init = sorted((v.split(":")[1], v.split(":")[0]) for v in services["postgres"]["volumes"] if "initdb" in v)
     assert [Path(src).name for _, src in init] == ["schema.sql", "inbox.sql"]

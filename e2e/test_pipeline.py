@@ -1,9 +1,11 @@
 """The shipped pipeline, run: a real Envoy with the plugin writes both outputs (Envoy's log and
-the hand-off access log), Debian's syslog-ng 3.38 tails both with
+the hand-off access log), and Debian's syslog-ng 3.38 tails both, once with
 observability/syslog-ng/meshaudit-postgres.conf into a real PostgreSQL 15
-(observability/postgres/schema.sql and inbox.sql). Mid-stream syslog-ng is restarted and
-PostgreSQL stopped for a few seconds; at the end the store holds exactly the records Envoy
-wrote, each once (by instance, stream and seq), and the completeness queries find no gap.
+(observability/postgres/schema.sql and inbox.sql) and once with meshaudit-clickhouse.conf into
+Debian's ClickHouse 18.16 (observability/clickhouse/schema.sql). Mid-stream both syslog-ngs are
+restarted and both stores stopped for a few seconds; at the end each store holds exactly the
+records Envoy wrote, each once (by instance, stream and seq), and the completeness queries find
+no gap.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+import clickhouse
 import harness
 import pytest
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
@@ -29,13 +32,18 @@ PLUGIN = {
     "output": {"log": True, "filter_state": True},
     "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}],
 }
-CONF = ROOT / "observability" / "syslog-ng" / "meshaudit-postgres.conf"
+SYSLOG_NG = ROOT / "observability" / "syslog-ng"
 PG = ROOT / "observability" / "postgres"
 
 
 class SyslogNg:
-    def __init__(self, workdir: Path, env: dict) -> None:
-        self.workdir, self.env = workdir, env
+    """One syslog-ng with one shipped configuration, its persist file and disk buffer in `workdir`."""
+
+    def __init__(self, conf: str, workdir: Path, env: dict) -> None:
+        workdir.mkdir()
+        (workdir / "buffer").mkdir()
+        self.conf, self.workdir = SYSLOG_NG / conf, workdir
+        self.env = {**env, "MESHAUDIT_SYSLOG_NG_DIR": str(SYSLOG_NG), "MESHAUDIT_BUFFER_DIR": str(workdir / "buffer")}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -47,7 +55,7 @@ class SyslogNg:
                 "--no-caps",
                 "--stderr",
                 "-f",
-                str(CONF),
+                str(self.conf),
                 f"--persist-file={w / 'syslog-ng.persist'}",
                 f"--pidfile={w / 'syslog-ng.pid'}",
                 f"--control={w / 'syslog-ng.ctl'}",
@@ -70,28 +78,37 @@ class SyslogNg:
 def pipeline(psql):  # noqa: F811
     assert shutil.which("syslog-ng"), "syslog-ng is installed by scripts/setup.sh"
     psql((PG / "schema.sql").read_text() + (PG / "inbox.sql").read_text())
+    ch = clickhouse.Server()
+    ch.script((clickhouse.SQL / "schema.sql").read_text())
     workdir = Path(tempfile.mkdtemp(prefix="meshaudit-pipeline-"))
     (workdir / "envoy").mkdir()
     stack = harness.Stack(plugin=PLUGIN, workdir=workdir / "envoy")
-    (workdir / "buffer").mkdir()
-    ng = SyslogNg(
-        workdir,
+    logs = {"MESHAUDIT_HANDOFF_LOG": str(stack.audit_log_path), "MESHAUDIT_ENVOY_LOG": str(stack.envoy.log_path)}
+    to_pg = SyslogNg(
+        "meshaudit-postgres.conf",
+        workdir / "to-postgres",
         {
-            "MESHAUDIT_HANDOFF_LOG": str(stack.audit_log_path),
-            "MESHAUDIT_ENVOY_LOG": str(stack.envoy.log_path),
+            **logs,
             "MESHAUDIT_PG_HOST": psql.host,
             "MESHAUDIT_PG_PORT": psql.port,
             "MESHAUDIT_PG_USER": "meshaudit",
             "MESHAUDIT_PG_DATABASE": "postgres",
-            "MESHAUDIT_BUFFER_DIR": str(workdir / "buffer"),
         },
     )
-    ng.start()
+    to_ch = SyslogNg(
+        "meshaudit-clickhouse.conf",
+        workdir / "to-clickhouse",
+        {**logs, "MESHAUDIT_CH_URL": f"http://127.0.0.1:{ch.http_port}", "MESHAUDIT_CH_DATABASE": "default"},
+    )
+    to_pg.start()
+    to_ch.start()
     try:
-        yield stack, ng, psql
+        yield stack, (to_pg, to_ch), psql, ch
     finally:
-        ng.stop()
+        to_pg.stop()
+        to_ch.stop()
         stack.stop()
+        ch.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -120,39 +137,55 @@ def stored(psql) -> list[tuple[str, str, int]]:  # noqa: F811
     return [(i, s, int(q)) for i, s, q in psql("SELECT instance, stream, seq FROM meshaudit_record ORDER BY 1, 2, 3;")]
 
 
-def wait_stored(psql, want: set, timeout: float = 60.0) -> list:  # noqa: F811
+def stored_in_clickhouse(ch: clickhouse.Server) -> list[tuple[str, str, int]]:
+    """Each record once, as the queries read the table (FINAL)."""
+    return [(i, s, int(q)) for i, s, q in ch.query("SELECT instance, stream, seq FROM meshaudit_record FINAL ORDER BY 1, 2, 3")]
+
+
+def wait_stored(read, want: set, timeout: float = 60.0) -> list:
     deadline = time.monotonic() + timeout
     while True:
-        have = stored(psql)
+        have = read()
         if set(have) >= want or time.monotonic() > deadline:
             return have
         time.sleep(0.5)
 
 
-def test_every_record_reaches_postgresql_once_through_a_restart_and_an_outage(pipeline):
-    stack, ng, psql = pipeline  # noqa: F811
+def test_every_record_reaches_both_stores_once_through_restarts_and_outages(pipeline):
+    stack, shippers, psql, ch = pipeline  # noqa: F811
+    to_pg, to_ch = shippers
     send(stack, 5)
     first = written(stack)
-    assert len(wait_stored(psql, first)) >= len(first), ng.log()[-3000:]
+    assert len(wait_stored(lambda: stored(psql), first)) >= len(first), to_pg.log()[-3000:]
+    assert len(wait_stored(lambda: stored_in_clickhouse(ch), first)) >= len(first), to_ch.log()[-3000:]
 
-    ng.stop()  # syslog-ng restarted mid-stream: what Envoy writes meanwhile waits in the files
+    for ng in shippers:  # syslog-ng restarted mid-stream: what Envoy writes meanwhile waits in the files
+        ng.stop()
     send(stack, 5)
-    ng.start()
+    for ng in shippers:
+        ng.start()
     send(stack, 5)
 
-    psql.stop()  # the store down for a few seconds: syslog-ng keeps the records in its disk buffer
+    psql.stop()  # the stores down for a few seconds: syslog-ng keeps the records in its disk buffers
+    ch.stop()
     send(stack, 5)
     time.sleep(3)
     psql.start()
+    ch.start()
     send(stack, 5)
 
     stack.envoy.stop()  # the final accounting record
     want = written(stack)
-    have = wait_stored(psql, want)
-    assert set(have) == want, (sorted(want - set(have))[:10], sorted(set(have) - want)[:10], ng.log()[-3000:])
-    assert len(have) == len(set(have)), "each record once"
+    for read, ng in ((lambda: stored(psql), to_pg), (lambda: stored_in_clickhouse(ch), to_ch)):
+        have = wait_stored(read, want)
+        assert set(have) == want, (sorted(want - set(have))[:10], sorted(set(have) - want)[:10], ng.log()[-3000:])
+        assert len(have) == len(set(have)), "each record once"
     # Both outputs carried the request records: each arrived twice and was kept once.
     assert any(line.startswith("{") for line in stack.audit_log_path.read_text().splitlines())
+    rows = int(ch.query("SELECT count() FROM meshaudit_record")[0][0])
+    assert rows > len(want), "ClickHouse took the copies too, and the queries read each once"
     assert psql((PG / "queries" / "completeness_gaps.sql").read_text()) == []
     assert psql((PG / "queries" / "completeness_accounting.sql").read_text()) == []
     assert psql("SELECT count(*) FROM meshaudit_inbox;") == [["0"]]
+    assert ch.query((clickhouse.SQL / "queries" / "completeness_gaps.sql").read_text()) == []
+    assert ch.query((clickhouse.SQL / "queries" / "completeness_accounting.sql").read_text()) == []

