@@ -23,6 +23,7 @@ from pathlib import Path
 import clickhouse
 import harness
 import pytest
+from shippers import SyslogNg
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 ROOT = harness.ROOT
@@ -32,46 +33,7 @@ PLUGIN = {
     "output": {"log": True, "filter_state": True},
     "rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit"}],
 }
-SYSLOG_NG = ROOT / "observability" / "syslog-ng"
 PG = ROOT / "observability" / "postgres"
-
-
-class SyslogNg:
-    """One syslog-ng with one shipped configuration, its persist file and disk buffer in `workdir`."""
-
-    def __init__(self, conf: str, workdir: Path, env: dict) -> None:
-        workdir.mkdir()
-        (workdir / "buffer").mkdir()
-        self.conf, self.workdir = SYSLOG_NG / conf, workdir
-        self.env = {**env, "MESHAUDIT_SYSLOG_NG_DIR": str(SYSLOG_NG), "MESHAUDIT_BUFFER_DIR": str(workdir / "buffer")}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        w = self.workdir
-        self.proc = subprocess.Popen(
-            [
-                "syslog-ng",
-                "-F",
-                "--no-caps",
-                "--stderr",
-                "-f",
-                str(self.conf),
-                f"--persist-file={w / 'syslog-ng.persist'}",
-                f"--pidfile={w / 'syslog-ng.pid'}",
-                f"--control={w / 'syslog-ng.ctl'}",
-            ],
-            env={**os.environ, **self.env},
-            stdout=open(w / "syslog-ng.out", "a"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        return (self.workdir / "syslog-ng.out").read_text(errors="replace")
 
 
 @pytest.fixture

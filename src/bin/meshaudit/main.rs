@@ -12,6 +12,8 @@
 //!                                                      prove a captured trail complete and untampered
 //!   meshaudit hash [--key-env NAME] VALUE              the pseudonym the plugin writes for VALUE
 //!   meshaudit derive-key --master FILE SCOPE           a workload's trail key, from a master key
+//!   meshaudit summary | report | policy                answers from the trail (answers.rs, report.rs, policy.rs)
+//!   meshaudit drill --target URL ...                   edge cases sent, their records awaited (drill.rs)
 //!
 //! `check` runs the very validation the plugin runs in `on_configure` and prints the line Envoy
 //! would log. A configuration that hashes needs the HMAC key from the VM's environment: `check`
@@ -27,6 +29,7 @@
 
 mod answers;
 mod cases;
+mod drill;
 mod policy;
 mod report;
 
@@ -52,7 +55,10 @@ pub(crate) const USAGE: &str = "usage: meshaudit check [--assume-hmac-key] [--st
        meshaudit policy suggest (--workload SPIFFE-ID | --instance PREFIX) --selector KEY=VALUE...
                 [--name N] [--namespace NS] [--config PLUGIN-CONFIG] [--generalise N] [--allow-incomplete]
                 [--since T] [--until T] [FILE...]
-       meshaudit policy impact [--json] [--since T] [--until T] [FILE...]";
+       meshaudit policy impact [--json] [--since T] [--until T] [FILE...]
+       meshaudit drill --target http://HOST:PORT [--authority HOST] [--timeout SECONDS] [--json]
+                [--jwt-path PATH --issuer ISSUER [--audience AUDIENCE]] [--denied-path PATH] [--sensitive-path PATH]
+                (--trail FILE... | --postgres CONNINFO | --clickhouse URL [--clickhouse-database DB])";
 
 /// The environment variables the plugin reads its keys from, by default.
 const HMAC_KEY_ENV: &str = "MESHAUDIT_HMAC_KEY";
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Some("summary") => answers::summary(rest),
         Some("report") => report::report(rest),
         Some("policy") => policy::policy(rest),
+        Some("drill") => drill::drill(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {

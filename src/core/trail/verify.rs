@@ -441,6 +441,12 @@ fn json_string(text: &str) -> Option<(Cow<'_, str>, &str)> {
     }
 }
 
+/// The record in a line, read as [`extract`] reads it, for the readers outside the trail
+/// (`meshaudit drill` tailing a captured trail).
+pub fn record_in(line: &str) -> Option<std::borrow::Cow<'_, str>> {
+    extract(line).map(|(record, _)| record)
+}
+
 /// The record in a line: after the `meshaudit.record ` prefix (Envoy's log, `kubectl logs`,
 /// a CRI log file), a bare JSON line, or one JSON string member of a wrapping JSON object that
 /// holds either (a log shipper's envelope, Docker's `{"log": …}`).
