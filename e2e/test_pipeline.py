@@ -11,10 +11,7 @@ no gap.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 import uuid
