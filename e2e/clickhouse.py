@@ -138,7 +138,7 @@ class Chdb:
             self.session.query(statement)
 
     def insert(self, records: list[str]) -> None:
-        values = ",".join("(" + _quote(r) + ")" for r in records)
+        values = ",".join("(" + quote(r) + ")" for r in records)
         self.session.query(f"INSERT INTO meshaudit_record (record) VALUES {values}")
 
 
@@ -146,7 +146,8 @@ def _is_select(sql: str) -> bool:
     return bool(re.match(r"\s*(--[^\n]*\n\s*)*(SELECT|WITH)\b", sql, re.I))
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """A ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

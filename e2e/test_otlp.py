@@ -4,7 +4,9 @@ record handed off as filter state is the log's body; the CEL filter passes only 
 plugin recorded), sends to a real OTLP/gRPC receiver (grpcio with opentelemetry-proto's
 LogsService) started by the test. Every audited request arrives once, its body the record
 and its attributes the documented key fields; a request the plugin did not record sends
-nothing.
+nothing. The OpenTelemetry Collector example (observability/otel-collector/config.yaml) is
+not run (the collector cannot be installed here): its pipelines are checked for completeness
+against the provider, and the ClickHouse view it relies on runs on the current engine.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import time
 import uuid
 from concurrent import futures
 
+import clickhouse
 import grpc
 import harness
 import pytest
+import yaml
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 # Both outputs; the admin API audited, routine traffic sampled out, security outcomes recorded.
@@ -141,3 +145,56 @@ def test_every_audited_request_arrives_once_as_an_otlp_log(otlp):
         assert body == logged[request_id]
     denied = [a for b, a in (v[0] for v in by_id.values()) if b["kind"] == "denied"]
     assert denied and denied[0]["meshaudit.response_code_details"].startswith("rbac_access_denied")
+
+
+COLLECTOR = harness.ROOT / "observability" / "otel-collector" / "config.yaml"
+
+
+def test_the_collector_example_is_whole_and_listens_where_the_provider_sends():
+    config = yaml.safe_load(COLLECTOR.read_text())
+    mesh = yaml.safe_load((harness.ROOT / "observability" / "istio" / "meshconfig-handoff.yaml").read_text())
+    [provider] = [p["envoyOtelAls"] for p in mesh["meshConfig"]["extensionProviders"] if "envoyOtelAls" in p]
+    assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == f"0.0.0.0:{provider['port']}"
+    pipelines = config["service"]["pipelines"]
+    used = {kind: set() for kind in ("receivers", "processors", "exporters")}
+    for name, pipeline in pipelines.items():
+        assert name.startswith("logs/"), "records are logs"
+        for kind in used:
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"{name}: {component} is not defined under {kind}"
+                used[kind].add(component)
+    for kind, names in used.items():
+        assert names == set(config[kind]), f"{kind} defined but in no pipeline: {set(config[kind]) - names}"
+    # Every exporter queues on disk (nothing lost across a collector restart or an outage).
+    for name, exporter in config["exporters"].items():
+        storage = exporter["sending_queue"]["storage"]
+        assert storage in config["extensions"] and storage in config["service"]["extensions"], name
+    # The exporters' tables and indices are the ones the shipped store configs read.
+    view = (clickhouse.SQL / "from-otel-collector.sql").read_text()
+    assert f"FROM {config['exporters']['clickhouse']['logs_table_name']}\n" in view
+    template = json.loads((harness.ROOT / "observability" / "elasticsearch" / "index-template.json").read_text())
+    assert any(p.rstrip("*") == config["exporters"]["elasticsearch"]["logs_index"] for p in template["index_patterns"])
+
+
+def test_the_collectors_clickhouse_rows_reach_the_shipped_schema():
+    """The exporter's table (its columns that matter here), the view into meshaudit_record, and
+    the trail's records written as the exporter writes them, with a log that is no record."""
+    trail = harness.ROOT / "tests" / "data" / "trails" / "mesh.log"
+    texts = [line.split(harness.RECORD_PREFIX, 1)[1] for line in trail.read_text().splitlines() if harness.RECORD_PREFIX in line]
+    engine = clickhouse.Chdb()
+    try:
+        engine.script((clickhouse.SQL / "schema.sql").read_text())
+        engine.script(
+            "CREATE TABLE otel_logs (Timestamp DateTime64(9), ServiceName LowCardinality(String), Body String,"
+            " LogAttributes Map(LowCardinality(String), String)) ENGINE = MergeTree ORDER BY (ServiceName, Timestamp);\n"
+        )
+        engine.script((clickhouse.SQL / "from-otel-collector.sql").read_text())
+        rows = ",".join(
+            f"(now64(9), 'istio-proxy', {clickhouse.quote(t)}, map('meshaudit.status', '200'))" for t in [*texts, "GET / 200"]
+        )
+        engine.script(f"INSERT INTO otel_logs VALUES {rows};\n")
+        assert engine.query("SELECT count() FROM meshaudit_record FINAL") == [[str(len(texts))]]
+        records = sorted(r[0] for r in engine.query("SELECT record FROM meshaudit_record FINAL"))
+        assert [json.loads(r) for r in records] == [json.loads(t) for t in sorted(texts)]
+    finally:
+        engine.close()
