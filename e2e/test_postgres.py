@@ -10,16 +10,13 @@ The records are inserted by this test as a shipper would (the text after the
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import harness
 import pytest
+import questions
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 PG = harness.ROOT / "observability" / "postgres"
 TRAIL = harness.ROOT / "tests" / "data" / "trails" / "mesh.log"
-CLI = harness.ROOT / "target" / "debug" / "meshaudit"
 
 
 def query(name: str) -> str:
@@ -51,8 +48,7 @@ def store(psql):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def summary():
-    out = subprocess.run([str(CLI), "summary", "--json", "--hops", str(TRAIL)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return questions.summary(TRAIL)
 
 
 def test_a_record_delivered_twice_is_stored_once(store):
@@ -61,35 +57,10 @@ def test_a_record_delivered_twice_is_stored_once(store):
     assert run("SELECT count(*) FROM (SELECT DISTINCT instance, stream, seq FROM meshaudit_record) k;") == [[str(len(texts))]]
 
 
-def rows(table: list[dict], *columns: str) -> list[tuple]:
-    return sorted(tuple(str(r[c]) for c in columns) for r in table)
-
-
 def test_the_questions_answer_as_the_summary_does(store, summary):
     run, _ = store
-    t = summary["tables"]
-    sensitive = [tuple(r[:6]) for r in run(query("sensitive_by_caller"))]
-    assert sorted(sensitive) == rows(t["sensitive"], "caller", "namespace", "method", "path", "requests", "denied")
-    assert sensitive, "the trail has sensitive requests"
-    denials = [tuple(r[:5]) for r in run(query("denials_by_policy"))]
-    assert sorted(denials) == rows(t["denials"], "policy", "by", "caller", "namespace", "count")
-    failures = [tuple(r[:4]) for r in run(query("auth_failures"))]
-    assert sorted(failures) == rows(t["auth_failures"], "reason", "issuer", "count", "callers")
-    tls = [tuple(r[:3]) for r in run(query("tls_failures"))]
-    assert sorted(tls) == rows(t["tls_failures"], "reason", "source", "count")
-    dry = [tuple(r[:3]) for r in run(query("dry_run_would_deny"))]
-    assert sorted(dry) == rows(t["dry_run"], "policy", "caller", "count")
-    assert dry and failures and tls and denials
-    changes = run(query("config_changes"))
-    assert sorted((r[1], r[2], "sha256:" + r[3].removeprefix("sha256:")[:12]) for r in changes) == rows(
-        t["config"], "instance", "change", "digest"
-    )
-    by_kind: dict[str, int] = {}
-    for _minute, kind, n in run(query("records_by_kind_over_time")):
-        by_kind[kind] = by_kind.get(kind, 0) + int(n)
-    assert by_kind == summary["records_by_kind"]
-    # One row per request: the hop join is the summary's.
-    assert run("SELECT count(*) FROM meshaudit_request;") == [[str(summary["requests"])]]
+    got = questions.assert_answers_as_the_summary(run, PG / "queries", summary)
+    assert all(got.values()), "the trail answers every question"
 
 
 def test_completeness_in_the_store_finds_a_deleted_record(store):
