@@ -270,6 +270,8 @@ def test_observability_compose_stack_is_valid():
         "grafana",
         "postgres",
         "syslog-ng",
+        "clickhouse",
+        "syslog-ng-clickhouse",
     }
     for name, service in resolved["services"].items():
         assert ":" in service["image"] and not service["image"].endswith(":latest"), name
@@ -281,15 +283,15 @@ def test_observability_compose_stack_is_valid():
     assert any(str(v).startswith(str(harness.E2E / "envoy.yaml")) for v in envoy_mounts), "the same envoy.yaml as the tests"
 
 
-def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
-    """syslog-ng with e2e/test_pipeline.py's config, reading the files Envoy writes, into a
-    PostgreSQL that loads the shipped schema and inbox, in that order."""
+def compose_shipper(service: str, conf: str) -> dict:
+    """A syslog-ng service as e2e/test_pipeline.py runs it: the shipped directory and
+    configuration, reading the files Envoy writes, every variable the configuration reads set."""
     services = observability_compose()["services"]
-    ng = services["syslog-ng"]
+    ng = services[service]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in ng["volumes"]}
     env = ng["environment"]
     assert mounts[env["MESHAUDIT_SYSLOG_NG_DIR"]] == str(harness.ROOT / "observability" / "syslog-ng")
-    assert ng["command"][-1].endswith(env["MESHAUDIT_SYSLOG_NG_DIR"] + "/meshaudit-postgres.conf")
+    assert ng["command"][-1].endswith(env["MESHAUDIT_SYSLOG_NG_DIR"] + "/" + conf)
     envoy_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["envoy"]["volumes"]}
     for variable in ("MESHAUDIT_HANDOFF_LOG", "MESHAUDIT_ENVOY_LOG"):
         directory = str(Path(env[variable]).parent)
@@ -298,13 +300,31 @@ def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
     assert env["MESHAUDIT_HANDOFF_LOG"] == harness.http_connection_manager(shipped_log)["access_log"][0]["typed_config"]["path"]
     command = services["envoy"]["command"]
     assert command[command.index("--log-path") + 1] == env["MESHAUDIT_ENVOY_LOG"]
-    assert env["MESHAUDIT_PG_HOST"] == "postgres"
-    # Every variable the config reads is set.
     config = "".join(
-        (harness.ROOT / "observability" / "syslog-ng" / name).read_text()
-        for name in ("meshaudit-postgres.conf", "meshaudit-sources.conf")
+        (harness.ROOT / "observability" / "syslog-ng" / name).read_text() for name in (conf, "meshaudit-sources.conf")
     )
     assert set(re.findall(r"`(MESHAUDIT_\w+)`", config)) == set(env)
+    return ng
+
+
+def test_the_compose_postgres_path_is_the_one_the_pipeline_test_runs():
+    """syslog-ng with e2e/test_pipeline.py's config into a PostgreSQL that loads the shipped
+    schema and inbox, in that order."""
+    ng = compose_shipper("syslog-ng", "meshaudit-postgres.conf")
+    assert ng["environment"]["MESHAUDIT_PG_HOST"] == "postgres"
+    services = observability_compose()["services"]
     init = sorted((v.split(":")[1], v.split(":")[0]) for v in services["postgres"]["volumes"] if "initdb" in v)
     assert [Path(src).name for _, src in init] == ["schema.sql", "inbox.sql"]
     assert "syslog-ng-mod-sql" in " ".join(ng["command"]) and "libdbd-pgsql" in " ".join(ng["command"])
+
+
+def test_the_compose_clickhouse_path_is_the_one_the_pipeline_test_runs():
+    ng = compose_shipper("syslog-ng-clickhouse", "meshaudit-clickhouse.conf")
+    assert ng["environment"]["MESHAUDIT_CH_URL"] == "http://clickhouse:8123"
+    services = observability_compose()["services"]
+    init = [v.split(":")[0] for v in services["clickhouse"]["volumes"] if "initdb" in v]
+    assert [Path(src).name for src in init] == ["schema.sql"]
+    assert "syslog-ng-mod-http" in " ".join(ng["command"])
+    # The two shippers keep their read positions and buffers apart.
+    state = {v.split(":")[0] for v in services["syslog-ng"]["volumes"]} & {v.split(":")[0] for v in ng["volumes"]}
+    assert not any("state" in v for v in state), state
