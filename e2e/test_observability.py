@@ -39,6 +39,8 @@ def schema_paths() -> set[str]:
 
 
 PATHS = schema_paths()
+# The ECS fields observability/elasticsearch/ingest-pipeline.json sets (not record members).
+ECS_SET = {"event.kind", "event.category", "event.type", "event.outcome"}
 # LogQL's `| json` flattens nested fields with underscores.
 FLAT = {p.replace(".", "_") for p in PATHS}
 
@@ -185,7 +187,7 @@ def test_elasticsearch_template_maps_record_fields_and_ecs_aliases():
                 mapped.add(path)
 
     walk(props)
-    assert mapped - {"@timestamp"} <= PATHS, mapped - PATHS
+    assert mapped - {"@timestamp"} - ECS_SET <= PATHS, mapped - PATHS
     assert {"request.canonical_path", "authz.policy", "peer.principal", "ts"} <= mapped
     for alias, target in aliases.items():
         assert target in mapped and target in PATHS, f"alias {alias} -> {target}"
@@ -199,9 +201,100 @@ def test_kibana_saved_search_uses_record_fields():
     search = next(o for o in objects if o["type"] == "search")
     view = next(o for o in objects if o["type"] == "index-pattern")
     assert view["attributes"]["timeFieldName"] in PATHS
-    assert set(search["attributes"]["columns"]) <= PATHS
+    assert set(search["attributes"]["columns"]) <= PATHS | ECS_SET
     query = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
-    assert set(re.findall(r"([a-z_.]+)\s*:", query)) <= PATHS
+    fields = set(re.findall(r"([a-z_.]+)\s*:", query))
+    assert fields <= PATHS | ECS_SET and fields & ECS_SET, "the search reads the ECS fields"
+
+
+def ecs_flat() -> dict:
+    """Elastic's ECS definitions (npm @elastic/ecs, installed by scripts/setup.sh into .tools/)."""
+    script = "process.stdout.write(JSON.stringify(require('@elastic/ecs/build/commonjs/ecs_flat.js').EcsFlat))"
+    out = subprocess.run(["node", "-e", script], cwd=harness.ROOT / ".tools", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def schema_kinds() -> tuple[set[str], set[str]]:
+    """Every record kind the schema allows, and those of the network mode's connection records."""
+    kinds, connection = set(), set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            kind = node.get("properties", {}).get("kind")
+            if kind:
+                names = set(kind.get("enum", [kind.get("const")])) - {None}
+                kinds.update(names)
+                if "connection" in node["properties"]:
+                    connection.update(names)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads((OBS / "record.schema.json").read_text()))
+    return kinds, connection
+
+
+def ecs_key(record: dict) -> str:
+    """The pipeline script's lookup key."""
+    return ("connection." if "connection" in record else "") + record["kind"]
+
+
+def test_the_ingest_pipeline_sets_values_ecs_allows_for_every_record_kind():
+    flat = ecs_flat()
+    allowed = {
+        field: {v["name"]: v.get("expected_event_types") or [] for v in flat[field]["allowed_values"]} for field in ECS_SET
+    }
+    assert all(flat[field]["type"] == "keyword" for field in ECS_SET)
+    pipeline = json.loads((OBS / "elasticsearch" / "ingest-pipeline.json").read_text())
+    [processor] = pipeline["processors"]
+    table = processor["script"]["params"]["by_kind"]
+    kinds, connection = schema_kinds()
+    assert kinds >= {"access", "denied", "tls_failure", "accounting", "config_applied", "suppressed", "log_level"}
+    assert set(table) == (kinds - (connection - {"denied"})) | {f"connection.{k}" for k in connection}
+    for key, ecs in table.items():
+        assert set(ecs) <= {"kind", "category", "type", "outcome"}, key
+        assert ecs["kind"] in allowed["event.kind"], key
+        categories, types = ecs.get("category", []), ecs.get("type", [])
+        if ecs["kind"] == "event":
+            assert categories and types, f"{key}: an event has a category and a type"
+        for category in categories:
+            assert category in allowed["event.category"], key
+            assert any(t in allowed["event.category"][category] for t in types), f"{key}: no type ECS expects for {category}"
+        for t in types:
+            assert t in allowed["event.type"] and any(t in allowed["event.category"][c] for c in categories), f"{key}: {t}"
+        assert ecs.get("outcome", "success") in allowed["event.outcome"], key
+    # The fields are mapped, the pipeline is the index's default, and aliases are never written.
+    template = json.loads((OBS / "elasticsearch" / "index-template.json").read_text())
+    assert template["template"]["settings"]["index.default_pipeline"] == "meshaudit-ecs"
+    event = template["template"]["mappings"]["properties"]["event"]["properties"]
+    assert all(event[f.split(".")[1]]["type"] == "keyword" for f in ECS_SET)
+    assert all(v["type"] == "alias" for k, v in event.items() if f"event.{k}" not in ECS_SET)
+    # Every record the e2e suite captured finds its entry.
+    trail = (harness.ROOT / "tests" / "data" / "trails" / "mesh.log").read_text().splitlines()
+    records = [json.loads(line.split(harness.RECORD_PREFIX, 1)[1]) for line in trail if harness.RECORD_PREFIX in line]
+    assert {ecs_key(r) for r in records} <= set(table) and len({ecs_key(r) for r in records}) >= 6
+    # The README's table is this one.
+    readme = (harness.ROOT / "README.md").read_text()
+    section = readme.split("<!-- ecs-table -->")[1]
+    rows = {}
+    for line in section.strip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        key, kind, category, types, outcome = (c.strip().strip("`") for c in line.strip("|").split("|"))
+        rows[key] = {"kind": kind, "category": category, "type": types, "outcome": outcome}
+    as_written = {
+        key: {
+            "kind": e["kind"],
+            "category": ", ".join(e.get("category", [])) or "-",
+            "type": ", ".join(e.get("type", [])) or "-",
+            "outcome": e.get("outcome", "-"),
+        }
+        for key, e in table.items()
+    }
+    assert rows == as_written
 
 
 def onig_to_python(regex: str) -> str:

@@ -40,6 +40,14 @@ fi
 
 [ "$what" = demo ] && exit 0
 
+# Elastic's own ECS field definitions (ecs_flat: every field's allowed values), which the ECS
+# fields the Elasticsearch ingest pipeline sets are checked against (e2e/test_observability.py).
+ecs_version=9.4.0
+if [ "$(node -p "require('./.tools/node_modules/@elastic/ecs/package.json').version" 2>/dev/null)" != "$ecs_version" ]; then
+  step "@elastic/ecs $ecs_version (npm, into .tools/)"
+  npm install --silent --no-audit --no-fund --prefix .tools "@elastic/ecs@$ecs_version" >/dev/null
+fi
+
 # Debian packages: docker-compose validates e2e/docker-compose.yaml (no engine needed);
 # nghttp2-client (nghttp, h2load) sends h2 and floods in the hostile-input tests; wrk for the benchmark;
 # docker-registry is the local OCI registry the packaging test pushes to; prometheus scrapes
