@@ -169,6 +169,11 @@ proptest! {
         let (roomy, _) = capped_request(&header_values, &path, 1024, 1_048_576);
         let uncapped = on_log(&roomy, &mut Worker::new(&roomy, "p".into(), 1, 0), true, &host).unwrap();
         prop_assert!(uncapped.len() <= 4096);
+        // The two configurations differ (their caps), and each record names its own.
+        let (line, uncapped) = (
+            line.replacen(settings.short_digest(), "", 1),
+            uncapped.replacen(roomy.short_digest(), "", 1),
+        );
         prop_assert_eq!(line, uncapped, "a record that fits is not cut");
     }
 

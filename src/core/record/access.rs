@@ -157,6 +157,7 @@ pub(crate) struct AccessRecord<'a> {
     pub kind: Option<Kind>,
     pub instance: &'a str,
     pub stream: Option<(&'a str, u64)>,
+    pub config: Option<&'a str>,
     pub why: Option<Why<'a>>,
     /// The readings beyond the request line the matched rule needed (`why.matched_on`).
     pub matched_on: &'a [&'static str],
@@ -232,6 +233,7 @@ impl AccessRecord<'_> {
             kind: RecordKind::Event(self.kind.unwrap_or(Kind::Access)),
             instance: self.instance,
             stream: self.stream,
+            config: self.config,
         }
         .begin(&mut w, cap);
         if let Some(why) = &self.why {

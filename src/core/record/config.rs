@@ -69,6 +69,7 @@ impl ConfigRecord<'_> {
             },
             instance: self.instance,
             stream: self.stream,
+            config: None,
         }
         .begin(&mut w, usize::MAX);
         w.object_field("config");
@@ -141,5 +142,7 @@ mod tests {
         assert_eq!(first["config"]["first_in_vm"], true);
         let later: serde_json::Value = serde_json::from_str(&record(false).encode()).unwrap();
         assert!(later["config"].get("first_in_vm").is_none());
+        // It names its configuration whole, in `config.digest`, not shortened in the envelope.
+        assert!(first.get("config_digest").is_none() && first["config"]["digest"] == "sha256:d");
     }
 }

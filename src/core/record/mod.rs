@@ -141,6 +141,9 @@ pub(crate) struct Envelope<'a> {
     pub instance: &'a str,
     /// The worker's stream id and this record's sequence number in it.
     pub stream: Option<(&'a str, u64)>,
+    /// `config_digest`: the configuration in force, shortened (`Settings::short_digest`);
+    /// none on the configuration records, which name it whole.
+    pub config: Option<&'a str>,
 }
 
 impl Envelope<'_> {
@@ -155,6 +158,7 @@ impl Envelope<'_> {
             w.str_field("stream", stream);
             w.u64_field("seq", seq);
         }
+        w.opt_str_field("config_digest", self.config);
     }
 }
 

@@ -579,6 +579,7 @@ impl Recorded<'_> {
             kind: Some(kind),
             instance: &worker.instance,
             stream: Some((&worker.stream, seq)),
+            config: Some(&worker.config_digest),
             rate_limit,
             grpc,
             why: Some(Why {

@@ -1495,3 +1495,37 @@ mod readings {
         }
     }
 }
+
+#[test]
+fn every_record_of_a_stream_names_the_configuration_in_force() {
+    let audit_all = settings(r#"{"rules": [{"name": "all", "action": "audit"}]}"#);
+    let short = audit_all.short_digest();
+    assert!(
+        short.len() == 19 && audit_all.digest.starts_with(short) && short.starts_with("sha256:")
+    );
+    let mut w = worker(&audit_all);
+    let host = FakeHost::request("GET", "/x", 200);
+    let line = on_log(&audit_all, &mut w, true, &host).unwrap();
+    let record: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["config_digest"], short);
+    // Beside the envelope, before the record's own members.
+    assert!(
+        line.contains(&format!(r#""seq":0,"config_digest":"{short}","why""#)),
+        "{line}"
+    );
+    let report = w.report(&audit_all, 1_000_000_000, true);
+    let kinds: Vec<Value> = report
+        .lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .inspect(|r| assert_eq!(r["config_digest"], short, "{r}"))
+        .map(|r| r["kind"].clone())
+        .collect();
+    assert!(kinds.contains(&Value::from("accounting")));
+    // Another configuration, another name.
+    let other =
+        settings(r#"{"rules": [{"name": "all", "action": "audit"}], "default_sample_rate": 0}"#);
+    let line = on_log(&other, &mut worker(&other), true, &host).unwrap();
+    assert_ne!(other.short_digest(), short);
+    assert!(line.contains(other.short_digest()));
+}

@@ -34,6 +34,8 @@ pub struct Worker {
     pub requests_seen: u64,
     /// Names this worker's record stream; with `seq`, lets a collector detect gaps.
     pub stream: String,
+    /// The configuration this worker runs under, as every record of its stream names it.
+    pub config_digest: String,
     next_seq: u64,
     /// Seals every record of the stream when a trail key is configured.
     chain: Option<Chain>,
@@ -74,6 +76,7 @@ impl Worker {
             rng,
             requests_seen: 0,
             stream,
+            config_digest: settings.short_digest().to_string(),
             next_seq: 0,
             chain: settings.integrity.clone().map(Chain::new),
             interval_first_seq: 0,
@@ -254,6 +257,7 @@ impl Worker {
             kind,
             instance: &self.instance,
             stream: Some((&self.stream, seq)),
+            config: Some(&self.config_digest),
         }
     }
 
