@@ -27,8 +27,17 @@ def statements(text: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*\n", text + "\n") if s.strip()]
 
 
+_TSV_ESCAPES = {"b": "\b", "f": "\f", "r": "\r", "n": "\n", "t": "\t", "0": "\0", "'": "'", "\\": "\\"}
+
+
 def rows(tsv: str) -> list[list[str]]:
-    return [line.split("\t") for line in tsv.splitlines() if line]
+    """TabSeparated output, each value unescaped (ClickHouse escapes \\, tab, newline and
+    the other control bytes with a backslash)."""
+
+    def unescape(value: str) -> str:
+        return re.sub(r"\\(.)", lambda m: _TSV_ESCAPES.get(m.group(1), "\\" + m.group(1)), value)
+
+    return [[unescape(v) for v in line.split("\t")] for line in tsv.split("\n") if line]
 
 
 def insert_rows(records: list[str]) -> str:

@@ -107,6 +107,7 @@ def test_every_column_reads_what_a_json_parser_reads(store):
     got = {tuple(row) for row in engine.query(f"SELECT {COLUMNS} FROM meshaudit_record FINAL")}
     want = {expected_columns(t) for t in [*texts, hostile]}
     assert got == want, (sorted(want - got)[:3], sorted(got - want)[:3])
+    assert engine.query("SELECT record FROM meshaudit_record FINAL WHERE seq = 10000") == [[hostile]], "kept byte for byte"
     engine.script(f"ALTER TABLE meshaudit_record DELETE WHERE seq = {denied['seq']}")
     assert clickhouse.wait_until(lambda: engine.query("SELECT count() FROM meshaudit_record WHERE seq = 10000") == [["0"]])
 
