@@ -228,8 +228,6 @@ pub struct Rule {
 const SHORT_DIGEST_LEN: usize = 19;
 
 impl Settings {
-    /// Whether Envoy's AUDIT mark (`access_log_hint`, `None` without an AUDIT filter) makes
-    /// a request or connection recorded, as far as the configuration heeds the mark.
     /// The digest as records name the configuration in force (`config_digest`): `sha256:` and
     /// its first 12 hex digits, 48 bits, enough to tell a proxy's configurations apart; the
     /// configuration records carry it whole.
@@ -237,6 +235,8 @@ impl Settings {
         self.digest.get(..SHORT_DIGEST_LEN).unwrap_or(&self.digest)
     }
 
+    /// Whether Envoy's AUDIT mark (`access_log_hint`, `None` without an AUDIT filter) makes
+    /// a request or connection recorded, as far as the configuration heeds the mark.
     pub(crate) fn heeds_audit_mark(&self, hint: Option<bool>) -> bool {
         self.audit_policies && hint == Some(true)
     }
