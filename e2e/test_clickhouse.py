@@ -7,8 +7,9 @@ completeness queries find nothing on the whole trail and find a record deleted f
 retention drops what is older than 13 months and keeps the rest, by partition on 18.16 and by
 TTL on the current engine.
 
-Records are inserted as syslog-ng's http() destination does (JSONEachRow, the record whole);
-e2e/test_pipeline.py runs syslog-ng itself.
+Records are inserted into the server as syslog-ng's http() destination inserts them
+(JSONEachRow over HTTP, the record whole), into chdb as VALUES; e2e/test_pipeline.py runs
+syslog-ng itself.
 """
 
 from __future__ import annotations
