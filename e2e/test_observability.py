@@ -273,8 +273,7 @@ def test_the_ingest_pipeline_sets_values_ecs_allows_for_every_record_kind():
     assert all(event[f.split(".")[1]]["type"] == "keyword" for f in ECS_SET)
     assert all(v["type"] == "alias" for k, v in event.items() if f"event.{k}" not in ECS_SET)
     # Every record the e2e suite captured finds its entry.
-    trail = (harness.ROOT / "tests" / "data" / "trails" / "mesh.log").read_text().splitlines()
-    records = [json.loads(line.split(harness.RECORD_PREFIX, 1)[1]) for line in trail if harness.RECORD_PREFIX in line]
+    records = [json.loads(text) for text in harness.record_texts(harness.TRAIL.read_text())]
     assert {ecs_key(r) for r in records} <= set(table) and len({ecs_key(r) for r in records}) >= 6
     # The README's table is this one.
     readme = (harness.ROOT / "README.md").read_text()

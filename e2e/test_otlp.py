@@ -179,8 +179,7 @@ def test_the_collector_example_is_whole_and_listens_where_the_provider_sends():
 def test_the_collectors_clickhouse_rows_reach_the_shipped_schema():
     """The exporter's table (its columns that matter here), the view into meshaudit_record, and
     the trail's records written as the exporter writes them, with a log that is no record."""
-    trail = harness.ROOT / "tests" / "data" / "trails" / "mesh.log"
-    texts = [line.split(harness.RECORD_PREFIX, 1)[1] for line in trail.read_text().splitlines() if harness.RECORD_PREFIX in line]
+    texts = harness.record_texts(harness.TRAIL.read_text())
     engine = clickhouse.Chdb()
     try:
         engine.script((clickhouse.SQL / "schema.sql").read_text())

@@ -16,20 +16,11 @@ import questions
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 PG = harness.ROOT / "observability" / "postgres"
-TRAIL = harness.ROOT / "tests" / "data" / "trails" / "mesh.log"
+TRAIL = harness.TRAIL
 
 
 def query(name: str) -> str:
     return (PG / "queries" / f"{name}.sql").read_text()
-
-
-def records() -> list[str]:
-    found = []
-    for line in TRAIL.read_text().splitlines():
-        at = line.find(harness.RECORD_PREFIX)
-        if at >= 0:
-            found.append(line[at + len(harness.RECORD_PREFIX) :])
-    return found
 
 
 def insert(texts: list[str]) -> str:
@@ -40,7 +31,7 @@ def insert(texts: list[str]) -> str:
 @pytest.fixture(scope="module")
 def store(psql):  # noqa: F811
     psql((PG / "schema.sql").read_text())
-    texts = records()
+    texts = harness.record_texts(TRAIL.read_text())
     # At least once: every record arrives twice; the key keeps one.
     psql(insert(texts) + insert(texts))
     return psql, texts
