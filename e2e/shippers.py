@@ -49,3 +49,26 @@ class SyslogNg:
 
     def log(self) -> str:
         return (self.workdir / "syslog-ng.out").read_text(errors="replace")
+
+
+def to_both_stores(workdir: Path, logs: dict, psql, ch) -> tuple[SyslogNg, SyslogNg]:
+    """The shipped pipeline's two syslog-ngs, not started: `logs` (MESHAUDIT_HANDOFF_LOG and
+    MESHAUDIT_ENVOY_LOG) into the PostgreSQL of test_change_trail's `psql` fixture and into
+    the ClickHouse server `ch` (e2e/clickhouse.py)."""
+    to_pg = SyslogNg(
+        "meshaudit-postgres.conf",
+        workdir / "to-postgres",
+        {
+            **logs,
+            "MESHAUDIT_PG_HOST": psql.host,
+            "MESHAUDIT_PG_PORT": psql.port,
+            "MESHAUDIT_PG_USER": "meshaudit",
+            "MESHAUDIT_PG_DATABASE": "postgres",
+        },
+    )
+    to_ch = SyslogNg(
+        "meshaudit-clickhouse.conf",
+        workdir / "to-clickhouse",
+        {**logs, "MESHAUDIT_CH_URL": f"http://127.0.0.1:{ch.http_port}", "MESHAUDIT_CH_DATABASE": "default"},
+    )
+    return to_pg, to_ch

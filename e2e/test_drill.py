@@ -18,7 +18,7 @@ import clickhouse
 import harness
 import mesh
 import pytest
-from shippers import SyslogNg
+from shippers import to_both_stores
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 CLI = harness.ROOT / "target" / "debug" / "meshaudit"
@@ -126,24 +126,7 @@ def test_every_case_passes_through_the_pipeline_into_both_stores(the_mesh, psql)
     ch = clickhouse.Server()
     workdir = Path(tempfile.mkdtemp(prefix="meshaudit-drill-pipeline-"))
     logs = {"MESHAUDIT_HANDOFF_LOG": str(workdir / "no-handoff.log"), "MESHAUDIT_ENVOY_LOG": str(the_mesh.server.log_path)}
-    shippers = [
-        SyslogNg(
-            "meshaudit-postgres.conf",
-            workdir / "to-postgres",
-            {
-                **logs,
-                "MESHAUDIT_PG_HOST": psql.host,
-                "MESHAUDIT_PG_PORT": psql.port,
-                "MESHAUDIT_PG_USER": "meshaudit",
-                "MESHAUDIT_PG_DATABASE": "postgres",
-            },
-        ),
-        SyslogNg(
-            "meshaudit-clickhouse.conf",
-            workdir / "to-clickhouse",
-            {**logs, "MESHAUDIT_CH_URL": f"http://127.0.0.1:{ch.http_port}", "MESHAUDIT_CH_DATABASE": "default"},
-        ),
-    ]
+    shippers = to_both_stores(workdir, logs, psql, ch)
     try:
         ch.script((clickhouse.SQL / "schema.sql").read_text())
         for ng in shippers:

@@ -21,7 +21,7 @@ import clickhouse
 import harness
 import pytest
 import questions
-from shippers import SyslogNg
+from shippers import to_both_stores
 from test_change_trail import psql  # noqa: F401  (the fixture: a throwaway PostgreSQL 15)
 
 ROOT = harness.ROOT
@@ -44,22 +44,7 @@ def pipeline(psql):  # noqa: F811
     (workdir / "envoy").mkdir()
     stack = harness.Stack(plugin=PLUGIN, workdir=workdir / "envoy")
     logs = {"MESHAUDIT_HANDOFF_LOG": str(stack.audit_log_path), "MESHAUDIT_ENVOY_LOG": str(stack.envoy.log_path)}
-    to_pg = SyslogNg(
-        "meshaudit-postgres.conf",
-        workdir / "to-postgres",
-        {
-            **logs,
-            "MESHAUDIT_PG_HOST": psql.host,
-            "MESHAUDIT_PG_PORT": psql.port,
-            "MESHAUDIT_PG_USER": "meshaudit",
-            "MESHAUDIT_PG_DATABASE": "postgres",
-        },
-    )
-    to_ch = SyslogNg(
-        "meshaudit-clickhouse.conf",
-        workdir / "to-clickhouse",
-        {**logs, "MESHAUDIT_CH_URL": f"http://127.0.0.1:{ch.http_port}", "MESHAUDIT_CH_DATABASE": "default"},
-    )
+    to_pg, to_ch = to_both_stores(workdir, logs, psql, ch)
     to_pg.start()
     to_ch.start()
     try:
