@@ -321,6 +321,18 @@ struct Tail {
     partial: Vec<u8>,
 }
 
+impl Tail {
+    /// From the file's end as it is now, so that only records written after it are read.
+    fn at_end(file: String) -> Self {
+        let offset = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        Tail {
+            file,
+            offset,
+            partial: Vec::new(),
+        }
+    }
+}
+
 /// Where the drill looks for the records.
 #[derive(Debug)]
 enum Source {
@@ -352,17 +364,6 @@ impl Source {
                     .unwrap_or_default()
             ),
         }
-    }
-
-    /// Before the first request: a trail is read from its end as it is now, so that only
-    /// records of this run are looked at.
-    fn start(&mut self) -> Result<(), String> {
-        if let Source::Trail { tails, .. } = self {
-            for tail in tails {
-                tail.offset = std::fs::metadata(&tail.file).map(|m| m.len()).unwrap_or(0);
-            }
-        }
-        Ok(())
     }
 
     /// Every record of the marker ids visible now.
@@ -532,9 +533,11 @@ pub(crate) fn drill(args: &[String]) -> Result<ExitCode, String> {
     let usage = || crate::USAGE.to_string();
     let target = take_one(&mut args, "--target")?.ok_or_else(usage)?;
     let target = HttpUrl::parse("--target", &target)?;
-    let mut plan = Plan {
-        authority: take_one(&mut args, "--authority")?
-            .unwrap_or_else(|| target.text().trim_start_matches("http://").to_string()),
+    let plan = Plan {
+        authority: take_one(&mut args, "--authority")?.map_or_else(
+            || target.text().trim_start_matches("http://").to_string(),
+            |authority| authority.trim().to_string(),
+        ),
         jwt_path: take_one(&mut args, "--jwt-path")?,
         issuer: take_one(&mut args, "--issuer")?,
         audience: take_one(&mut args, "--audience")?,
@@ -561,7 +564,6 @@ pub(crate) fn drill(args: &[String]) -> Result<ExitCode, String> {
     if plan.audience.is_some() && plan.issuer.is_none() {
         return Err("--audience needs --jwt-path and --issuer".into());
     }
-    plan.authority = plan.authority.trim().to_string();
     let timeout = match take_one(&mut args, "--timeout")? {
         Some(text) => Duration::from_secs_f64(
             text.parse::<f64>()
@@ -593,14 +595,8 @@ pub(crate) fn drill(args: &[String]) -> Result<ExitCode, String> {
     }
     let mut source = match (files.is_empty(), postgres, clickhouse) {
         (false, None, None) => Source::Trail {
-            tails: files
-                .into_iter()
-                .map(|file| Tail {
-                    file,
-                    offset: 0,
-                    partial: Vec::new(),
-                })
-                .collect(),
+            // Opened before the first request: only this run's records are looked at.
+            tails: files.into_iter().map(Tail::at_end).collect(),
             found: Vec::new(),
         },
         (true, Some(conninfo), None) => Source::Postgres(conninfo),
@@ -628,7 +624,6 @@ pub(crate) fn drill(args: &[String]) -> Result<ExitCode, String> {
             usage()
         ));
     }
-    source.start()?;
     let mut outcomes: Vec<Outcome> = cases
         .iter()
         .map(|case| {
@@ -964,14 +959,9 @@ mod tests {
         let file = dir.join("envoy.log");
         std::fs::write(&file, "old line\n").unwrap();
         let mut source = Source::Trail {
-            tails: vec![Tail {
-                file: file.display().to_string(),
-                offset: 0,
-                partial: Vec::new(),
-            }],
+            tails: vec![Tail::at_end(file.display().to_string())],
             found: Vec::new(),
         };
-        source.start().unwrap();
         let record = |id: &str| {
             format!(
                 r#"[info] wasm log: meshaudit.record {{"v":1,"kind":"denied","request":{{"id":"{id}"}}}}"#
