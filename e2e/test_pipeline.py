@@ -137,3 +137,33 @@ def test_every_record_reaches_both_stores_once_through_restarts_and_outages(pipe
     for run, queries in ((psql, PG / "queries"), (ch.query, clickhouse.SQL / "queries")):
         got = questions.assert_answers_as_the_summary(run, queries, answers)
         assert got["sensitive"] and got["denials"] and got["auth_failures"], got
+
+
+def test_records_wait_in_the_buffer_while_clickhouse_has_no_table(psql):  # noqa: F811
+    """ClickHouse 18.16 answers 404 while the schema is not loaded, and syslog-ng 3.38 keeps
+    those batches in the disk buffer and retries them (as it does a 5xx) rather than dropping
+    them: loaded later, the table gets every record."""
+    ch = clickhouse.Server()
+    workdir = Path(tempfile.mkdtemp(prefix="meshaudit-pipeline-notable-"))
+    log = workdir / "envoy.log"
+    texts = harness.record_texts(harness.TRAIL.read_text())
+    log.write_text("".join(f"[info] wasm log: {harness.RECORD_PREFIX}{t}\n" for t in texts))
+    _, to_ch = to_both_stores(
+        workdir, {"MESHAUDIT_HANDOFF_LOG": str(workdir / "none.log"), "MESHAUDIT_ENVOY_LOG": str(log)}, psql, ch
+    )
+    to_ch.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "404" not in to_ch.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "404" in to_ch.log(), to_ch.log()[-2000:]
+        ch.script((clickhouse.SQL / "schema.sql").read_text())
+        count = lambda: int(ch.query("SELECT count() FROM meshaudit_record FINAL")[0][0])  # noqa: E731
+        deadline = time.monotonic() + 30
+        while count() < len(texts) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert count() == len(texts), to_ch.log()[-2000:]
+    finally:
+        to_ch.stop()
+        ch.close()
+        shutil.rmtree(workdir, ignore_errors=True)
