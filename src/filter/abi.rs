@@ -101,6 +101,13 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
+// WASI's, which Envoy's host implements with BoringSSL's `RAND_bytes` (proxy-wasm-cpp-host
+// `exports.cc`); std already imports it for its hash keys.
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, buf_len: usize) -> u16;
+}
+
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub(super) enum MetricType {
@@ -197,6 +204,14 @@ pub(super) fn now_unix_nanos() -> Option<u64> {
     // SAFETY: the host writes one u64 through a valid pointer.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
     (status == OK).then_some(nanos)
+}
+
+/// Eight bytes from the host's random source; `None` if it refused.
+pub(super) fn random_u64() -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the host writes at most `bytes.len()` bytes into the array.
+    let errno = unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) };
+    (errno == 0).then(|| u64::from_le_bytes(bytes))
 }
 
 pub(super) fn buffer(buffer_type: BufferType, max_size: usize) -> Option<Vec<u8>> {

@@ -13,7 +13,7 @@ use crate::core::config::{sha256_hex, LogLevel, Settings};
 use crate::core::envoy::attributes::{NODE_ID, PLUGIN_NAME, PLUGIN_ROOT_ID};
 use crate::core::record::config::{config_history, ConfigRecord, Coverage};
 use crate::core::record::RECORD_PREFIX;
-use crate::core::worker::{metrics, Worker};
+use crate::core::worker::{metrics, worker_seed, Worker};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -155,7 +155,7 @@ impl RootContext for Root {
         let instance = settings.instance_id.clone().unwrap_or_else(node_id);
         let batches = *self.batches.get_or_insert_with(BatchTokens::compile);
         self.network = abi::property(PLUGIN_ROOT_ID).as_deref() == Some(NETWORK_ROOT_ID);
-        let seed = now ^ (u64::from(self.context_id) << 40) ^ 0x6d65_7368_6175_6469;
+        let seed = worker_seed(abi::random_u64(), now, self.context_id);
         let mut worker = Worker::new(&settings, instance, seed, now);
         worker.set_node_id(&abi::property(NODE_ID).unwrap_or_default());
         if let Some(threshold) = abi::log_threshold() {

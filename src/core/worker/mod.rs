@@ -67,6 +67,14 @@ fn bucket(budget: Budget) -> TokenBucket {
     TokenBucket::new(budget.per_second, budget.burst)
 }
 
+/// The seed of a worker's random numbers, which also name its stream. The host's random
+/// source decides it: two workers' VMs configured at once can read the same clock and have
+/// the same root context id, and two streams of one name break each other's trail (seen in
+/// CI). The clock and context id are all a host without a random source leaves.
+pub(crate) fn worker_seed(random: Option<u64>, now_ns: u64, context_id: u32) -> u64 {
+    random.unwrap_or(0) ^ now_ns ^ (u64::from(context_id) << 40) ^ 0x6d65_7368_6175_6469
+}
+
 impl Worker {
     pub fn new(settings: &Settings, instance: String, seed: u64, now_ns: u64) -> Self {
         let mut rng = Rng::new(seed);
@@ -386,6 +394,19 @@ mod tests {
         // Off hides everything.
         w.set_log_threshold(LogThreshold::from_code(6));
         assert!(w.records_hidden());
+    }
+
+    #[test]
+    fn workers_configured_at_the_same_instant_name_different_streams() {
+        let s = Settings::from_json(b"{}").unwrap();
+        let stream = |random| Worker::new(&s, "p".into(), worker_seed(random, 7, 1), 7).stream;
+        assert_ne!(stream(Some(1)), stream(Some(2)));
+        // Without a random source, the clock and the context id still decide.
+        assert_eq!(stream(None), stream(None));
+        assert_ne!(
+            Worker::new(&s, "p".into(), worker_seed(None, 8, 1), 8).stream,
+            stream(None)
+        );
     }
 
     #[test]
