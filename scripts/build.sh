@@ -10,8 +10,7 @@
 # layout: the stack comes first and grows down from 1 MiB toward 0, data sits above it, so
 # addresses below 1024 are reached only by a stack that is all but exhausted.
 #
-# Before that, wasm-metadce removes the SDK's exports for what the plugin never starts: gRPC
-# and HTTP calls, shared queues, foreign functions (18 KB with the code only they reach).
+# The module exports only the callbacks the plugin implements (src/filter/dispatch.rs):
 # proxy-wasm-cpp-host, Envoy's Wasm host, checks each callback before calling it and treats
 # a missing one as not implemented; every real-Envoy test runs this module.
 set -euo pipefail
@@ -20,12 +19,6 @@ bin=.tools/node_modules/.bin
 [ -x "$bin/wasm-opt" ] || { echo "build.sh: $bin/wasm-opt missing; run scripts/setup.sh demo" >&2; exit 1; }
 features=(--enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int
   --enable-mutable-globals --enable-multivalue --enable-reference-types)
-never_called='^proxy_on_(grpc_.*|http_call_response|queue_ready|foreign_function)$'
 cargo build --release --target wasm32-wasip1
-built=target/wasm32-wasip1/release/meshaudit.wasm
-graph=$(mktemp)
-trap 'rm -f "$graph" target/meshaudit.dce.wasm' EXIT
-"$bin/wasm-dis" "$built" | sed -n 's/^ *(export "\([^"]*\)".*/\1/p' | grep -Ev "$never_called" \
-  | awk 'BEGIN { printf "[" } { printf "%s{\"name\": \"%s\", \"export\": \"%s\", \"root\": true}", sep, $0, $0; sep = ", " } END { print "]" }' >"$graph"
-"$bin/wasm-metadce" "${features[@]}" --graph-file "$graph" "$built" -o target/meshaudit.dce.wasm >/dev/null
-"$bin/wasm-opt" -Oz --converge --low-memory-unused "${features[@]}" target/meshaudit.dce.wasm -o target/meshaudit.wasm
+"$bin/wasm-opt" -Oz --converge --low-memory-unused "${features[@]}" \
+  target/wasm32-wasip1/release/meshaudit.wasm -o target/meshaudit.wasm

@@ -24,7 +24,7 @@ cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 step "unit tests, native (with the adapter and the meshaudit command)"
 cargo test --features cli
 
-step "unit tests of the core alone (proves it builds without the Proxy-Wasm SDK)"
+step "unit tests of the core alone (proves it builds without the Proxy-Wasm adapter)"
 cargo test --no-default-features
 
 step "unit tests of the core compiled to wasm32 (wasm-bindgen-test under Node)"

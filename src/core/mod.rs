@@ -1,6 +1,6 @@
-//! The pure core: everything the plugin decides and writes. Nothing here imports
-//! the Proxy-Wasm SDK; `cargo test --no-default-features` builds it without the
-//! SDK to keep it that way.
+//! The pure core: everything the plugin decides and writes. Nothing here touches
+//! the Proxy-Wasm ABI; `cargo test --no-default-features` builds it without the
+//! adapter to keep it that way.
 //!
 //! By stage, in the order a request meets them (docs/ARCHITECTURE.md walks
 //! through them): `config` (the operator's JSON to immutable settings), `envoy`

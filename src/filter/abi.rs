@@ -1,12 +1,12 @@
-//! The Proxy-Wasm host functions the filter uses, declared here rather than
-//! called through `proxy_wasm::hostcalls`: the SDK's wrappers `panic!` on any
-//! status they do not expect and decode the status into an enum (undefined
-//! behaviour for a value outside it). Here every status is a plain `u32` and
-//! every call answers `Option`/`Result`, so no host answer can crash the VM.
+//! The Proxy-Wasm host functions the filter uses, declared here (the plugin has no
+//! SDK: the Rust SDK's wrappers `panic!` on any status they do not expect and decode
+//! the status into an enum, undefined behaviour for a value outside it). Every status
+//! is a plain `u32` and every call answers `Option`/`Result`, so no host answer can
+//! crash the VM.
 //!
-//! Buffers returned by the host are allocated through the SDK's exported
-//! `proxy_on_memory_allocate` (a `Vec` it forgot), so taking them back with
-//! `Vec::from_raw_parts` is how the SDK itself frees them.
+//! Buffers returned by the host are allocated through the exported
+//! `proxy_on_memory_allocate` (`allocate_for_host`, a boxed slice forgotten), so taking
+//! them back with `Vec::from_raw_parts` frees them.
 #![expect(
     unsafe_code,
     reason = "the one place that declares and calls the host ABI"
@@ -172,11 +172,34 @@ pub(super) fn vm_memory_bytes() -> u64 {
     }
 }
 
+/// The host allocates the buffers it answers with here (exported by `dispatch`): a boxed
+/// slice of exactly `size` bytes, which `take_buffer` takes back as a `Vec`. Left
+/// uninitialised: the host writes every byte before the VM reads any.
+pub(super) fn allocate_for_host(size: usize) -> *mut u8 {
+    let mut buffer: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: the capacity is `size`, and `MaybeUninit` needs no initialisation.
+    unsafe { buffer.set_len(size) };
+    Box::into_raw(buffer.into_boxed_slice()).cast::<u8>()
+}
+
+/// Runs the module's static constructors (wasi-libc's among them), as a WASI reactor must
+/// before anything else; `_initialize` calls it.
+pub(super) fn run_constructors() {
+    #[cfg(target_os = "wasi")]
+    {
+        extern "C" {
+            fn __wasm_call_ctors();
+        }
+        // SAFETY: the linker's constructor list, called once, first, as the reactor ABI says.
+        unsafe { __wasm_call_ctors() };
+    }
+}
+
 /// Takes ownership of a host-allocated buffer.
 ///
 /// # Safety
 /// `data` must be null or a buffer of `size` bytes the host allocated through
-/// `proxy_on_memory_allocate` for this call.
+/// `allocate_for_host` for this call.
 unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()

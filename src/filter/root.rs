@@ -6,16 +6,12 @@ use super::abi::{self, BufferType, MetricType};
 use super::active::Active;
 use super::emit::emit;
 use super::host::BatchTokens;
-use super::http::RequestContext;
-use super::network::ConnectionContext;
 use crate::core::config::defaults::VERSION as CONFIG_VERSION;
 use crate::core::config::{sha256_hex, LogLevel, Settings};
 use crate::core::envoy::attributes::{NODE_ID, PLUGIN_NAME, PLUGIN_ROOT_ID};
 use crate::core::record::config::{config_history, ConfigRecord, Coverage};
 use crate::core::record::RECORD_PREFIX;
 use crate::core::worker::{metrics, worker_seed, Worker};
-use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -119,23 +115,18 @@ impl Root {
         abi::log(level, &format!("{RECORD_PREFIX}{}", record.encode()));
         false
     }
-}
 
-impl Context for Root {
     /// Envoy calls this at shutdown (SIGTERM) and when a configuration change replaces this
     /// root, after its streams have ended: the old context may never tick again, so the
     /// partial interval is reported now, or it would be lost. All of it is written here, so
-    /// Envoy need not wait (`true`).
-    fn on_done(&mut self) -> bool {
+    /// Envoy need not wait.
+    pub(super) fn on_done(&mut self) {
         if let Some(active) = self.active.take() {
             self.report(&active, true);
         }
-        true
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+    pub(super) fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let now = abi::now_unix_nanos().unwrap_or(0);
         let bytes = match plugin_configuration_size {
             0 => Vec::new(),
@@ -185,35 +176,20 @@ impl RootContext for Root {
         true
     }
 
-    fn on_tick(&mut self) {
+    pub(super) fn on_tick(&mut self) {
         if let Some(active) = &self.active {
             self.report(active, false);
         }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        // The SDK panics on `None` here: always answer.
-        Some(if self.network {
-            ContextType::StreamContext
-        } else {
-            ContextType::HttpContext
-        })
+    /// Root id `network`: its streams are downstream connections, not HTTP streams.
+    pub(super) fn network(&self) -> bool {
+        self.network
     }
 
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(ConnectionContext {
-            active: self.active.clone(),
-            data_seen: false,
-            remembered: None,
-        }))
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Always a context: the SDK panics on `None`.
-        Some(Box::new(RequestContext {
-            active: self.active.clone(),
-            headers_seen: false,
-        }))
+    /// The configuration in force, which a stream created now runs under to its end.
+    pub(super) fn active(&self) -> Option<Rc<Active>> {
+        self.active.clone()
     }
 }
 
