@@ -161,6 +161,28 @@ def variants(workdir: Path, wasm: Path = harness.WASM) -> list[tuple[str, list, 
             [],
             [],
         ),
+        # One `record_start` rule (for /admin, which no benchmark request hits): the routine
+        # path then reads the request header map when the headers pass too.
+        (
+            "meshaudit, routine sampled out, one record_start rule",
+            meshaudit(
+                {
+                    "default_sample_rate": 0.0001,
+                    "rules": [
+                        {"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit", "record_start": True}
+                    ],
+                }
+            ),
+            [],
+            [],
+        ),
+        # Every request matches a `record_start` rule: two records each.
+        (
+            "meshaudit, audit all, metadata, record_start",
+            meshaudit({"budgets": UNBOUNDED, "rules": [{"name": "all", "action": "audit", "record_start": True}]}),
+            [],
+            [],
+        ),
         # The routine path of gRPC-shaped requests (content type application/grpc, answered
         # with grpc-status 0): one host call more than a plain request, the gRPC status.
         (

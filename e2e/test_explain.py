@@ -19,6 +19,7 @@ SHIPPED_CASES = [
     ("envoyfilter/wasmplugin-http.yaml", "envoyfilter/wasmplugin-http.cases.yaml"),
     ("envoyfilter/wasmplugin-waypoint.yaml", "envoyfilter/wasmplugin-waypoint.cases.yaml"),
     ("envoyfilter/wasmplugin-learning.yaml", "envoyfilter/wasmplugin-learning.cases.yaml"),
+    ("envoyfilter/wasmplugin-admin-streams.yaml", "envoyfilter/wasmplugin-admin-streams.cases.yaml"),
     ("envoyfilter/envoyfilter.yaml", "envoyfilter/envoyfilter.cases.yaml"),
     ("envoyfilter/trafficextension.yaml", "envoyfilter/trafficextension.cases.yaml"),
 ]

@@ -64,6 +64,7 @@ def test_push_pull_and_pin(registry, tmp_path):
 
     written = package_oci.render(reference, digest, tmp_path / "manifests")
     assert {p.name for p in written} == {
+        "wasmplugin-admin-streams.yaml",
         "wasmplugin-http.yaml",
         "wasmplugin-learning.yaml",
         "wasmplugin-network.yaml",

@@ -32,6 +32,8 @@ PLUGIN = {
             "action": "audit",
             "level": "request",
             "request_headers": [{"name": "x-user", "redact": "hash"}],
+            # Its starts too: a `started` record is in Envoy's log alone, and verifies.
+            "record_start": True,
         },
     ],
 }
@@ -124,7 +126,7 @@ def test_the_trail_as_written_verifies_through_both_outputs(cli, captured):  # n
     assert stream["closed"], "SIGTERM wrote the final accounting record"
     assert stream["intervals"] >= 2
     assert stream["in_both_outputs"] == len(record_lines(access)) > 0
-    assert {r["kind"] for r in written} >= {"config_applied", "access", "denied", "suppressed", "accounting"}
+    assert {r["kind"] for r in written} >= {"config_applied", "access", "denied", "suppressed", "accounting", "started"}
     assert all(r["chain"]["key"] == "demo/app@m-e2e" for r in written)
     # The access log alone lacks what only Envoy's log carries: verify says so.
     code, alone = verify(cli, tmp_path, access)

@@ -3,6 +3,7 @@
 GET/POST/... any path: 200 with a small JSON body.
 /status/<code>: answers with that status.
 ?delay_ms=<n>: answers after n milliseconds (at most 5000).
+Upgrade: websocket: 101 Switching Protocols, then echoes what the client sends until it closes.
 Run: python3 upstream.py [port]   (binds 127.0.0.1; UPSTREAM_HOST overrides)
 """
 
@@ -20,6 +21,8 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def _answer(self):
+        if self.headers.get("upgrade", "").lower() == "websocket":
+            return self._upgrade()
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
@@ -37,6 +40,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _upgrade(self):
+        """A long-lived upgraded stream: raw bytes echoed (no WebSocket framing: Envoy only
+        relays them), until the client closes."""
+        self.send_response(101)
+        self.send_header("upgrade", "websocket")
+        self.send_header("connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        while chunk := self.connection.recv(4096):
+            self.connection.sendall(chunk)
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::host;
-use meshaudit::core::{on_log, Settings, Worker};
+use meshaudit::core::{on_log, Seen, Settings, Worker};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -43,7 +43,8 @@ fn measure_sealed(
         .unwrap_or(200_000);
     // The record as the adapter hands it to Envoy: after the log prefix, sealed when keyed.
     let run = |worker: &mut Worker| {
-        on_log(&settings, worker, true, &host).map(|json| worker.seal("meshaudit.record ", &json))
+        on_log(&settings, worker, Seen::Headers, &host)
+            .map(|json| worker.seal("meshaudit.record ", &json))
     };
     let first = run(&mut worker);
     if first.is_some() != expect_record {

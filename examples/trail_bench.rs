@@ -12,7 +12,7 @@ use meshaudit::core::trail::TrailKey;
 #[path = "common/mod.rs"]
 mod common;
 
-use meshaudit::core::{on_log, Settings, Worker};
+use meshaudit::core::{on_log, Seen, Settings, Worker};
 use std::io::{BufReader, BufWriter, Write};
 use std::time::Instant;
 
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bytes = 0u64;
     while written < records {
         request.now += 1_000_000;
-        if let Some(json) = on_log(&settings, &mut worker, true, &request) {
+        if let Some(json) = on_log(&settings, &mut worker, Seen::Headers, &request) {
             let line = worker.seal("[info] wasm log meshaudit: meshaudit.record ", &json);
             bytes += line.len() as u64;
             writeln!(out, "{line}")?;

@@ -34,6 +34,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 step "configurations: every shipped one checks with --strict and passes its rule tests"
 cargo build --quiet --features cli --bin meshaudit
 for config in envoyfilter/wasmplugin-http.yaml envoyfilter/wasmplugin-waypoint.yaml envoyfilter/wasmplugin-learning.yaml \
+  envoyfilter/wasmplugin-admin-streams.yaml \
   envoyfilter/envoyfilter.yaml envoyfilter/trafficextension.yaml e2e/envoy.yaml; do
   target/debug/meshaudit check --assume-hmac-key --strict "$config"
   target/debug/meshaudit test --assume-hmac-key "$config" "${config%.yaml}.cases.yaml"

@@ -6,7 +6,7 @@ mod common;
 
 use common::{check_record, FuzzHost};
 use libfuzzer_sys::fuzz_target;
-use meshaudit::core::{on_log, Settings, Worker};
+use meshaudit::core::{on_log, Seen, Settings, Worker};
 use std::sync::OnceLock;
 
 fn settings() -> &'static Settings {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         ..FuzzHost::default()
     };
     let mut worker = Worker::new(settings, "fuzz".into(), 7, 0);
-    let line =
-        on_log(settings, &mut worker, true, &host).expect("an audit rule records every request");
+    let line = on_log(settings, &mut worker, Seen::Headers, &host)
+        .expect("an audit rule records every request");
     check_record(settings, &line);
 });

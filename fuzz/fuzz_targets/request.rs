@@ -7,14 +7,15 @@ mod common;
 
 use common::{check_record, fields, FuzzHost};
 use libfuzzer_sys::fuzz_target;
-use meshaudit::core::{on_log, serialize_header_map, Settings, Worker};
+use meshaudit::core::{on_log, on_request_start, serialize_header_map, Seen, Settings, Worker};
 use std::sync::OnceLock;
 
 const CONFIGS: [&str; 3] = [
     r#"{"default_sample_rate": 0.5, "redaction": {"query_params": ["page", "token"]}, "rules": [
         {"name": "health", "match": {"paths": [{"exact": "/healthz"}]}, "action": "drop"},
         {"name": "admin", "match": {"paths": [{"prefix": "/admin"}], "case_insensitive": true},
-         "action": "audit", "level": "request", "request_headers": ["user-agent", "authorization", "x-a"]},
+         "action": "audit", "level": "request", "request_headers": ["user-agent", "authorization", "x-a"],
+         "record_start": true},
         {"name": "roles", "match": {"paths": [{"glob": "/api/*/users/**/roles"}], "methods": ["PUT", "DELETE"]},
          "action": "audit"},
         {"name": "hosts", "match": {"hosts": ["*.example.com"], "headers": [{"name": "x-debug", "present": true}]},
@@ -89,8 +90,18 @@ fuzz_target!(|data: &[u8]| {
     host.properties
         .insert("source.address".into(), authority.to_vec());
     let mut worker = Worker::new(settings, "fuzz".into(), 7, 0);
-    let reached_plugin = selector.get(1).is_some_and(|b| b & 1 == 0);
-    if let Some(line) = on_log(settings, &mut worker, reached_plugin, &host) {
+    let seen = if selector.get(1).is_some_and(|b| b & 1 == 0) {
+        match on_request_start(settings, &mut worker, &host) {
+            Some(line) => {
+                check_record(settings, &line);
+                Seen::Started
+            }
+            None => Seen::Headers,
+        }
+    } else {
+        Seen::LocalReply
+    };
+    if let Some(line) = on_log(settings, &mut worker, seen, &host) {
         check_record(settings, &line);
     }
 });

@@ -45,5 +45,5 @@ pub use redact::HashKey;
 pub use request::analysis::{warnings as rule_warnings, Warning};
 #[cfg(not(target_arch = "wasm32"))]
 pub use request::explain::{explain, Explanation, Probe, RuleTrace};
-pub use request::on_log;
+pub use request::{on_log, on_request_start, Seen};
 pub use worker::Worker;

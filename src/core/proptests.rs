@@ -6,7 +6,7 @@ use super::envoy::headers::HeaderMap;
 use super::envoy::host::FakeHost;
 use super::path::{canonicalize, CanonicalOptions};
 use super::record::json::JsonWriter;
-use super::request::on_log;
+use super::request::{on_log, Seen};
 use super::worker::Worker;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -152,7 +152,7 @@ proptest! {
         // The path alone is longer than the record's cap, and fields may be as long as it:
         // the cap has to act, first by dropping headers, then by shrinking fields.
         let (settings, host) = capped_request(&header_values, &path, max_field, 4096);
-        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), Seen::Headers, &host).unwrap();
         prop_assert!(line.len() <= 4096, "{} bytes", line.len());
         let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&parsed["truncated"], &serde_json::json!(true));
@@ -165,9 +165,9 @@ proptest! {
         path in vec(prop::sample::select(&b"abz/.%;-_~"[..]), 1..300),
     ) {
         let (settings, host) = capped_request(&header_values, &path, 1024, 4096);
-        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), Seen::Headers, &host).unwrap();
         let (roomy, _) = capped_request(&header_values, &path, 1024, 1_048_576);
-        let uncapped = on_log(&roomy, &mut Worker::new(&roomy, "p".into(), 1, 0), true, &host).unwrap();
+        let uncapped = on_log(&roomy, &mut Worker::new(&roomy, "p".into(), 1, 0), Seen::Headers, &host).unwrap();
         prop_assert!(uncapped.len() <= 4096);
         // The two configurations differ (their caps), and each record names its own.
         let (line, uncapped) = (
@@ -209,7 +209,7 @@ proptest! {
         } else {
             host
         };
-        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), !local_reply, &host).unwrap();
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), if local_reply { Seen::LocalReply } else { Seen::Headers }, &host).unwrap();
         prop_assert!(!line.contains('\n') && !line.contains('\r'));
         prop_assert!(line.len() <= settings.limits.max_record_bytes);
         let parsed: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -312,7 +312,7 @@ proptest! {
         if place == 5 {
             host = host.with_request_header("referer", format!("https://u:{secret}@h/p/{planted}?q={planted}#{secret}"));
         }
-        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), true, &host).unwrap();
+        let line = on_log(&settings, &mut Worker::new(&settings, "p".into(), 1, 0), Seen::Headers, &host).unwrap();
         for part in &material {
             let part_encoded: String = part.bytes().map(|b| format!("%{b:02X}")).collect();
             prop_assert!(!line.contains(part.as_str()) && !line.contains(&part_encoded), "{} leaked from {}: {}", part, planted, line);

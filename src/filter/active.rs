@@ -21,16 +21,16 @@ impl Active {
         }
     }
 
-    /// Runs a stream's end under the configuration it was created with. A stream outliving
-    /// a configuration change keeps the old one, whose worker state it then ends in.
-    pub(super) fn at_end(
+    /// Runs a stream's callback under the configuration it was created with. A stream
+    /// outliving a configuration change keeps the old one, whose worker state it then ends in.
+    pub(super) fn run(
         active: Option<&Self>,
-        end: impl FnOnce(&Settings, &mut Worker, &EnvoyHost),
+        callback: impl FnOnce(&Settings, &mut Worker, &EnvoyHost),
     ) {
         let Some(active) = active else { return };
         let Ok(mut worker) = active.worker.try_borrow_mut() else {
             return;
         };
-        end(&active.settings, &mut worker, &active.host());
+        callback(&active.settings, &mut worker, &active.host());
     }
 }

@@ -1,15 +1,17 @@
-//! An HTTP stream: nothing read while it passes, everything decided in `on_log`.
+//! An HTTP stream: decided in `on_log`; read while it passes only where a rule records
+//! requests' starts.
 
 use super::active::Active;
-use super::emit::emit_request_record;
-use crate::core::request;
+use super::emit::{emit, emit_request_record};
+use crate::core::request::{self, Seen};
 use std::rc::Rc;
 
 /// One HTTP stream (a Proxy-Wasm HTTP context).
 pub(super) struct RequestContext {
     active: Option<Rc<Active>>,
-    /// The request headers passed this filter; if not, a filter before it replied locally.
-    headers_seen: bool,
+    /// What passed this filter; `LocalReply` until the request headers do (if they never
+    /// do, a filter before it replied locally).
+    seen: Seen,
 }
 
 impl RequestContext {
@@ -17,18 +19,32 @@ impl RequestContext {
     pub(super) fn new(active: Option<Rc<Active>>) -> Self {
         Self {
             active,
-            headers_seen: false,
+            seen: Seen::LocalReply,
         }
     }
 
     pub(super) fn on_request_headers(&mut self) {
-        // No host call here: everything is read once, in on_log.
-        self.headers_seen = true;
+        self.seen = Seen::Headers;
+        // No host call unless a rule records starts: everything else is read once, in on_log.
+        if !self
+            .active
+            .as_deref()
+            .is_some_and(|active| active.settings.reads.start)
+        {
+            return;
+        }
+        Active::run(self.active.as_deref(), |settings, worker, host| {
+            if let Some(json) = request::on_request_start(settings, worker, host) {
+                // To Envoy's log alone: Envoy's access loggers run when the stream ends.
+                emit(settings.log_level, &json, worker);
+                self.seen = Seen::Started;
+            }
+        });
     }
 
     pub(super) fn on_log(&mut self) {
-        Active::at_end(self.active.as_deref(), |settings, worker, host| {
-            if let Some(json) = request::on_log(settings, worker, self.headers_seen, host) {
+        Active::run(self.active.as_deref(), |settings, worker, host| {
+            if let Some(json) = request::on_log(settings, worker, self.seen, host) {
                 emit_request_record(settings, &json, worker);
             }
         });

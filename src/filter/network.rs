@@ -34,7 +34,7 @@ impl ConnectionContext {
     }
 
     pub(super) fn on_log(&mut self) {
-        Active::at_end(self.active.as_deref(), |settings, worker, host| {
+        Active::run(self.active.as_deref(), |settings, worker, host| {
             if let Some(json) = network::on_connection_close(settings, worker, host, self.data_seen)
             {
                 emit(settings.log_level, &json, worker);

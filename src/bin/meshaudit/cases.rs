@@ -27,6 +27,8 @@ pub(crate) struct Case {
     rule: Option<String>,
     /// Expected record kind (`access`, `denied`, `auth_failure`...), for a recorded case.
     kind: Option<String>,
+    /// Expected: is a `started` record written when the request headers pass (`record_start`)?
+    started: Option<bool>,
 }
 
 impl Case {
@@ -80,6 +82,12 @@ impl Case {
                 Some(got) if got == *kind => {}
                 Some(got) => out.push(format!("kind: expected {kind:?}, got {got:?}")),
                 None => out.push(format!("kind: expected {kind:?}, got no record")),
+            }
+        }
+        if let Some(started) = self.started {
+            let got = e.started.is_some();
+            if got != started {
+                out.push(format!("started: expected {started}, got {got}"));
             }
         }
         out

@@ -249,6 +249,10 @@ fn explain(args: &[String]) -> Result<ExitCode, String> {
             settings.default_sample_rate
         );
     }
+    if let Some(started) = &e.started {
+        println!("at its start: a started record (record_start)");
+        println!("started record: {started}");
+    }
     match &e.record {
         Some(record) => {
             let value: serde_json::Value =

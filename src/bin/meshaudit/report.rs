@@ -212,13 +212,14 @@ fn plural(n: i64, unit: &str) -> String {
 
 /// Colours of the timeline's kinds, in stacking order from the axis up: the denial-type kinds
 /// first, in strong colours, then the routine ones, pale.
-const KIND_COLOURS: [(&str, &str); 8] = [
+const KIND_COLOURS: [(&str, &str); 9] = [
     ("denied", "#d62728"),
     ("auth_failure", "#f07f00"),
     ("tls_failure", "#7b3294"),
     ("rate_limited", "#e7298a"),
     ("shadow_denied", "#8c6d00"),
     ("access", "#9ec5e6"),
+    ("started", "#6baed6"),
     ("shadow_allowed", "#b5dcae"),
     ("connection", "#c9cbd1"),
 ];

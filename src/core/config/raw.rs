@@ -370,6 +370,13 @@ pub struct RawRule {
     /// always uses the security budget.
     #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
     pub security_budget: Option<bool>,
+    /// With `audit`: also write a `started` record when the request's headers pass the
+    /// plugin, so that a long-lived stream (HTTP/2 or gRPC streaming, a WebSocket, a long
+    /// download) is on the trail while it is open; its end record then says `started: true`.
+    /// Refused on a rule that matches on the response status, or that comes after one that
+    /// does: the status is not known when the request starts.
+    #[serde(default)]
+    pub record_start: bool,
     /// With level `request`: the request headers to record: lowercase names, or
     /// `{"name": ..., "redact": "omit" | "mask" | "hash"}`.
     #[serde(default)]

@@ -222,6 +222,8 @@ pub struct Rule {
     pub budget: Option<Budget>,
     /// An `audit` rule's records share the security budget (else the routine one).
     pub security_budget: bool,
+    /// An `audit` rule that also writes a `started` record when the request headers pass.
+    pub record_start: bool,
 }
 
 /// `sha256:` and 12 hex digits.
@@ -329,4 +331,7 @@ pub struct RuleReads {
     /// Whether the path's spelling is ambiguous, worked out before matching (otherwise
     /// only for a request that is recorded).
     pub ambiguity: bool,
+    /// Some rule records a request's start: the rules are matched when its headers pass
+    /// too (otherwise that callback reads nothing).
+    pub start: bool,
 }

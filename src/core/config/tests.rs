@@ -99,6 +99,23 @@ fn a_full_rule_compiles() {
     );
 }
 
+#[test]
+fn a_start_recording_rule_above_a_status_rule_is_accepted() {
+    let s = Settings::from_json(
+        br#"{"rules": [{"name": "admin", "match": {"paths": [{"prefix": "/admin"}]}, "action": "audit", "record_start": true},
+                       {"name": "errors", "match": {"status": ["5xx"]}, "action": "audit"}]}"#,
+    )
+    .unwrap();
+    assert!(s.reads.start && s.reads.status);
+    assert!(s.rules[0].record_start && !s.rules[1].record_start);
+    let without =
+        Settings::from_json(br#"{"rules": [{"name": "admin", "action": "audit"}]}"#).unwrap();
+    assert!(
+        !without.reads.start,
+        "no rule records starts: the request callback reads nothing"
+    );
+}
+
 /// Each invalid configuration, and the exact line an operator reads.
 #[test]
 fn every_error_names_the_field_and_the_reason() {
@@ -158,6 +175,9 @@ fn every_error_names_the_field_and_the_reason() {
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"principals": [""]}}]}"#, "rules[0].match.principals[0]: a principal such as \"spiffe://cluster.local/ns/shop/sa/checkout\", or a prefix ending in '*'"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"namespaces": ["Shop"]}}]}"#, "rules[0].match.namespaces[0]: \"Shop\" is not a Kubernetes namespace name"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"headers": [{"name": "x"}]}}]}"#, "rules[0].match.headers[0]: give exactly one of \"present\" (true/false) or \"equals\" (a value)"),
+        (r#"{"rules": [{"name": "a", "action": "sample", "sample_rate": 1, "record_start": true}]}"#, "rules[0].record_start: only an \"audit\" rule records a request's start (other rules decide at its end, by sampling or outcome); remove it"),
+        (r#"{"rules": [{"name": "a", "match": {"status": [500]}, "action": "audit", "record_start": true}]}"#, "rules[0].record_start: the rule matches on the response status, which a request does not have when it starts; remove the status condition or record_start"),
+        (r#"{"rules": [{"name": "errors", "match": {"status": ["5xx"]}, "action": "drop"}, {"name": "admin", "action": "audit", "record_start": true}]}"#, "rules[1].record_start: rules[0] (\"errors\"), before this rule, matches on the response status, so which rule decides is not known when the request starts; move this rule above it or remove record_start"),
         (r#"{"rules": [{"name": "a", "action": "sample", "sample_rate": 1, "security_budget": false}]}"#, "rules[0].security_budget: only an \"audit\" rule chooses its budget class (other rules' records are routine); remove it"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": [600]}}]}"#, "rules[0].match.status[0]: status code must be 100 to 599, got 600"),
         (r#"{"rules": [{"name": "a", "action": "audit", "match": {"status": ["4xy"]}}]}"#, "rules[0].match.status[0]: \"4xy\" is not a status class; expected \"1xx\" to \"5xx\", a code such as 404, or a gRPC status such as \"grpc:PERMISSION_DENIED\""),

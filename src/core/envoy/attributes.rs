@@ -226,15 +226,17 @@ pub enum Batch {
     RecordWithOutcome,
     Connection,
     ConnectionEnd,
+    Start,
 }
 
 impl Batch {
-    pub const ALL: [Batch; 5] = [
+    pub const ALL: [Batch; 6] = [
         Batch::Record,
         Batch::SensitiveRecord,
         Batch::RecordWithOutcome,
         Batch::Connection,
         Batch::ConnectionEnd,
+        Batch::Start,
     ];
 
     pub fn attrs(self) -> &'static [Attr] {
@@ -244,6 +246,7 @@ impl Batch {
             Batch::RecordWithOutcome => &OutcomeRecordFacts::ATTRS,
             Batch::Connection => &ConnectionAttrs::ATTRS,
             Batch::ConnectionEnd => &ConnectionEndFacts::ATTRS,
+            Batch::Start => &StartFacts::ATTRS,
         }
     }
 
@@ -370,6 +373,18 @@ attribute_batch! {
         termination_details: Bytes = optional(TERMINATION_DETAILS),
         audit_hint: Flag = optional(ACCESS_LOG_HINT),
         listener_direction: Int = optional(LISTENER_DIRECTION),
+    }
+}
+
+attribute_batch! {
+    /// What a `started` record reads when the request headers pass: the caller and the
+    /// route. No response exists yet, and no upstream cluster: the router picks it later.
+    pub struct StartFacts for Start {
+        connection_id: Int = always(CONNECTION_ID),
+        route_name: Bytes = optional(ROUTE_NAME),
+        listener_direction: Int = optional(LISTENER_DIRECTION),
+        route_config: Bytes = optional(ROUTE_ISTIO_CONFIG),
+        source_address: Bytes = always(SOURCE_ADDRESS),
     }
 }
 

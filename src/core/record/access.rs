@@ -159,6 +159,8 @@ pub(crate) struct AccessRecord<'a> {
     pub stream: Option<(&'a str, u64)>,
     pub config: Option<&'a str>,
     pub why: Option<Why<'a>>,
+    /// The end of a request whose `started` record was written.
+    pub started: bool,
     /// The readings beyond the request line the matched rule needed (`why.matched_on`).
     pub matched_on: &'a [&'static str],
     pub readings: RequestReadings<'a>,
@@ -226,6 +228,26 @@ impl AccessRecord<'_> {
         }
     }
 
+    /// `response`: the status Envoy sent, its details and flags.
+    fn write_response(&self, w: &mut JsonWriter, cap: usize) {
+        w.object_field("response");
+        if let Some(code) = self.status {
+            w.u64_field("code", u64::from(code));
+        }
+        w.opt_bytes_field("code_details", self.code_details, cap);
+        if let Some(bits) = self.response_flags.filter(|&b| b != 0) {
+            w.array_field("flags");
+            for name in flags::short_names(bits) {
+                w.str_value(&name);
+            }
+            w.end_array();
+        }
+        if self.replied_before_plugin {
+            w.bool_field("replied_before_plugin", true);
+        }
+        w.end_object();
+    }
+
     fn encode_with(&self, cap: usize, with_headers: bool, truncated: bool) -> String {
         let mut w = JsonWriter::default();
         Envelope {
@@ -245,6 +267,9 @@ impl AccessRecord<'_> {
             w.opt_str_field("sampled_by", why.sampled_by.map(SampleKey::as_str));
             write_names(&mut w, "matched_on", self.matched_on);
             w.end_object();
+        }
+        if self.started {
+            w.bool_field("started", true);
         }
 
         w.object_field("request");
@@ -288,22 +313,10 @@ impl AccessRecord<'_> {
         }
         w.end_object();
 
-        w.object_field("response");
-        if let Some(code) = self.status {
-            w.u64_field("code", u64::from(code));
+        // A `started` record is written before any response.
+        if self.kind != Some(Kind::Started) {
+            self.write_response(&mut w, cap);
         }
-        w.opt_bytes_field("code_details", self.code_details, cap);
-        if let Some(bits) = self.response_flags.filter(|&b| b != 0) {
-            w.array_field("flags");
-            for name in flags::short_names(bits) {
-                w.str_value(&name);
-            }
-            w.end_array();
-        }
-        if self.replied_before_plugin {
-            w.bool_field("replied_before_plugin", true);
-        }
-        w.end_object();
 
         if let Some(peer) = self.peer {
             write_peer(&mut w, peer, cap);

@@ -71,13 +71,16 @@ kinds! {
     Connection => "connection",
     /// Events a budget refused, aggregated.
     Suppressed => "suppressed",
+    /// A request an `audit` rule with `record_start` matched, when its headers passed: what
+    /// is known then. Its end is recorded as well, with `started: true`.
+    Started => "started",
 }
 
 impl Kind {
     /// Outcomes audited whatever the rules say (unless `always_audit_security_outcomes` is off).
     /// Shadow results are only known when the operator enabled `authorization.shadow_results`.
     pub fn is_security_outcome(self) -> bool {
-        !matches!(self, Kind::Access | Kind::Connection)
+        !matches!(self, Kind::Access | Kind::Connection | Kind::Started)
     }
 }
 

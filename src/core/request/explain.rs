@@ -9,7 +9,7 @@ use crate::core::envoy::attributes::{CODE_DETAILS, CONNECTION_MTLS, PEER_URI_SAN
 use crate::core::envoy::headers::serialize;
 use crate::core::envoy::host::Host;
 use crate::core::path::{canonicalize, split_query};
-use crate::core::request::on_log;
+use crate::core::request::{on_log, on_request_start, Seen};
 use crate::core::worker::Worker;
 
 /// The request to explain, as an operator writes it.
@@ -44,6 +44,8 @@ pub struct Explanation {
     pub rules: Vec<RuleTrace>,
     /// The record the plugin writes, or `None`.
     pub record: Option<String>,
+    /// The `started` record it writes when the request headers pass (`record_start`).
+    pub started: Option<String>,
 }
 
 impl Explanation {
@@ -108,7 +110,7 @@ pub fn explain(settings: &Settings, probe: &Probe) -> Explanation {
     let (path, _) = split_query(probe.path.as_bytes());
     let canonical_path =
         String::from_utf8_lossy(&canonicalize(path, settings.canonical)).into_owned();
-    let record = run(settings, &host);
+    let (started, record) = run(settings, &host);
     let rules = settings
         .rules
         .iter()
@@ -124,12 +126,20 @@ pub fn explain(settings: &Settings, probe: &Probe) -> Explanation {
         canonical_path,
         rules,
         record,
+        started,
     }
 }
 
-fn run(settings: &Settings, host: &ProbeHost) -> Option<String> {
+/// The records of the request's start and of its end, as the filter writes them.
+fn run(settings: &Settings, host: &ProbeHost) -> (Option<String>, Option<String>) {
     let mut worker = Worker::new(settings, "explain".to_string(), 1, host.now);
-    on_log(settings, &mut worker, true, host)
+    let started = on_request_start(settings, &mut worker, host);
+    let seen = if started.is_some() {
+        Seen::Started
+    } else {
+        Seen::Headers
+    };
+    (started, on_log(settings, &mut worker, seen, host))
 }
 
 /// Does the plugin, given only this condition as its one rule, credit that rule?
@@ -150,6 +160,7 @@ fn matches_alone(settings: &Settings, rule: &Rule, alone: &Matcher, host: &Probe
         ..settings.clone()
     };
     run(&only, host)
+        .1
         .and_then(|record| serde_json::from_str::<serde_json::Value>(&record).ok())
         .is_some_and(|record| {
             record.pointer("/why/rule").and_then(|r| r.as_str()) == Some(rule.name.as_str())

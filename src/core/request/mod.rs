@@ -29,6 +29,7 @@ mod inputs;
 mod outcome;
 pub(crate) mod readings;
 mod rules;
+mod start;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +42,7 @@ use crate::core::envoy::connection::ConnectionFacts;
 use crate::core::envoy::grpc::{self, GrpcCall};
 use crate::core::envoy::headers::HeaderMap;
 use crate::core::envoy::host::Host;
-use crate::core::envoy::identity::JwtClaims;
+use crate::core::envoy::identity::{JwtClaims, Peer};
 use crate::core::envoy::mesh::direction;
 use crate::core::envoy::rbac::Rbac;
 use crate::core::envoy::response::LimiterHeaders;
@@ -49,6 +50,7 @@ use crate::core::envoy::source::CallerAddress;
 use crate::core::path::{canonicalize, split_query};
 use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, RequestReadings, Why};
 use crate::core::record::{Kind, Reason};
+use crate::core::redact::Redaction;
 use crate::core::sample::{self, traceparent, SampleKey};
 use crate::core::worker::callers::{caller_key, KeyedBy};
 use crate::core::worker::suppress::SuppressedKey;
@@ -60,34 +62,42 @@ use outcome::{
 };
 use readings::{Ambiguities, Readings};
 use rules::{first_matching_rule, matched_on, verdict, MatchInput, Verdict};
+pub use start::on_request_start;
 use std::borrow::Cow;
 use std::rc::Rc;
 
+/// What the plugin saw of a stream before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The request headers never reached the plugin: a filter before it answered with a
+    /// local reply (RBAC, jwt_authn, ext_authz…).
+    LocalReply,
+    /// The request headers passed the plugin.
+    Headers,
+    /// They passed, and the request's `started` record was written (`on_request_start`).
+    Started,
+}
+
 /// Decides at the end of a stream, and returns the record's JSON when one is due.
-/// `headers_reached_plugin` is `false` when the request headers callback never
-/// ran: a filter before the plugin answered with a local reply (RBAC,
-/// jwt_authn, ext_authz…).
 pub fn on_log(
     settings: &Settings,
     worker: &mut Worker,
-    headers_reached_plugin: bool,
+    seen: Seen,
     host: &impl Host,
 ) -> Option<String> {
     worker.requests_seen += 1;
-    let replied_before_plugin = !headers_reached_plugin;
+    let replied_before_plugin = seen == Seen::LocalReply;
     let map = HeaderMap::from_serialized(host.request_header_map().unwrap_or_default());
-    let known = KnownHeaders::find(&map);
-    let (path, query) = split_query(known.path.unwrap_or_default());
-    let canonical = canonicalize(path, settings.canonical);
-    let readings = Readings::of(
-        &known,
-        (path, query),
-        &canonical,
-        settings.canonical,
-        settings.reads.ambiguity,
+    let request = Parsed::of(settings, &map);
+    let readings = request.readings(settings);
+    let (known, path, query, canonical) = (
+        &request.known,
+        request.path,
+        request.query,
+        &request.canonical,
     );
     let is_grpc = known.is_grpc();
-    let grpc_call = GrpcCall::from_path(&canonical);
+    let grpc_call = GrpcCall::from_path(canonical);
 
     // Rules on the caller's identity need the connection's facts before deciding: one
     // attribute (the connection id) for a connection already known.
@@ -100,29 +110,16 @@ pub fn on_log(
         .reads
         .status
         .then(|| Ending::read(settings, is_grpc, host));
-    let match_headers: Vec<Option<&[u8]>> = settings
-        .reads
-        .headers
-        .iter()
-        .map(|name| map.get(name))
-        .collect();
-    let input = MatchInput {
-        canonical_path: &canonical,
-        method: known.method,
-        method_overrides: &readings.method_overrides,
-        routing_paths: &readings.routing_paths,
-        ambiguities: readings.ambiguities,
-        authority: known.authority,
-        match_headers: &match_headers,
-        statuses: ending_for_rules.map(|e| e.statuses).unwrap_or_default(),
-        grpc_call,
-        peer: connection_for_rules.as_deref().map(|c| &c.peer),
-    };
+    let input = request.match_input(
+        &readings,
+        ending_for_rules.map(|e| e.statuses).unwrap_or_default(),
+        connection_for_rules.as_deref().map(|c| &c.peer),
+    );
     let rule = first_matching_rule(settings, &input);
     let matched_rule = rule.and_then(|i| settings.rules.get(i));
     // Every request is counted against the rule that matched (or `_default`), whatever happens next.
     worker.tally(rule, |c| c.requests += 1);
-    let plan = Plan::new(settings, rule, &known, worker);
+    let plan = Plan::new(settings, rule, known, worker);
 
     // The outcome before the record's facts, where it decides: for a request the rules
     // do not record, only a security outcome is, which the status and the details tell.
@@ -207,9 +204,10 @@ pub fn on_log(
         kind,
         sensitive: plan.sensitive,
         replied_before_plugin,
+        started: seen == Seen::Started,
         now,
         map: &map,
-        known: &known,
+        known,
         readings: &readings,
         matched_on: matched_rule
             .map(|r| matched_on(&r.matcher, &input))
@@ -219,7 +217,7 @@ pub fn on_log(
         keyed_by,
         path,
         query,
-        canonical: &canonical,
+        canonical,
         grpc_call: is_grpc.then_some(grpc_call),
     };
     Some(recorded.assemble(worker, host, &settled, &connection))
@@ -444,6 +442,8 @@ struct Recorded<'s> {
     kind: Kind,
     sensitive: bool,
     replied_before_plugin: bool,
+    /// The request's `started` record was written.
+    started: bool,
     now: u64,
     map: &'s HeaderMap,
     known: &'s KnownHeaders<'s>,
@@ -522,21 +522,7 @@ impl Recorded<'_> {
             }
             _ => (Vec::new(), false),
         };
-        let recorded_query = query.and_then(|q| redaction.query(q));
-        // A routing header's path only (its query can carry what the query would), redacted.
-        let routing: Vec<(&str, Cow<[u8]>)> = self
-            .readings
-            .routing_paths
-            .iter()
-            .map(|r| (r.source, redaction.path(split_query(r.sent).0)))
-            .collect();
-        let recorded_path = redaction.path(self.path);
-        // Most paths are their own canonical form: redacted once.
-        let recorded_canonical = if self.canonical == self.path {
-            recorded_path.clone()
-        } else {
-            redaction.path(self.canonical)
-        };
+        let line = RecordedLine::new(redaction, self.path, query, self.canonical, self.readings);
         let code_details = settled.code_details();
         let authz = authorization(
             kind,
@@ -586,23 +572,17 @@ impl Recorded<'_> {
                 rule: rule.map(|r| r.name.as_str()),
                 ..self.why
             }),
+            started: self.started,
             matched_on: &self.matched_on,
-            readings: RequestReadings {
-                method_overrides: &self.readings.method_overrides,
-                routing: routing
-                    .iter()
-                    .map(|(source, path)| (*source, &**path))
-                    .collect(),
-                ambiguities: self.ambiguities().codes().collect(),
-            },
+            readings: line.readings(self.readings, self.ambiguities()),
             request_id: known.request_id,
             method: known.method,
             method_override: self.readings.method_overrides.iter().find_map(|m| *m),
             authority: known.authority,
-            path: Some(&recorded_path),
-            query: recorded_query.as_deref(),
-            query_removed: query.is_some() && recorded_query.is_none(),
-            canonical_path: Some(&recorded_canonical),
+            path: Some(&line.path),
+            query: line.query.as_deref(),
+            query_removed: query.is_some() && line.query.is_none(),
+            canonical_path: Some(&line.canonical),
             headers,
             pseudonym_key_id: hashed
                 .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
@@ -629,5 +609,118 @@ impl Recorded<'_> {
             settings.limits.max_field_bytes,
             settings.limits.max_record_bytes,
         )
+    }
+}
+
+/// A request as its header map gives it, with what the rules match on.
+struct Parsed<'m> {
+    known: KnownHeaders<'m>,
+    /// The path as sent, without its query string.
+    path: &'m [u8],
+    query: Option<&'m [u8]>,
+    canonical: Cow<'m, [u8]>,
+    /// Values of `RuleReads::headers`, in that order.
+    match_headers: Vec<Option<&'m [u8]>>,
+}
+
+impl<'m> Parsed<'m> {
+    fn of(settings: &Settings, map: &'m HeaderMap) -> Self {
+        let known = KnownHeaders::find(map);
+        let (path, query) = split_query(known.path.unwrap_or_default());
+        Self {
+            canonical: canonicalize(path, settings.canonical),
+            match_headers: settings
+                .reads
+                .headers
+                .iter()
+                .map(|name| map.get(name))
+                .collect(),
+            known,
+            path,
+            query,
+        }
+    }
+
+    fn readings(&self, settings: &Settings) -> Readings<'m> {
+        Readings::of(
+            &self.known,
+            (self.path, self.query),
+            &self.canonical,
+            settings.canonical,
+            settings.reads.ambiguity,
+        )
+    }
+
+    fn match_input<'a>(
+        &'a self,
+        readings: &'a Readings<'m>,
+        statuses: Statuses,
+        peer: Option<&'a Peer>,
+    ) -> MatchInput<'a> {
+        MatchInput {
+            canonical_path: &self.canonical,
+            method: self.known.method,
+            method_overrides: &readings.method_overrides,
+            routing_paths: &readings.routing_paths,
+            ambiguities: readings.ambiguities,
+            authority: self.known.authority,
+            match_headers: &self.match_headers,
+            statuses,
+            grpc_call: GrpcCall::from_path(&self.canonical),
+            peer,
+        }
+    }
+}
+
+/// The request line as a record carries it, redacted: the path, the allow-listed query, the
+/// canonical path and the paths routing headers name.
+struct RecordedLine<'a> {
+    path: Cow<'a, [u8]>,
+    query: Option<Vec<u8>>,
+    canonical: Cow<'a, [u8]>,
+    /// A routing header's path only: its query can carry what the query would.
+    routing: Vec<(&'static str, Cow<'a, [u8]>)>,
+}
+
+impl<'a> RecordedLine<'a> {
+    fn new(
+        redaction: &Redaction,
+        path: &'a [u8],
+        query: Option<&[u8]>,
+        canonical: &'a [u8],
+        readings: &'a Readings,
+    ) -> Self {
+        let recorded_path = redaction.path(path);
+        Self {
+            // Most paths are their own canonical form: redacted once.
+            canonical: if canonical == path {
+                recorded_path.clone()
+            } else {
+                redaction.path(canonical)
+            },
+            path: recorded_path,
+            query: query.and_then(|q| redaction.query(q)),
+            routing: readings
+                .routing_paths
+                .iter()
+                .map(|r| (r.source, redaction.path(split_query(r.sent).0)))
+                .collect(),
+        }
+    }
+
+    fn readings<'r>(
+        &'r self,
+        readings: &'r Readings,
+        ambiguities: Ambiguities,
+    ) -> RequestReadings<'r> {
+        RequestReadings {
+            method_overrides: &readings.method_overrides,
+            routing: self
+                .routing
+                .iter()
+                .map(|(source, path)| (*source, &**path))
+                .collect(),
+            ambiguities: ambiguities.codes().collect(),
+        }
     }
 }

@@ -29,7 +29,11 @@ fn run(settings: &Settings, host: &FakeHost, headers_reached_plugin: bool) -> Op
     on_log(
         settings,
         &mut worker(settings),
-        headers_reached_plugin,
+        if headers_reached_plugin {
+            Seen::Headers
+        } else {
+            Seen::LocalReply
+        },
         host,
     )
     .map(|line| {
@@ -264,7 +268,7 @@ fn sampling_follows_the_trace_id_so_hops_agree() {
             let host = FakeHost::request("GET", "/orders/1", 200)
                 .with_request_header("traceparent", &traceparent);
             let mut w = Worker::new(&s, "x".into(), seed, 0);
-            on_log(&s, &mut w, true, &host)
+            on_log(&s, &mut w, Seen::Headers, &host)
         };
         let (a, b) = (decide(1), decide(99));
         assert_eq!(
@@ -327,7 +331,7 @@ fn oversized_records_drop_headers_first_and_say_so() {
     let host = FakeHost::request("GET", "/big", 200)
         .with_request_header("a", &big)
         .with_request_header("b", &big);
-    let line = on_log(&s, &mut worker(&s), true, &host).unwrap();
+    let line = on_log(&s, &mut worker(&s), Seen::Headers, &host).unwrap();
     assert!(line.len() <= 4096, "{} bytes", line.len());
     let r: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(r["truncated"], true);
@@ -353,7 +357,7 @@ fn records_of_control_bytes_in_every_field_still_fit_their_cap() {
         .with_request_header("x-a", &junk)
         .with_property("response.code_details", &junk)
         .with_property("source.address", &junk);
-    let line = on_log(&s, &mut worker(&s), true, &host).unwrap();
+    let line = on_log(&s, &mut worker(&s), Seen::Headers, &host).unwrap();
     assert!(line.len() <= 4096, "{} bytes", line.len());
     let r: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(r["truncated"], true);
@@ -494,12 +498,14 @@ fn records_of_one_connection_read_its_identity_once() {
     let s = settings(CONFIG);
     let mut w = worker(&s);
     let first = mtls_host("GET", "/admin/x", 200).with_int_property("connection.id", 41);
-    let r1: Value = serde_json::from_str(&on_log(&s, &mut w, true, &first).unwrap()).unwrap();
+    let r1: Value =
+        serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &first).unwrap()).unwrap();
     // The header map, the time, the record's facts with its status (an audit rule records
     // whatever the status; RBAC left no decision here), the rate-limit probe, and the connection facts.
     assert_eq!(first.calls.get(), 5);
     let again = FakeHost::request("GET", "/admin/y", 200).with_int_property("connection.id", 41);
-    let r2: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
+    let r2: Value =
+        serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &again).unwrap()).unwrap();
     assert_eq!(
         again.calls.get(),
         4,
@@ -514,7 +520,8 @@ fn records_of_one_connection_read_its_identity_once() {
     let other = FakeHost::request("GET", "/admin/z", 200)
         .with_int_property("connection.id", 42)
         .with_property("connection.mtls", [0]);
-    let r3: Value = serde_json::from_str(&on_log(&s, &mut w, true, &other).unwrap()).unwrap();
+    let r3: Value =
+        serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &other).unwrap()).unwrap();
     assert_eq!(r3["peer"], serde_json::json!({"mtls": false}));
 }
 
@@ -527,18 +534,19 @@ fn rules_on_identity_read_a_known_connection_by_its_id_alone() {
     let mut w = worker(&s);
     let mtls = mtls_host("GET", "/x", 200).with_int_property("connection.id", 9);
     assert!(
-        on_log(&s, &mut w, true, &mtls).is_none(),
+        on_log(&s, &mut w, Seen::Headers, &mtls).is_none(),
         "an mTLS caller is not matched"
     );
     // The header map, the connection id, the connection's facts, :status, the AUDIT mark.
     assert_eq!(mtls.calls.get(), 5);
     let again = FakeHost::request("GET", "/y", 200).with_int_property("connection.id", 9);
-    assert!(on_log(&s, &mut w, true, &again).is_none());
+    assert!(on_log(&s, &mut w, Seen::Headers, &again).is_none());
     assert_eq!(again.calls.get(), 4, "a known connection: its id alone");
     let plain = FakeHost::request("GET", "/z", 200)
         .with_int_property("connection.id", 10)
         .with_property("connection.mtls", [0]);
-    let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &plain).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &plain).unwrap()).unwrap();
     assert_eq!(r["why"]["rule"], "plaintext");
     assert_eq!(r["peer"], serde_json::json!({"mtls": false}));
 }
@@ -771,7 +779,7 @@ fn accounting_adds_up_and_names_lost_records_by_rule() {
     ];
     for (path, status) in requests {
         let host = FakeHost::request("GET", path, status).with_request_header("x-request-id", path);
-        let _ = on_log(&s, &mut w, true, &host);
+        let _ = on_log(&s, &mut w, Seen::Headers, &host);
     }
     // Envoy refuses the last record written (the 403): lost, and said so.
     w.note_sink_error();
@@ -1294,7 +1302,8 @@ mod callers {
         let s = settings(AUDIT_ALL);
         let mut w = worker(&s);
         let claimed = on(3, "203.0.113.9:0");
-        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &claimed).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &claimed).unwrap()).unwrap();
         assert_eq!(
             r["source"],
             serde_json::json!({"forwarded_for": "203.0.113.9:0", "keyed_by": "connection"}),
@@ -1305,7 +1314,8 @@ mod callers {
         handed
             .connection_peers
             .insert(3, b"127.0.0.1:40000".to_vec());
-        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &handed).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &handed).unwrap()).unwrap();
         assert_eq!(
             r["source"],
             serde_json::json!({"address": "127.0.0.1:40000", "forwarded_for": "203.0.113.9:0",
@@ -1313,7 +1323,8 @@ mod callers {
         );
         // A direct address (its own port) is the peer.
         let direct = on(4, "10.0.0.7:5123");
-        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &direct).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &direct).unwrap()).unwrap();
         assert_eq!(
             r["source"],
             serde_json::json!({"address": "10.0.0.7:5123", "keyed_by": "peer"})
@@ -1327,7 +1338,8 @@ mod callers {
         let mut w = worker(&s);
         for claim in ["203.0.113.9:0", "198.51.100.4:0"] {
             let r: Value =
-                serde_json::from_str(&on_log(&s, &mut w, true, &on(5, claim)).unwrap()).unwrap();
+                serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &on(5, claim)).unwrap())
+                    .unwrap();
             assert_eq!(r["source"]["forwarded_for"], claim);
         }
     }
@@ -1341,13 +1353,15 @@ mod callers {
         let mut w = worker(&s);
         let mut host = on(6, "203.0.113.9:0");
         host.connection_peers.insert(6, b"10.0.0.1:1".to_vec());
-        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &host).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &host).unwrap()).unwrap();
         assert_eq!(r["source"]["keyed_by"], "forwarded");
         assert_eq!(r["rate_limit"]["window_calls"], 1);
         // The same client behind the same gateway, on another connection: the same caller.
         let mut again = on(7, "203.0.113.9:0");
         again.connection_peers.insert(7, b"10.0.0.1:2".to_vec());
-        let r: Value = serde_json::from_str(&on_log(&s, &mut w, true, &again).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_str(&on_log(&s, &mut w, Seen::Headers, &again).unwrap()).unwrap();
         assert_eq!(r["rate_limit"]["window_calls"], 2);
         // Without the trust, the caller is the gateway's address.
         let untrusted = settings(
@@ -1358,12 +1372,13 @@ mod callers {
             let mut host = on(id, claim);
             host.connection_peers
                 .insert(id as u64, b"10.0.0.1:3".to_vec());
-            on_log(&untrusted, &mut w, true, &host).unwrap();
+            on_log(&untrusted, &mut w, Seen::Headers, &host).unwrap();
         }
         let mut third = on(10, "192.0.2.1:0");
         third.connection_peers.insert(10, b"10.0.0.1:4".to_vec());
         let r: Value =
-            serde_json::from_str(&on_log(&untrusted, &mut w, true, &third).unwrap()).unwrap();
+            serde_json::from_str(&on_log(&untrusted, &mut w, Seen::Headers, &third).unwrap())
+                .unwrap();
         assert_eq!(
             (&r["source"]["keyed_by"], &r["rate_limit"]["window_calls"]),
             (&"peer".into(), &3.into()),
@@ -1464,7 +1479,8 @@ mod readings {
         let routine = config(r#", "security_budget": false"#);
         let mut w = worker(&routine);
         let first: Value =
-            serde_json::from_str(&on_log(&routine, &mut w, true, &crafted()).unwrap()).unwrap();
+            serde_json::from_str(&on_log(&routine, &mut w, Seen::Headers, &crafted()).unwrap())
+                .unwrap();
         assert_eq!(first["why"]["rule"], "ambiguous");
         assert_eq!(
             first["request"]["ambiguities"],
@@ -1473,17 +1489,18 @@ mod readings {
         // The flood is held to the routine budget (1, burst 1), not the security one: a
         // denial still gets through.
         for _ in 0..50 {
-            assert!(on_log(&routine, &mut w, true, &crafted()).is_none());
+            assert!(on_log(&routine, &mut w, Seen::Headers, &crafted()).is_none());
         }
         let denied = FakeHost::request("GET", "/orders", 403);
         let r: Value =
-            serde_json::from_str(&on_log(&routine, &mut w, true, &denied).unwrap()).unwrap();
+            serde_json::from_str(&on_log(&routine, &mut w, Seen::Headers, &denied).unwrap())
+                .unwrap();
         assert_eq!(r["kind"], "denied");
         // A request whose readings agree is not matched by `ambiguous: true`.
         assert!(on_log(
             &routine,
             &mut w,
-            true,
+            Seen::Headers,
             &FakeHost::request("GET", "/files/x", 200)
         )
         .is_none());
@@ -1491,7 +1508,7 @@ mod readings {
         let security = config("");
         let mut w = worker(&security);
         for _ in 0..5 {
-            assert!(on_log(&security, &mut w, true, &crafted()).is_some());
+            assert!(on_log(&security, &mut w, Seen::Headers, &crafted()).is_some());
         }
     }
 }
@@ -1505,7 +1522,7 @@ fn every_record_of_a_stream_names_the_configuration_in_force() {
     );
     let mut w = worker(&audit_all);
     let host = FakeHost::request("GET", "/x", 200);
-    let line = on_log(&audit_all, &mut w, true, &host).unwrap();
+    let line = on_log(&audit_all, &mut w, Seen::Headers, &host).unwrap();
     let record: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(record["config_digest"], short);
     // Beside the envelope, before the record's own members.
@@ -1525,7 +1542,7 @@ fn every_record_of_a_stream_names_the_configuration_in_force() {
     // Another configuration, another name.
     let other =
         settings(r#"{"rules": [{"name": "all", "action": "audit"}], "default_sample_rate": 0}"#);
-    let line = on_log(&other, &mut worker(&other), true, &host).unwrap();
+    let line = on_log(&other, &mut worker(&other), Seen::Headers, &host).unwrap();
     assert_ne!(other.short_digest(), short);
     assert!(line.contains(other.short_digest()));
 }

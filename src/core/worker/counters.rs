@@ -45,6 +45,14 @@ counts! {
         /// Records of this rule that went to Envoy's log while its level filtered them out
         /// (`log_level`): not written.
         hidden,
+        /// `started` records written (`record_start`): a request's second record, so not
+        /// in `records`, nor in the identity `requests` = `records` + `hidden` +
+        /// `sampled_out` + `dropped` + `suppressed`.
+        started,
+        /// `started` records a budget refused (the request's end is still recorded).
+        started_suppressed,
+        /// `started` records Envoy's log level filtered out.
+        started_hidden,
     }
 }
 

@@ -30,7 +30,8 @@ pub(crate) const DEFAULT_RULE: &str = "_default";
 pub struct Worker {
     pub instance: String,
     pub(crate) rng: Rng,
-    /// Requests (or connections) this worker has decided on since it started.
+    /// Requests (or connections) this worker has seen since it started, at their end or,
+    /// where a rule records starts, at their start too: zero until it serves traffic.
     pub requests_seen: u64,
     /// Names this worker's record stream; with `seq`, lets a collector detect gaps.
     pub stream: String,
@@ -217,6 +218,18 @@ impl Worker {
         } else {
             self.tally(rule, |c| c.records += 1);
             self.counters.count_kind(kind);
+        }
+    }
+
+    /// Counts a `started` record, which goes to Envoy's log alone (Envoy's access loggers run
+    /// at the end of a stream): written, or hidden by the log's level.
+    pub(crate) fn count_start(&mut self, rule: Option<usize>) {
+        self.last_record_rule = Some(rule);
+        if self.records_hidden() {
+            self.tally(rule, |c| c.started_hidden += 1);
+        } else {
+            self.tally(rule, |c| c.started += 1);
+            self.counters.count_kind(Kind::Started);
         }
     }
 

@@ -62,8 +62,35 @@ pub(super) fn rules(
         }),
         status: rules.iter().any(|r| !r.matcher.status.is_empty()),
         ambiguity: rules.iter().any(|r| r.matcher.ambiguous.is_some()),
+        start: rules.iter().any(|r| r.record_start),
     };
+    check_record_start(&rules)?;
     Ok((rules, reads))
+}
+
+/// A rule that records a request's start must be the one that decides it at its end: no
+/// rule up to it may match on the response status, which a starting request does not have.
+fn check_record_start(rules: &[Rule]) -> Result<(), ConfigError> {
+    let mut on_status: Option<(usize, &str)> = None;
+    for (i, rule) in rules.iter().enumerate() {
+        if !rule.matcher.status.is_empty() && on_status.is_none() {
+            on_status = Some((i, &rule.name));
+        }
+        if !rule.record_start {
+            continue;
+        }
+        let reason = match on_status {
+            Some((j, _)) if j == i => {
+                "the rule matches on the response status, which a request does not have when it starts; remove the status condition or record_start".to_string()
+            }
+            Some((j, name)) => format!(
+                "rules[{j}] ({name:?}), before this rule, matches on the response status, so which rule decides is not known when the request starts; move this rule above it or remove record_start"
+            ),
+            None => continue,
+        };
+        return Err(error(format!("rules[{i}].record_start"), reason));
+    }
+    Ok(())
 }
 
 /// What compiling one rule needs from the configuration, and what the rules share.
@@ -144,9 +171,16 @@ impl RuleBuilder {
                 "only an \"audit\" rule chooses its budget class (other rules' records are routine); remove it",
             ));
         }
+        if raw.record_start && action != Action::Audit {
+            return Err(error(
+                format!("{at}.record_start"),
+                "only an \"audit\" rule records a request's start (other rules decide at its end, by sampling or outcome); remove it",
+            ));
+        }
         Ok(Rule {
             budget,
             security_budget: raw.security_budget.unwrap_or(true),
+            record_start: raw.record_start,
             name: raw.name,
             matcher,
             action,

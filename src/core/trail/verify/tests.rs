@@ -5,7 +5,7 @@ use super::*;
 use crate::core::config::{LogLevel, LogThreshold, Settings};
 use crate::core::envoy::host::FakeHost;
 use crate::core::record::config::ConfigRecord;
-use crate::core::request::on_log;
+use crate::core::request::{on_log, Seen};
 use crate::core::worker::Worker;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -95,7 +95,7 @@ pub(crate) fn trail_from(
             let host = FakeHost::request("GET", path, status)
                 .with_property("source.address", format!("10.1.0.{}:4000", step % 3));
             let host = FakeHost { now, ..host };
-            if let Some(json) = on_log(&settings, &mut worker, true, &host) {
+            if let Some(json) = on_log(&settings, &mut worker, Seen::Headers, &host) {
                 write(&mut worker, &json, true);
             }
         }
@@ -304,7 +304,7 @@ fn records_the_log_level_hid_are_declared_losses_not_breaks() {
             worker.set_log_threshold(LogThreshold::From(LogLevel::Trace));
         }
         let host = FakeHost::request("GET", "/admin/x", status);
-        let json = on_log(&settings, &mut worker, true, &host).unwrap();
+        let json = on_log(&settings, &mut worker, Seen::Headers, &host).unwrap();
         let text = worker.seal(RECORD_PREFIX, &json);
         // Envoy's log drops the hidden one.
         if i != 1 {
