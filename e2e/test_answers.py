@@ -167,7 +167,7 @@ def test_summary_window_and_csv(audit_trail):
     table = list(csv.DictReader(io.StringIO(run("summary", "--csv", "denials", *logs).stdout)))
     assert [(r["policy"], int(r["count"])) for r in table] == [(r["policy"], r["count"]) for r in whole["tables"]["denials"]]
     bad = run("summary", "--csv", "nope", *logs, check=False)
-    assert bad.returncode == 2 and "sensitive, denials" in bad.stderr
+    assert bad.returncode == 2 and "sensitive, open_streams, denials" in bad.stderr
     bad = run("summary", "--since", "yesterday", *logs, check=False)
     assert bad.returncode == 2 and "--since" in bad.stderr
 

@@ -383,6 +383,7 @@ def test_the_report_shows_the_trail_s_counts_in_the_browser(tmp_path):
     ]
     empty = {n.attrs["data-empty-table"]: n.text() for n in root.with_attr("data-empty-table")}
     assert empty == {
+        "open_streams": "No stream started without an end.",
         "dry_run": "No dry-run policy would have denied a request.",
         "ambiguous": "No request that reads two ways.",
         "config": "No configuration change in the trail.",
@@ -467,6 +468,7 @@ def test_the_report_of_an_empty_trail_says_so(tmp_path):
     tables = {n.attrs["data-empty-table"] for n in root.with_attr("data-empty-table")}
     assert tables == {
         "sensitive",
+        "open_streams",
         "denials",
         "auth_failures",
         "tls_failures",

@@ -7,6 +7,7 @@ them."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 
 import pytest
 from harness import Stack, http_connection_manager
+from test_manifests import cli  # noqa: F401  (the fixture that builds the command)
 
 PLUGIN = {
     "instance_id": "started-test",
@@ -148,3 +150,21 @@ def test_accounting_counts_the_starts_apart_from_the_requests(stack):
     assert totals["records"] == len(admin_ends)
     assert totals["started_suppressed"] == totals["started_hidden"] == 0
     assert by_kind["started"] == len(starts)
+
+
+def open_streams(cli, stack) -> list[dict]:  # noqa: F811
+    out = subprocess.run([cli, "summary", "--json", stack.envoy.log_path], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["tables"]["open_streams"]
+
+
+def test_the_summary_lists_a_stream_while_it_is_open_and_not_after(cli, stack):  # noqa: F811
+    client = held_h2(stack.listen_port, "/admin/console", "h2-open")
+    try:
+        assert stack.envoy.wait_records(lambda r: of("h2-open")(r) and r["kind"] == "started")
+        open_now = [row for row in open_streams(cli, stack) if row["request_id"] == "h2-open"]
+        assert client.poll() is None, "still open when the summary read the log"
+        assert len(open_now) == 1 and open_now[0]["path"] == "/admin/console" and open_now[0]["rule"] == "admin-streams"
+    finally:
+        assert client.wait(timeout=15) == 0
+    assert stack.envoy.wait_records(lambda r: of("h2-open")(r) and r.get("started") is True)
+    assert [row for row in open_streams(cli, stack) if row["request_id"] == "h2-open"] == []

@@ -751,6 +751,7 @@ fn completeness_svg(s: &Summary) -> String {
 fn empty_table(name: &str) -> &'static str {
     match name {
         "sensitive" => "No sensitive-endpoint access.",
+        "open_streams" => "No stream started without an end.",
         "denials" => "No denials.",
         "auth_failures" => "No authentication failures.",
         "tls_failures" => "No TLS failures.",

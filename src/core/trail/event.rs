@@ -355,6 +355,7 @@ struct RawHop<'a> {
     #[serde(borrow)]
     source: RawSource<'a>,
     connection: Option<serde::de::IgnoredAny>,
+    started: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -534,6 +535,8 @@ pub struct Hop {
     pub remaining: Option<u64>,
     pub limit: Sym,
     pub window_calls: u64,
+    /// The end of a request whose `started` record was written (`record_start`).
+    pub started: bool,
 }
 
 /// A request record as the answers read it: the compact record and the trail's texts.
@@ -672,6 +675,9 @@ impl<'t> Call<'t> {
 #[derive(Debug, Default)]
 pub struct Trail {
     pub hops: Vec<Hop>,
+    /// `started` records: requests as they started (`record_start`), read like request records
+    /// but not joined into requests (their end records are).
+    pub starts: Vec<Hop>,
     /// Every record that is not a request record: configuration, accounting, suppressed,
     /// log level, connection records.
     pub records: Vec<Record>,
@@ -795,12 +801,18 @@ impl Trail {
             self.outside_window += 1;
             return;
         }
-        let raw = if REQUEST_KINDS.contains(&&*envelope.kind) {
+        let start = &*envelope.kind == "started";
+        let raw = if start || REQUEST_KINDS.contains(&&*envelope.kind) {
             serde_json::from_str::<RawHop<'_>>(&text).ok()
         } else {
             None
         };
         let kept = match raw {
+            Some(raw) if start => {
+                let hop = self.compact(raw);
+                self.starts.push(hop);
+                true
+            }
             // A network-mode `denied` is a connection record, not a request's.
             Some(raw) if raw.connection.is_none() => {
                 let hop = self.compact(raw);
@@ -910,14 +922,37 @@ impl Trail {
                 .and_then(|r| r.trim().split([',', ';']).next()?.trim().parse().ok()),
             limit: s.opt(rate.and_then(|r| r.limit.as_deref())),
             window_calls: rate.and_then(|r| r.window_calls).unwrap_or(0),
+            started: raw.started,
         }
     }
 
     /// Sorts both kinds of records by time (then stream and sequence number): inputs interleave.
     pub fn sort(&mut self) {
         self.hops.sort_by_key(|h| (h.at, h.stream, h.seq));
+        self.starts.sort_by_key(|h| (h.at, h.stream, h.seq));
         self.records
             .sort_by(|a, b| (&a.ts, &a.stream, a.seq).cmp(&(&b.ts, &b.stream, b.seq)));
+    }
+
+    /// The `started` records whose request has no end record in the trail (same stream and
+    /// request id, `started: true`): streams still open when the trail was read, or whose
+    /// proxy died before they ended. A start without a request id cannot be paired: it is
+    /// counted open.
+    pub fn open_streams(&self) -> Vec<HopRef<'_>> {
+        let ended: std::collections::HashSet<(Sym, Sym)> = self
+            .hops
+            .iter()
+            .filter(|h| h.started && h.request_id != Sym::NONE)
+            .map(|h| (h.stream, h.request_id))
+            .collect();
+        self.starts
+            .iter()
+            .filter(|s| s.request_id == Sym::NONE || !ended.contains(&(s.stream, s.request_id)))
+            .map(|hop| HopRef {
+                hop,
+                symbols: &self.symbols,
+            })
+            .collect()
     }
 
     /// The request records joined into requests on their request id (a record without one is

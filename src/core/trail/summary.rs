@@ -45,8 +45,9 @@ pub struct Table {
 }
 
 /// The names `--csv` accepts, in the order the summary prints them.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "sensitive",
+    "open_streams",
     "denials",
     "auth_failures",
     "tls_failures",
@@ -304,6 +305,7 @@ pub fn summarize(trail: &Trail, window: &Window, with_hops: bool) -> Summary {
     summary.timeline = timeline(trail);
     summary.tables = vec![
         sensitive(&calls),
+        open_streams(trail),
         denials(trail, &calls),
         auth_failures(&calls),
         tls_failures(trail),
@@ -588,6 +590,41 @@ fn dry_run(calls: &[Call<'_>]) -> Table {
                 text(g.seen.last),
             ]
         }),
+    }
+}
+
+/// Requests a `record_start` rule recorded as they started, with no end in the trail: an admin
+/// stream still open, or one whose proxy died first.
+fn open_streams(trail: &Trail) -> Table {
+    const COLUMNS: &[Column] = &[
+        col("ts", "started"),
+        col("instance", "proxy"),
+        col("caller", "caller"),
+        col("method", "method"),
+        col("path", "endpoint"),
+        col("rule", "rule"),
+        col("request_id", "request id"),
+    ];
+    let rows = trail
+        .open_streams()
+        .into_iter()
+        .map(|start| {
+            vec![
+                text(start.ts()),
+                text(start.instance()),
+                text(start.caller()),
+                text(start.method()),
+                text(start.path()),
+                text(start.rule().unwrap_or("-")),
+                text(start.request_id().unwrap_or("-")),
+            ]
+        })
+        .collect();
+    Table {
+        name: "open_streams",
+        title: "Streams started and not ended in the trail (record_start)",
+        columns: COLUMNS,
+        rows,
     }
 }
 
@@ -912,6 +949,45 @@ mod tests {
                 (r[column].text(), *n)
             })
             .collect()
+    }
+
+    /// A `started` record of `request`'s shape: no response, its kind `started`.
+    fn start(id: &str, seq: u64) -> serde_json::Value {
+        let mut r = request(id, "proxy-a", "inbound", seq);
+        r["kind"] = json!("started");
+        r.as_object_mut().unwrap().remove("response");
+        r
+    }
+
+    fn ended(id: &str, seq: u64) -> serde_json::Value {
+        let mut r = request(id, "proxy-a", "inbound", seq);
+        r["started"] = json!(true);
+        r
+    }
+
+    #[test]
+    fn a_stream_started_and_not_ended_is_open_and_not_a_request() {
+        let s = summary_of(vec![start("a", 0), start("b", 1), ended("a", 2)]);
+        let open = &s.table("open_streams").unwrap().rows;
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0][6].text(), "b");
+        assert_eq!(open[0][4].text(), "/admin/users");
+        assert_eq!(open[0][5].text(), "admin");
+        assert_eq!(s.requests, 1, "a start is not a request: its end is");
+        assert_eq!(s.records_by_kind.get("started"), Some(&2));
+        // Its end arrives: nothing open.
+        let s = summary_of(vec![
+            start("a", 0),
+            start("b", 1),
+            ended("a", 2),
+            ended("b", 3),
+        ]);
+        assert!(s.table("open_streams").unwrap().rows.is_empty());
+        // An end of another stream with the same id does not close it.
+        let mut elsewhere = ended("b", 3);
+        elsewhere["stream"] = json!("00000000000000ff");
+        let s = summary_of(vec![start("b", 1), elsewhere]);
+        assert_eq!(s.table("open_streams").unwrap().rows.len(), 1);
     }
 
     #[test]
