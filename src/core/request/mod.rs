@@ -97,7 +97,6 @@ pub fn on_log(
         &request.canonical,
     );
     let is_grpc = known.is_grpc();
-    let grpc_call = GrpcCall::from_path(canonical);
 
     // Rules on the caller's identity need the connection's facts before deciding: one
     // attribute (the connection id) for a connection already known.
@@ -218,7 +217,7 @@ pub fn on_log(
         path,
         query,
         canonical,
-        grpc_call: is_grpc.then_some(grpc_call),
+        grpc_call: is_grpc.then_some(input.grpc_call),
     };
     Some(recorded.assemble(worker, host, &settled, &connection))
 }
