@@ -50,7 +50,6 @@ use crate::core::envoy::source::CallerAddress;
 use crate::core::path::{canonicalize, split_query};
 use crate::core::record::access::{AccessRecord, GrpcFacts, RateLimitUsage, RequestReadings, Why};
 use crate::core::record::{Kind, Reason};
-use crate::core::redact::Redaction;
 use crate::core::sample::{self, traceparent, SampleKey};
 use crate::core::worker::callers::{caller_key, KeyedBy};
 use crate::core::worker::suppress::SuppressedKey;
@@ -462,16 +461,6 @@ struct Recorded<'s> {
 }
 
 impl Recorded<'_> {
-    /// All of the request's ambiguities, the path's included.
-    fn ambiguities(&self) -> Ambiguities {
-        let known = self.readings.ambiguities;
-        if self.settings.reads.ambiguity {
-            known
-        } else {
-            known.with_path(self.path)
-        }
-    }
-
     /// Reads what only a record needs (rate-limit headers, JWT claims) and encodes the record.
     fn assemble(
         &self,
@@ -512,8 +501,6 @@ impl Recorded<'_> {
             }
             _ => None,
         };
-        let traceparent = known.traceparent.and_then(traceparent);
-
         let redaction = &settings.redaction;
         let (headers, mut hashed) = match (self.verdict.level, rule) {
             (Level::Request, Some(rule)) => {
@@ -521,7 +508,7 @@ impl Recorded<'_> {
             }
             _ => (Vec::new(), false),
         };
-        let line = RecordedLine::new(redaction, self.path, query, self.canonical, self.readings);
+        let line = RecordedLine::new(settings, self.path, query, self.canonical, self.readings);
         let code_details = settled.code_details();
         let authz = authorization(
             kind,
@@ -573,15 +560,6 @@ impl Recorded<'_> {
             }),
             started: self.started,
             matched_on: &self.matched_on,
-            readings: line.readings(self.readings, self.ambiguities()),
-            request_id: known.request_id,
-            method: known.method,
-            method_override: self.readings.method_overrides.iter().find_map(|m| *m),
-            authority: known.authority,
-            path: Some(&line.path),
-            query: line.query.as_deref(),
-            query_removed: query.is_some() && line.query.is_none(),
-            canonical_path: Some(&line.canonical),
             headers,
             pseudonym_key_id: hashed
                 .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
@@ -593,9 +571,6 @@ impl Recorded<'_> {
             peer: Some(&connection.peer),
             authz,
             authn,
-            trace_id: traceparent.map(|t| t.trace_id),
-            span_id: traceparent.map(|t| t.span_id),
-            b3_trace_id: known.b3_trace_id(),
             source: Some((self.address, self.keyed_by)),
             route_name: settled.facts.route_name,
             cluster_name: settled.facts.cluster_name,
@@ -603,6 +578,7 @@ impl Recorded<'_> {
             route_config: settled.facts.route_config,
             cluster_config: settled.facts.cluster_config,
             duration_nanos: settled.facts.duration,
+            ..line.record(known, self.readings)
         };
         record.encode(
             settings.limits.max_field_bytes,
@@ -672,24 +648,30 @@ impl<'m> Parsed<'m> {
 }
 
 /// The request line as a record carries it, redacted: the path, the allow-listed query, the
-/// canonical path and the paths routing headers name.
+/// canonical path and the paths routing headers name; and all of the request's ambiguities.
 struct RecordedLine<'a> {
     path: Cow<'a, [u8]>,
     query: Option<Vec<u8>>,
+    /// A query string was sent and nothing of it is recorded.
+    query_removed: bool,
     canonical: Cow<'a, [u8]>,
     /// A routing header's path only: its query can carry what the query would.
     routing: Vec<(&'static str, Cow<'a, [u8]>)>,
+    /// The path's included, where the rules did not need them worked out already.
+    ambiguities: Ambiguities,
 }
 
 impl<'a> RecordedLine<'a> {
     fn new(
-        redaction: &Redaction,
+        settings: &Settings,
         path: &'a [u8],
         query: Option<&[u8]>,
         canonical: &'a [u8],
         readings: &'a Readings,
     ) -> Self {
+        let redaction = &settings.redaction;
         let recorded_path = redaction.path(path);
+        let recorded_query = query.and_then(|q| redaction.query(q));
         Self {
             // Most paths are their own canonical form: redacted once.
             canonical: if canonical == path {
@@ -698,28 +680,47 @@ impl<'a> RecordedLine<'a> {
                 redaction.path(canonical)
             },
             path: recorded_path,
-            query: query.and_then(|q| redaction.query(q)),
+            query_removed: query.is_some() && recorded_query.is_none(),
+            query: recorded_query,
             routing: readings
                 .routing_paths
                 .iter()
                 .map(|r| (r.source, redaction.path(split_query(r.sent).0)))
                 .collect(),
+            ambiguities: if settings.reads.ambiguity {
+                readings.ambiguities
+            } else {
+                readings.ambiguities.with_path(path)
+            },
         }
     }
 
-    fn readings<'r>(
-        &'r self,
-        readings: &'r Readings,
-        ambiguities: Ambiguities,
-    ) -> RequestReadings<'r> {
-        RequestReadings {
-            method_overrides: &readings.method_overrides,
-            routing: self
-                .routing
-                .iter()
-                .map(|(source, path)| (*source, &**path))
-                .collect(),
-            ambiguities: ambiguities.codes().collect(),
+    /// A record's request members, which every request record carries alike: this line,
+    /// the ids and trace context of the request's headers, its readings.
+    fn record<'r>(&'r self, known: &'r KnownHeaders, readings: &'r Readings) -> AccessRecord<'r> {
+        let traceparent = known.traceparent.and_then(traceparent);
+        AccessRecord {
+            readings: RequestReadings {
+                method_overrides: &readings.method_overrides,
+                routing: self
+                    .routing
+                    .iter()
+                    .map(|(source, path)| (*source, &**path))
+                    .collect(),
+                ambiguities: self.ambiguities.codes().collect(),
+            },
+            request_id: known.request_id,
+            method: known.method,
+            method_override: readings.method_overrides.iter().find_map(|m| *m),
+            authority: known.authority,
+            path: Some(&self.path),
+            query: self.query.as_deref(),
+            query_removed: self.query_removed,
+            canonical_path: Some(&self.canonical),
+            trace_id: traceparent.map(|t| t.trace_id),
+            span_id: traceparent.map(|t| t.span_id),
+            b3_trace_id: known.b3_trace_id(),
+            ..AccessRecord::default()
         }
     }
 }

@@ -22,7 +22,6 @@ use crate::core::envoy::mesh::direction;
 use crate::core::envoy::source::CallerAddress;
 use crate::core::record::access::{AccessRecord, Why};
 use crate::core::record::{Kind, Reason};
-use crate::core::sample::traceparent;
 use crate::core::worker::callers::caller_key;
 use crate::core::worker::Worker;
 use std::rc::Rc;
@@ -80,25 +79,18 @@ pub fn on_request_start(
     worker.count_start(Some(index));
 
     let redaction = &settings.redaction;
-    let known = &request.known;
     let (headers, hashed) = match rule.level {
         Level::Request => recorded_headers(&map, &rule.request_headers, redaction),
         Level::Metadata => (Vec::new(), false),
     };
     let line = RecordedLine::new(
-        redaction,
+        settings,
         request.path,
         request.query,
         &request.canonical,
         &readings,
     );
-    let ambiguities = if settings.reads.ambiguity {
-        readings.ambiguities
-    } else {
-        readings.ambiguities.with_path(request.path)
-    };
     let matched_on = matched_on(&rule.matcher, &input);
-    let traceparent = known.traceparent.and_then(traceparent);
     let seq = worker.next_seq();
     let record = AccessRecord {
         ts_unix_nanos: now,
@@ -114,28 +106,16 @@ pub fn on_request_start(
             sampled_by: None,
         }),
         matched_on: &matched_on,
-        readings: line.readings(&readings, ambiguities),
-        request_id: known.request_id,
-        method: known.method,
-        method_override: readings.method_overrides.iter().find_map(|m| *m),
-        authority: known.authority,
-        path: Some(&line.path),
-        query: line.query.as_deref(),
-        query_removed: request.query.is_some() && line.query.is_none(),
-        canonical_path: Some(&line.canonical),
         headers,
         pseudonym_key_id: hashed
             .then(|| redaction.hash_key.as_ref().map(|k| k.id.as_str()))
             .flatten(),
         peer: Some(&connection.peer),
-        trace_id: traceparent.map(|t| t.trace_id),
-        span_id: traceparent.map(|t| t.span_id),
-        b3_trace_id: known.b3_trace_id(),
         source: Some((address, keyed_by)),
         route_name: facts.route_name,
         direction: direction(worker.proxy, facts.listener_direction),
         route_config: facts.route_config,
-        ..AccessRecord::default()
+        ..line.record(&request.known, &readings)
     };
     Some(record.encode(
         settings.limits.max_field_bytes,
@@ -147,6 +127,7 @@ pub fn on_request_start(
 mod tests {
     use super::*;
     use crate::core::envoy::host::FakeHost;
+    use crate::core::request::tests::{settings, worker};
     use crate::core::request::{on_log, Seen};
     use serde_json::Value;
     #[cfg(target_arch = "wasm32")]
@@ -162,14 +143,6 @@ mod tests {
             {"name": "orders", "match": {"paths": [{"prefix": "/orders"}]}, "action": "audit"}
         ]
     }"#;
-
-    fn settings(json: &str) -> Settings {
-        Settings::from_json(json.as_bytes()).unwrap()
-    }
-
-    fn worker(settings: &Settings) -> Worker {
-        Worker::new(settings, "test-proxy".to_string(), 1, 0)
-    }
 
     fn admin_stream() -> FakeHost {
         FakeHost::new()

@@ -16,11 +16,11 @@ const CONFIG: &str = r#"{
     ]
 }"#;
 
-fn settings(json: &str) -> Settings {
+pub(super) fn settings(json: &str) -> Settings {
     Settings::from_json(json.as_bytes()).unwrap()
 }
 
-fn worker(settings: &Settings) -> Worker {
+pub(super) fn worker(settings: &Settings) -> Worker {
     Worker::new(settings, "test-proxy".to_string(), 1, 0)
 }
 
